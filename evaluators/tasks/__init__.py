@@ -1,0 +1,12 @@
+"""Tasks: registered by name, offline, deterministic given a seed, each declaring its I/O.
+
+A task class takes ``seed`` and its own keyword parameters (all with defaults), exposes ``io``
+(a :class:`search_spaces.TaskIO`), ``split(name)`` -> ``(x, y)`` tensors for "train" and "test",
+and the classmethod ``io_for(**params)`` that computes the I/O without generating data.
+Per-token tasks mark positions without a target with ``IGNORE_INDEX`` in ``y``.
+"""
+
+from evaluators.tasks.base import IGNORE_INDEX, Task, get_task, list_tasks, make_task, register_task, task_io_for
+from evaluators.tasks import mnist1d, mqar  # noqa: F401  (registration)
+
+__all__ = ["IGNORE_INDEX", "Task", "get_task", "list_tasks", "make_task", "register_task", "task_io_for"]

@@ -1,0 +1,100 @@
+"""The task registry and base class."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from search_spaces.task_io import TaskIO
+
+IGNORE_INDEX = -100
+
+_TASKS: dict[str, type] = {}
+
+
+class Task:
+    """Base class. Subclasses set ``name`` via :func:`register_task`, implement ``io_for`` and
+    ``_generate`` (returning train and test tensors)."""
+
+    name: str = ""
+
+    def __init__(self, seed: int = 0, **params):
+        self.seed = seed
+        self.params = params
+        self.io = type(self).io_for(**params)
+        self._data = None
+
+    @classmethod
+    def io_for(cls, **params) -> TaskIO:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _generate(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {name!r}")
+        if self._data is None:
+            self._data = self._generate()
+        return self._data[name]
+
+    # accuracy over the positions (per-token) or samples that have a target
+    @staticmethod
+    def correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        pred = logits.argmax(-1)
+        mask = y != IGNORE_INDEX
+        return int(((pred == y) & mask).sum()), int(mask.sum())
+
+
+def register_task(name: str):
+    def deco(cls):
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type:
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; registered: {list_tasks()}") from None
+
+
+def _check_params(cls, params: dict) -> None:
+    sig = inspect.signature(cls.io_for)
+    allowed = [p for p in sig.parameters if p not in ("cls", "self")]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise TypeError(f"task {cls.name!r} has no parameter {unknown[0]!r}; it takes {allowed}")
+
+
+def task_io_for(name: str, params: dict | None = None) -> TaskIO:
+    """The I/O of task ``name`` with ``params``, without generating any data."""
+    cls = get_task(name)
+    params = dict(params or {})
+    _check_params(cls, params)
+    return cls.io_for(**params)
+
+
+_CACHE: dict = {}
+
+
+def make_task(name: str, params: dict | None = None, seed: int = 0) -> Task:
+    """An instance of task ``name``; instances are cached per (name, params, seed) so repeated
+    trials in one process generate the data once."""
+    cls = get_task(name)
+    params = dict(params or {})
+    _check_params(cls, params)
+    key = (name, tuple(sorted(params.items())), seed)
+    if key not in _CACHE:
+        _CACHE[key] = cls(seed=seed, **params)
+    return _CACHE[key]

@@ -1,0 +1,25 @@
+"""Fast ops for the token mixers.
+
+Each op has a pure PyTorch reference and one public function that dispatches to the fastest
+path the device supports; ``last_path(op)`` says which path the most recent call took.
+Nothing here knows about models.
+"""
+
+from kernels._dispatch import last_path
+from kernels.attention import attention, attention_reference
+from kernels.fftconv import fft_conv, fft_conv_reference
+from kernels.linear import linear_attention, linear_attention_reference
+from kernels.local import local_attention, local_attention_reference, local_mask
+
+__all__ = [
+    "attention",
+    "attention_reference",
+    "fft_conv",
+    "fft_conv_reference",
+    "last_path",
+    "linear_attention",
+    "linear_attention_reference",
+    "local_attention",
+    "local_attention_reference",
+    "local_mask",
+]

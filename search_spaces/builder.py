@@ -1,0 +1,162 @@
+"""ArchSpec + TaskIO -> torch.nn.Module."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from search_spaces.arch import ArchSpec, ArchValidationError, BlockSpec
+from search_spaces.ffn import build_ffn
+from search_spaces.registry import get_mixer
+from search_spaces.task_io import STEM_FOR_KIND, TaskIO
+
+__all__ = ["Block", "NASModel", "build_model", "check_compatible"]
+
+
+class Block(nn.Module):
+    """Residual block: mixer then FFN, each with a LayerNorm before (pre) or after (post)."""
+
+    def __init__(self, dim: int, spec: BlockSpec, causal: bool):
+        super().__init__()
+        self.post = spec.norm == "post"
+        self.norm1 = nn.LayerNorm(dim)
+        self.mixer = get_mixer(spec.mixer.type)(dim, causal=causal, **spec.mixer.params)
+        self.ffn = build_ffn(spec.ffn.type, dim, spec.ffn.ratio)
+        self.norm2 = nn.LayerNorm(dim) if self.ffn is not None else None
+
+    def forward(self, x, hw=None):
+        if self.post:
+            x = self.norm1(x + self.mixer(x, hw))
+            if self.ffn is not None:
+                x = self.norm2(x + self.ffn(x))
+            return x
+        x = x + self.mixer(self.norm1(x), hw)
+        if self.ffn is not None:
+            x = x + self.ffn(self.norm2(x))
+        return x
+
+
+class Downsample(nn.Module):
+    """Halve the token count (1-D) or each grid side (2-D) and change the width.
+
+    merge: concatenate neighbouring tokens (2 in 1-D, 2x2 in 2-D) then a linear layer (Swin's patch
+    merging); conv: a stride-2 convolution (kernel 3). Odd lengths are padded by one token.
+    """
+
+    def __init__(self, kind: str, dim_in: int, dim_out: int, two_d: bool):
+        super().__init__()
+        self.kind, self.two_d = kind, two_d
+        if kind == "merge":
+            self.norm = nn.LayerNorm(dim_in * (4 if two_d else 2))
+            self.proj = nn.Linear(dim_in * (4 if two_d else 2), dim_out)
+        else:
+            conv = nn.Conv2d if two_d else nn.Conv1d
+            self.proj = conv(dim_in, dim_out, 3, stride=2, padding=1)
+
+    def forward(self, x, hw):
+        B, N, C = x.shape
+        if not self.two_d:
+            if self.kind == "merge":
+                if N % 2:
+                    x = torch.cat([x, x[:, -1:]], dim=1)
+                x = x.reshape(B, -1, 2 * C)  # (B, N/2, 2C)
+                return self.proj(self.norm(x)), None
+            y = self.proj(x.transpose(1, 2))  # (B, C', ceil(N/2))
+            return y.transpose(1, 2), None
+        H, W = hw
+        g = x.transpose(1, 2).reshape(B, C, H, W)  # (B, C, H, W)
+        if self.kind == "merge":
+            g = nn.functional.pad(g, (0, W % 2, 0, H % 2), mode="replicate")
+            H2, W2 = g.shape[-2] // 2, g.shape[-1] // 2
+            # (B, C, H2, 2, W2, 2) -> (B, H2, W2, 2*2*C)
+            g = g.reshape(B, C, H2, 2, W2, 2).permute(0, 2, 4, 3, 5, 1).reshape(B, H2 * W2, 4 * C)
+            return self.proj(self.norm(g)), (H2, W2)
+        g = self.proj(g)  # (B, C', H2, W2)
+        H2, W2 = g.shape[-2:]
+        return g.flatten(2).transpose(1, 2), (H2, W2)
+
+
+class NASModel(nn.Module):
+    """Stem -> stages of blocks (optional downsampling / width change between stages) -> head.
+
+    tokens: embedding + learned positions; per-token logits (causal tasks) or pooled logits.
+    signal: Conv1d patch stem; image: Conv2d patch stem; pooled (mean over tokens) logits.
+    """
+
+    def __init__(self, arch: ArchSpec, io: TaskIO):
+        super().__init__()
+        self.arch, self.io = arch, io
+        stem = arch.stem
+        d0 = arch.stages[0].dim
+        if io.kind == "tokens":
+            self.embed = nn.Embedding(io.vocab_size, d0)
+            self.pos = nn.Parameter(torch.zeros(1, io.seq_len, d0))
+            nn.init.normal_(self.pos, std=0.02)
+        elif io.kind == "signal":
+            self.embed = nn.Conv1d(io.in_channels, d0, stem.patch, stride=stem.effective_stride)
+            n = (io.seq_len - stem.patch) // stem.effective_stride + 1
+            self.pos = nn.Parameter(torch.zeros(1, n, d0))
+            nn.init.normal_(self.pos, std=0.02)
+        else:
+            self.embed = nn.Conv2d(io.in_channels, d0, stem.patch, stride=stem.effective_stride)
+            self.pos = None  # 2-D mixers see the grid through hw; convs/windows are position-aware
+        self.stages = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        prev = d0
+        for stage in arch.stages:
+            if stage.downsample != "none":
+                self.transitions.append(Downsample(stage.downsample, prev, stage.dim, io.kind == "image"))
+            elif stage.dim != prev:
+                self.transitions.append(nn.Linear(prev, stage.dim))
+            else:
+                self.transitions.append(nn.Identity())
+            self.stages.append(nn.ModuleList(Block(stage.dim, b, arch.causal) for b in stage.blocks))
+            prev = stage.dim
+        self.norm = nn.LayerNorm(prev)
+        self.head = nn.Linear(prev, io.num_classes)
+
+    def forward(self, x):
+        hw = None
+        if self.io.kind == "tokens":
+            x = self.embed(x) + self.pos[:, : x.shape[1]]  # (B, N, C)
+        elif self.io.kind == "signal":
+            x = self.embed(x).transpose(1, 2)  # (B, N', C)
+            x = x + self.pos[:, : x.shape[1]]
+        else:
+            g = self.embed(x)  # (B, C, H', W')
+            hw = tuple(g.shape[-2:])
+            x = g.flatten(2).transpose(1, 2)  # (B, H'W', C)
+        for transition, blocks in zip(self.transitions, self.stages):
+            if isinstance(transition, Downsample):
+                x, new_hw = transition(x, hw)
+                hw = new_hw
+            else:
+                x = transition(x)
+            for block in blocks:
+                x = block(x, hw)
+        x = self.norm(x)
+        if self.io.per_token:
+            return self.head(x)  # (B, N, classes)
+        return self.head(x.mean(dim=1))  # (B, classes)
+
+
+def check_compatible(arch: ArchSpec, io: TaskIO) -> None:
+    """Raise ArchValidationError if ``arch`` cannot serve the task's I/O."""
+    want = STEM_FOR_KIND[io.kind]
+    if arch.stem.type != want:
+        raise ArchValidationError("stem.type", f"{arch.stem.type} cannot read {io.kind} inputs; use {want}")
+    if arch.causal != io.causal:
+        raise ArchValidationError("causal", f"the task is {'causal' if io.causal else 'non-causal'} but the arch says causal={arch.causal}")
+    if io.per_token and any(s.downsample != "none" for s in arch.stages):
+        raise ArchValidationError("stages", "a per-token task cannot downsample tokens")
+    if io.kind == "signal" and arch.stem.patch > io.seq_len:
+        raise ArchValidationError("stem.patch", f"{arch.stem.patch} is longer than the signal ({io.seq_len})")
+    if io.kind == "image" and arch.stem.patch > min(io.image_size):
+        raise ArchValidationError("stem.patch", f"{arch.stem.patch} is larger than the image {io.image_size}")
+
+
+def build_model(arch: ArchSpec, io: TaskIO) -> NASModel:
+    """Validate ``arch`` against the registry and the task, then build the model."""
+    arch.validate()
+    check_compatible(arch, io)
+    return NASModel(arch, io)

@@ -1,0 +1,100 @@
+"""Hyena operator: gated, implicitly parameterized long convolutions computed by FFT."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kernels
+from search_spaces.registry import Mixer, Param, register_mixer
+
+
+class ImplicitFilter(nn.Module):
+    """Long filters h[t] = MLP(pos(t)) * exp(-decay * |t|), one per channel and gating step.
+
+    pos(t) = [t, cos(2 pi k t), sin(2 pi k t) for k = 1..bands] with t normalized to [0, 1]
+    (causal: offsets 0..N-1) or [-1, 1] (non-causal: offsets -(N-1)..N-1). The MLP uses sine
+    activations and its output is windowed by per-channel exponential decays (Hyena's modulation).
+    """
+
+    def __init__(self, channels: int, *, width: int = 16, bands: int = 4, causal: bool = True):
+        super().__init__()
+        self.channels = channels
+        self.bands = bands
+        self.causal = causal
+        emb = 1 + 2 * bands
+        self.mlp = nn.Sequential(
+            nn.Linear(emb, width), _Sin(width), nn.Linear(width, width), _Sin(width), nn.Linear(width, channels)
+        )
+        # decay rates spread log-uniformly: fast-decaying (local) to slow (global) channels
+        fast, slow = math.log(1e-2) / 1.5, math.log(1e-2) / 0.3
+        self.register_buffer("decay", torch.linspace(-fast, -slow, channels).abs(), persistent=False)
+        self.bias = nn.Parameter(torch.randn(channels) * 0.02)  # skip term D * u
+
+    def forward(self, n: int, device) -> torch.Tensor:
+        if self.causal:
+            t = torch.linspace(0, 1, n, device=device)  # offsets 0..n-1
+        else:
+            t = torch.linspace(-1, 1, 2 * n - 1, device=device)  # offsets -(n-1)..n-1
+        k = torch.arange(1, self.bands + 1, device=device, dtype=t.dtype)
+        ang = 2 * math.pi * t[:, None] * k[None, :]
+        z = torch.cat([t[:, None], torch.cos(ang), torch.sin(ang)], dim=-1)  # (L, emb)
+        h = self.mlp(z)  # (L, channels)
+        h = h * torch.exp(-t.abs()[:, None] * self.decay[None, :])
+        return h.transpose(0, 1)  # (channels, L)
+
+
+class _Sin(nn.Module):
+    def __init__(self, width: int, w0: float = 1.0):
+        super().__init__()
+        self.freq = nn.Parameter(w0 * torch.ones(1, width))
+
+    def forward(self, x):
+        return torch.sin(self.freq * x)
+
+
+@register_mixer(
+    "hyena",
+    causal=True,
+    params={
+        "order": Param(2, int, choices=(2, 3), doc="number of gating steps (long convolutions)"),
+        "filter_dim": Param(16, int, low=4, high=256, doc="width of the implicit filter MLP"),
+        "short_kernel": Param(3, int, choices=(1, 3, 5, 7), doc="depthwise short conv on projections"),
+    },
+    family="hyena",
+)
+class Hyena(Mixer):
+    """Hyena operator (Poli et al.): y = x0 * (h_1 * (x1 * (h_2 * v))) ... for ``order`` steps.
+
+    Projections -> short depthwise conv -> split into v, x_1..x_order -> alternating long FFT
+    convolution with an implicit filter and elementwise gating -> output projection. Causal mode
+    pads the short conv on the left and uses one-sided filters with zero padding in the FFT.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, order: int = 2, filter_dim: int = 16,
+                 short_kernel: int = 3):
+        super().__init__(dim, causal=causal)
+        self.order = order
+        self.short_kernel = short_kernel
+        width = (order + 1) * dim
+        self.in_proj = nn.Linear(dim, width)
+        self.short_conv = nn.Conv1d(width, width, short_kernel, groups=width, padding=0)
+        self.filter = ImplicitFilter(order * dim, width=filter_dim, causal=causal)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        u = self.in_proj(x).transpose(1, 2)  # (B, (order+1)C, N)
+        k = self.short_kernel
+        pad = (k - 1, 0) if self.causal else ((k - 1) // 2, k // 2)
+        u = self.short_conv(F.pad(u, pad))  # (B, (order+1)C, N)
+        *gates, v = u.split(C, dim=1)  # order gates of (B, C, N), and v
+        h = self.filter(N, x.device).view(self.order, C, -1)  # (order, C, L)
+        bias = self.filter.bias.view(self.order, C, 1)
+        for i in range(self.order):
+            v = kernels.fft_conv(v, h[i], causal=self.causal) + bias[i] * v
+            v = v * gates[self.order - 1 - i]
+        return self.out_proj(v.transpose(1, 2))

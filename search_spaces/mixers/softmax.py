@@ -1,0 +1,39 @@
+"""Multi-head softmax attention (any head count, including a single head)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+import kernels
+from search_spaces.registry import Mixer, Param, divides, register_mixer
+
+
+@register_mixer(
+    "softmax",
+    causal=True,
+    params={
+        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+    },
+    rules=(divides("heads"),),
+    family="attention",
+)
+class SoftmaxAttention(Mixer):
+    """Multi-head scaled dot-product attention via ``kernels.attention`` (SDPA on CPU)."""
+
+    def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, qkv_bias: bool = False):
+        super().__init__(dim, causal=causal)
+        if dim % heads:
+            raise ValueError(f"heads {heads} does not divide dim {dim}")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        q, k, v = qkv.unbind(0)
+        y = kernels.attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
+        y = y.transpose(1, 2).reshape(B, N, C)
+        return self.proj(y)

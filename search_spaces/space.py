@@ -1,0 +1,438 @@
+"""Search spaces: YAML files parsed into a :class:`Space`, sampled define-by-run with Optuna.
+
+A space file holds the task, the objectives, the training/latency budget and the ``arch``
+section. In ``arch``, a list is a choice and a scalar is fixed::
+
+    arch:
+      stem: {patch: [4, 8]}           # signal/image tasks; a token task's stem is an embedding
+      norm: pre                       # or [pre, post]
+      stages:
+        - depth: [1, 2, 3]
+          dim: [32, 64]
+          downsample: none            # or merge | conv (not in the first stage)
+          mixer:
+            per_layer: true           # one mixer choice per layer (hybrids) or one per stage
+            choices:
+              softmax: {heads: [1, 2, 4]}
+              hyena: {filter_dim: [8, 16]}
+          ffn: {type: [mlp, glu], ratio: [2, 4]}
+
+Only combinations that pass the registry's rules are offered to the sampler: a parameter whose
+valid values depend on earlier choices (heads must divide dim) gets its own conditional name
+(``s0.b1.softmax.heads|dim=48``), so Optuna never proposes an impossible architecture.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from search_spaces.arch import (
+    DOWNSAMPLE_TYPES,
+    NORM_PLACEMENTS,
+    ArchSpec,
+    BlockSpec,
+    FFNSpec,
+    MixerSpec,
+    StageSpec,
+    StemSpec,
+)
+from search_spaces.ffn import list_ffns
+from search_spaces.registry import get_mixer_info, list_mixers
+from search_spaces.task_io import STEM_FOR_KIND, TaskIO
+
+__all__ = ["Space", "SpaceError", "load_space", "list_spaces", "sample", "SPACES_DIR"]
+
+SPACES_DIR = Path(__file__).parent / "spaces"
+
+TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch"}
+ARCH_KEYS = {"stem", "norm", "stages"}
+STEM_KEYS = {"patch", "stride"}
+STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn"}
+MIXER_KEYS = {"per_layer", "choices"}
+FFN_KEYS = {"type", "ratio", "per_layer"}
+
+
+class SpaceError(ValueError):
+    """A space file is wrong. The message names the file, the key path and what is allowed."""
+
+    def __init__(self, source: str, path: str, message: str):
+        self.source, self.path = source, path
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {message}")
+
+
+def _as_choices(value, source, path, kind, *, allowed=None, low=None) -> tuple:
+    """Scalar -> (scalar,), list -> tuple; every element checked."""
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise SpaceError(source, path, "empty choice list; give at least one value")
+    for v in values:
+        ok = isinstance(v, kind) and not (kind in (int, float) and isinstance(v, bool))
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise SpaceError(source, path, f"{v!r} must be of type {kind.__name__}")
+        if allowed is not None and v not in allowed:
+            raise SpaceError(source, path, f"{v!r} is not one of {list(allowed)}")
+        if low is not None and v < low:
+            raise SpaceError(source, path, f"{v!r} must be >= {low}")
+    return tuple(values)
+
+
+def _check_keys(d, allowed, source, path):
+    if not isinstance(d, dict):
+        raise SpaceError(source, path, f"expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise SpaceError(source, f"{path}.{unknown[0]}" if path else unknown[0],
+                         f"unknown key; allowed: {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class MixerChoice:
+    type: str
+    params: dict  # name -> tuple of choices (complete: registry defaults filled in)
+
+
+@dataclass(frozen=True)
+class StageChoices:
+    depth: tuple
+    dim: tuple
+    downsample: tuple
+    mixers: tuple  # of MixerChoice
+    per_layer: bool
+    ffn_type: tuple
+    ffn_ratio: tuple
+    ffn_per_layer: bool
+
+
+@dataclass
+class Space:
+    """A parsed, validated search space. ``raw`` is the YAML mapping as written."""
+
+    name: str
+    source: str
+    raw: dict
+    description: str
+    task: dict
+    objectives: dict
+    constraints: dict
+    trials: int
+    train: dict
+    latency: dict
+    stem_patch: tuple
+    stem_stride: tuple
+    norm: tuple
+    stages: tuple
+    io: Optional[TaskIO] = field(default=None, repr=False)
+
+    # --------------------------------------------------------------- summaries
+    def mixer_names(self) -> list[str]:
+        return sorted({m.type for s in self.stages for m in s.mixers})
+
+    def count(self) -> int:
+        """Number of distinct architectures (exact; the product over independent choices)."""
+        total = len(self.stem_patch) * len(self.stem_stride) * len(self.norm)
+        for s in self.stages:
+            ffn_per = len(s.ffn_type) * len(s.ffn_ratio)
+            stage_total = 0
+            for dim in s.dim:
+                per_mixer = sum(_count_params(m, dim) for m in s.mixers)
+                for depth in s.depth:
+                    if s.per_layer:
+                        layers = per_mixer ** depth
+                    else:
+                        layers = per_mixer
+                    ffn = ffn_per ** depth if s.ffn_per_layer else ffn_per
+                    stage_total += layers * ffn
+            total *= stage_total * len(s.downsample)
+        return total
+
+    def bind(self, io: TaskIO) -> "Space":
+        """Check the space against the task's I/O; afterwards the space can be sampled."""
+        src = self.source
+        for si, s in enumerate(self.stages):
+            for m in s.mixers:
+                info = get_mixer_info(m.type)
+                path = f"arch.stages[{si}].mixer.choices.{m.type}"
+                if io.causal and not info.causal:
+                    raise SpaceError(src, path, f"{m.type} does not support causal use, and task "
+                                                f"{self.task['name']!r} is causal")
+                if info.needs_2d and io.kind != "image":
+                    raise SpaceError(src, path, f"{m.type} needs 2-D tokens; task {self.task['name']!r} is {io.kind}")
+            for d in s.downsample:
+                if d != "none" and (io.per_token or io.causal):
+                    raise SpaceError(src, f"arch.stages[{si}].downsample",
+                                     f"{d!r} merges tokens; task {self.task['name']!r} predicts per token")
+        if io.kind == "tokens" and (self.stem_patch != (1,) or self.stem_stride != (0,)):
+            raise SpaceError(src, "arch.stem", "a token task uses an embedding stem; remove patch/stride")
+        limit = io.seq_len if io.kind == "signal" else (min(io.image_size) if io.kind == "image" else 1)
+        for p in self.stem_patch:
+            if p > limit:
+                raise SpaceError(src, "arch.stem.patch", f"{p} is larger than the input ({limit})")
+        for st in self.stem_stride:
+            if st > min(self.stem_patch):
+                raise SpaceError(src, "arch.stem.stride", f"{st} is larger than the smallest patch {min(self.stem_patch)}")
+        self.io = io
+        return self
+
+
+def _param_combos(choice: MixerChoice):
+    names = list(choice.params)
+    for values in itertools.product(*(choice.params[n] for n in names)):
+        yield dict(zip(names, values))
+
+
+def _combo_ok(mtype: str, dim: int, params: dict) -> bool:
+    info = get_mixer_info(mtype)
+    return all(rule(dim, params) is None for rule in info.rules)
+
+
+def _count_params(choice: MixerChoice, dim: int) -> int:
+    return sum(1 for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
+
+
+# ------------------------------------------------------------------------- parsing
+def list_spaces() -> list[str]:
+    """Names of the built-in spaces."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise SpaceError(str(p), "", "no such file")
+        return p
+    builtin = SPACES_DIR / f"{name_or_path}.yaml"
+    if not builtin.exists():
+        raise SpaceError(name_or_path, "", f"unknown space; built-in spaces: {list_spaces()} (or give a path to a .yaml file)")
+    return builtin
+
+
+def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
+    """Load a built-in space by name or a YAML file by path; validate it; bind it to its task.
+
+    The task's I/O comes from ``io`` or, by default, from the task registry of ``evaluators``.
+    """
+    path = _resolve(name_or_path)
+    source = path.name if path.parent == SPACES_DIR else str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(source, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    space = parse_space(raw, source=source, default_name=path.stem)
+    if io is None:
+        from evaluators.tasks import task_io_for  # the task registry lives with the evaluators
+
+        try:
+            io = task_io_for(space.task["name"], space.task.get("params", {}))
+        except (KeyError, ValueError, TypeError) as e:
+            msg = e.args[0] if e.args else str(e)
+            raise SpaceError(source, "task", str(msg)) from None
+    return space.bind(io)
+
+
+def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space") -> Space:
+    """Validate the mapping read from a space file and build a :class:`Space` (not yet bound)."""
+    if not isinstance(raw, dict):
+        raise SpaceError(source, "", "a space file must be a YAML mapping")
+    _check_keys(raw, TOP_KEYS, source, "")
+    for key in ("task", "arch"):
+        if key not in raw:
+            raise SpaceError(source, key, "missing required key")
+    task = raw["task"]
+    if isinstance(task, str):
+        task = {"name": task, "params": {}}
+    _check_keys(task, {"name", "params"}, source, "task")
+    if not isinstance(task.get("name"), str):
+        raise SpaceError(source, "task.name", "missing or not a string")
+    if not isinstance(task.get("params", {}) or {}, dict):
+        raise SpaceError(source, "task.params", "must be a mapping")
+    task = {"name": task["name"], "params": dict(task.get("params") or {})}
+
+    objectives = raw.get("objectives", {"accuracy": "maximize", "latency_ms": "minimize"})
+    if not isinstance(objectives, dict) or not objectives:
+        raise SpaceError(source, "objectives", "must be a non-empty mapping of metric: maximize|minimize")
+    for k, v in objectives.items():
+        if v not in ("maximize", "minimize"):
+            raise SpaceError(source, f"objectives.{k}", f"{v!r} is not one of ['maximize', 'minimize']")
+    constraints = raw.get("constraints", {}) or {}
+    if not isinstance(constraints, dict):
+        raise SpaceError(source, "constraints", "must be a mapping of metric: {max: X} or {min: X}")
+    for k, v in constraints.items():
+        _check_keys(v, {"max", "min"}, source, f"constraints.{k}")
+        for bound, x in v.items():
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                raise SpaceError(source, f"constraints.{k}.{bound}", f"{x!r} must be a number")
+    trials = raw.get("trials", 10)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise SpaceError(source, "trials", f"{trials!r} must be an integer >= 1")
+    for key in ("train", "latency"):
+        if not isinstance(raw.get(key, {}) or {}, dict):
+            raise SpaceError(source, key, "must be a mapping")
+
+    arch = raw["arch"]
+    _check_keys(arch, ARCH_KEYS, source, "arch")
+    stem = arch.get("stem", {}) or {}
+    _check_keys(stem, STEM_KEYS, source, "arch.stem")
+    stem_patch = _as_choices(stem.get("patch", 1), source, "arch.stem.patch", int, low=1)
+    stem_stride = _as_choices(stem.get("stride", 0), source, "arch.stem.stride", int, low=0)
+    norm = _as_choices(arch.get("norm", "pre"), source, "arch.norm", str, allowed=NORM_PLACEMENTS)
+    stages_raw = arch.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise SpaceError(source, "arch.stages", "must be a non-empty list of stages")
+    stages = tuple(_parse_stage(s, si, source) for si, s in enumerate(stages_raw))
+    return Space(
+        name=raw.get("name", default_name),
+        source=source,
+        raw=raw,
+        description=str(raw.get("description", "")).strip(),
+        task=task,
+        objectives=dict(objectives),
+        constraints=dict(constraints),
+        trials=trials,
+        train=dict(raw.get("train") or {}),
+        latency=dict(raw.get("latency") or {}),
+        stem_patch=stem_patch,
+        stem_stride=stem_stride,
+        norm=norm,
+        stages=stages,
+    )
+
+
+def _parse_stage(s, si: int, source: str) -> StageChoices:
+    sp = f"arch.stages[{si}]"
+    _check_keys(s, STAGE_KEYS, source, sp)
+    for key in ("depth", "dim", "mixer"):
+        if key not in s:
+            raise SpaceError(source, f"{sp}.{key}", "missing required key")
+    depth = _as_choices(s["depth"], source, f"{sp}.depth", int, low=1)
+    dim = _as_choices(s["dim"], source, f"{sp}.dim", int, low=1)
+    downsample = _as_choices(s.get("downsample", "none"), source, f"{sp}.downsample", str, allowed=DOWNSAMPLE_TYPES)
+    if si == 0 and downsample != ("none",):
+        raise SpaceError(source, f"{sp}.downsample", "the first stage cannot downsample; use the stem's stride")
+    mixer = s["mixer"]
+    _check_keys(mixer, MIXER_KEYS, source, f"{sp}.mixer")
+    per_layer = mixer.get("per_layer", False)
+    if not isinstance(per_layer, bool):
+        raise SpaceError(source, f"{sp}.mixer.per_layer", f"{per_layer!r} must be true or false")
+    choices = mixer.get("choices")
+    if not isinstance(choices, dict) or not choices:
+        raise SpaceError(source, f"{sp}.mixer.choices", "must be a non-empty mapping of mixer name: {param: choices}")
+    mixers = []
+    for mtype, params in choices.items():
+        mp = f"{sp}.mixer.choices.{mtype}"
+        if mtype not in list_mixers():
+            raise SpaceError(source, mp, f"unknown mixer; registered: {list_mixers()}")
+        info = get_mixer_info(mtype)
+        params = params or {}
+        if not isinstance(params, dict):
+            raise SpaceError(source, mp, "must be a mapping of parameter: value or [choices]")
+        full = {}
+        for pname, pspec in info.params.items():
+            if pname not in params:
+                full[pname] = (pspec.default,)
+        for pname, value in params.items():
+            if pname not in info.params:
+                raise SpaceError(source, f"{mp}.{pname}", f"{mtype} has no such parameter; it takes {sorted(info.params)}")
+            vals = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and not value:
+                raise SpaceError(source, f"{mp}.{pname}", "empty choice list; give at least one value")
+            for v in vals:
+                err = info.params[pname].check(v)
+                if err:
+                    raise SpaceError(source, f"{mp}.{pname}", err)
+            full[pname] = tuple(vals)
+        mixers.append(MixerChoice(mtype, {k: full[k] for k in sorted(full)}))
+    for d in dim:
+        if not any(_count_params(m, d) for m in mixers):
+            raise SpaceError(source, f"{sp}.dim", f"no mixer choice is valid at dim {d} (e.g. heads must divide dim)")
+    ffn = s.get("ffn", {}) or {}
+    _check_keys(ffn, FFN_KEYS, source, f"{sp}.ffn")
+    ffn_type = _as_choices(ffn.get("type", "mlp"), source, f"{sp}.ffn.type", str, allowed=tuple(list_ffns()))
+    ffn_ratio = _as_choices(ffn.get("ratio", 4), source, f"{sp}.ffn.ratio", float)
+    if any(r <= 0 for r in ffn_ratio):
+        raise SpaceError(source, f"{sp}.ffn.ratio", "ratios must be > 0")
+    ffn_per_layer = ffn.get("per_layer", False)
+    if not isinstance(ffn_per_layer, bool):
+        raise SpaceError(source, f"{sp}.ffn.per_layer", f"{ffn_per_layer!r} must be true or false")
+    return StageChoices(depth, dim, downsample, tuple(mixers), per_layer, ffn_type, ffn_ratio, ffn_per_layer)
+
+
+# ------------------------------------------------------------------------- sampling
+def _suggest(trial, name: str, choices: tuple, full: tuple | None = None, context: str = ""):
+    """Categorical suggestion; a fixed value is not a parameter. If ``choices`` is a filtered
+    subset of ``full`` the parameter gets a conditional name, so its distribution never changes."""
+    if len(choices) == 1 and (full is None or len(full) == 1):
+        return choices[0]
+    if full is not None and tuple(choices) != tuple(full):
+        name = f"{name}|{context}"
+        if len(choices) == 1:
+            return choices[0]
+    return trial.suggest_categorical(name, list(choices))
+
+
+def _sample_mixer(trial, prefix: str, stage: StageChoices, dim: int) -> MixerSpec:
+    viable = tuple(m for m in stage.mixers if _count_params(m, dim))
+    names_all = tuple(m.type for m in stage.mixers)
+    mtype = _suggest(trial, f"{prefix}.mixer", tuple(m.type for m in viable), names_all, f"dim={dim}")
+    choice = next(m for m in viable if m.type == mtype)
+    chosen: dict = {}
+    names = list(choice.params)
+    for i, pname in enumerate(names):
+        rest = names[i + 1 :]
+        ok = []
+        for v in choice.params[pname]:
+            trial_params = {**chosen, pname: v}
+            for tail in itertools.product(*(choice.params[r] for r in rest)):
+                if _combo_ok(mtype, dim, {**trial_params, **dict(zip(rest, tail))}):
+                    ok.append(v)
+                    break
+        ctx = ",".join([f"dim={dim}"] + [f"{k}={val}" for k, val in chosen.items()])
+        chosen[pname] = _suggest(trial, f"{prefix}.{mtype}.{pname}", tuple(ok), choice.params[pname], ctx)
+    defaults = get_mixer_info(mtype).defaults()
+    # store only non-default values so equal architectures hash equally however they were written
+    params = {k: v for k, v in chosen.items() if v != defaults.get(k)}
+    return MixerSpec(mtype, params)
+
+
+def sample(space: Space, trial) -> ArchSpec:
+    """Sample one architecture with Optuna's define-by-run API; the result is validated."""
+    if space.io is None:
+        raise ValueError(f"space {space.name!r} is not bound to a task; load it with load_space()")
+    io = space.io
+    stem_type = STEM_FOR_KIND[io.kind]
+    patch = _suggest(trial, "stem.patch", space.stem_patch) if stem_type != "embed" else 1
+    stride = _suggest(trial, "stem.stride", space.stem_stride) if stem_type != "embed" else 0
+    if stride >= patch:
+        stride = 0  # equal to patch: one canonical spelling
+    norm = _suggest(trial, "norm", space.norm)
+    stages = []
+    for si, st in enumerate(space.stages):
+        depth = _suggest(trial, f"s{si}.depth", st.depth)
+        dim = _suggest(trial, f"s{si}.dim", st.dim)
+        downsample = _suggest(trial, f"s{si}.downsample", st.downsample)
+        shared_mixer = None if st.per_layer else _sample_mixer(trial, f"s{si}", st, dim)
+        shared_ffn = None
+        if not st.ffn_per_layer:
+            shared_ffn = FFNSpec(_suggest(trial, f"s{si}.ffn", st.ffn_type),
+                                 float(_suggest(trial, f"s{si}.ffn_ratio", st.ffn_ratio)))
+        blocks = []
+        for bi in range(depth):
+            mixer = shared_mixer or _sample_mixer(trial, f"s{si}.b{bi}", st, dim)
+            ffn = shared_ffn or FFNSpec(_suggest(trial, f"s{si}.b{bi}.ffn", st.ffn_type),
+                                        float(_suggest(trial, f"s{si}.b{bi}.ffn_ratio", st.ffn_ratio)))
+            if ffn.type == "none":
+                ffn = FFNSpec("none", 1.0)  # the ratio means nothing without an FFN
+            blocks.append(BlockSpec(mixer=mixer, ffn=ffn, norm=norm))
+        stages.append(StageSpec(dim=dim, blocks=tuple(blocks), downsample=downsample))
+    arch = ArchSpec(stem=StemSpec(stem_type, patch, stride), stages=tuple(stages), causal=io.causal)
+    return arch.validate()
