@@ -167,11 +167,16 @@ class ArchSpec:
 
     def summary(self) -> str:
         """Compact one-line description, e.g. ``embed | 64: softmax(h=4)+mlp x2``."""
+        from search_spaces.registry import get_mixer_info, list_mixers
+
         parts = []
         for s in self.stages:
             layers = []
             for b in s.blocks:
-                p = ",".join(f"{k[0] if k == 'heads' else k}={v}" for k, v in b.mixer.params.items())
+                known = b.mixer.type in list_mixers()
+                params = {**(get_mixer_info(b.mixer.type).defaults() if known else {}), **b.mixer.params}
+                p = ",".join(f"{'h' if k == 'heads' else k}={v}" for k, v in sorted(params.items())
+                             if k in ("heads", "kv_heads", "window", "order") or k in b.mixer.params)
                 layers.append(f"{b.mixer.type}({p})" + ("" if b.ffn.type == "none" else f"+{b.ffn.type}"))
             # run-length encode identical consecutive layers
             rle, prev, n = [], None, 0

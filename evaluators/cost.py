@@ -1,0 +1,33 @@
+"""Static costs of a model: parameter count and forward FLOPs per sample."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from search_spaces.task_io import TaskIO
+
+__all__ = ["count_params", "flops_per_sample", "example_input"]
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def example_input(io: TaskIO, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    shape = io.input_shape(batch)
+    if io.kind == "tokens":
+        return torch.randint(0, io.vocab_size, shape, generator=g)
+    return torch.randn(shape, generator=g)
+
+
+@torch.no_grad()
+def flops_per_sample(model: torch.nn.Module, io: TaskIO) -> int:
+    """Forward FLOPs for one sample, counted by ``torch.utils.flop_counter`` (matmuls, convs,
+    attention; FFTs and elementwise ops are not counted by PyTorch's counter)."""
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(example_input(io, 1))
+    return int(counter.get_total_flops())

@@ -1,0 +1,98 @@
+"""On-device latency of a model's forward pass at the task's shape.
+
+CPU: a fixed torch thread count, warm-up runs, then rounds of timed runs; the median is the
+latency and MAD / median (the robust relative spread) is recorded beside it. Rounds continue
+until the spread is under ``target_spread`` or ``max_seconds`` is spent; both are recorded.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from evaluators.cost import example_input
+from search_spaces.task_io import TaskIO
+
+__all__ = ["LatencyConfig", "measure_latency", "environment"]
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    batch_size: int = 1
+    threads: int = 1
+    warmup: int = 3
+    repeats: int = 15  # timed runs per round
+    target_spread: float = 0.05  # stop when MAD / median is below this ...
+    max_seconds: float = 5.0  # ... or when this much time has been spent timing
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyConfig":
+        from evaluators._settings import settings_from_dict
+
+        return settings_from_dict(cls, d, "latency")
+
+
+def _median_mad(xs: list[float]) -> tuple[float, float]:
+    med = statistics.median(xs)
+    return med, statistics.median(abs(x - med) for x in xs)
+
+
+@torch.inference_mode()
+def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = LatencyConfig()) -> dict:
+    """Time ``model(x)`` for a batch of ``cfg.batch_size`` at the task's input shape.
+
+    Returns latency_ms (median), latency_mad_ms, latency_spread (MAD/median), latency_runs,
+    latency_rounds and latency_converged (spread under target before the time limit).
+    """
+    if cfg.device != "cpu":
+        raise ValueError(f"latency on device {cfg.device!r} is not supported yet; use 'cpu'")
+    model.eval()
+    x = example_input(io, cfg.batch_size)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        for _ in range(cfg.warmup):
+            model(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        rounds = 0
+        while True:
+            rounds += 1
+            for _ in range(cfg.repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+            med, mad = _median_mad(times)
+            spread = mad / med if med > 0 else 0.0
+            converged = spread <= cfg.target_spread
+            if converged or time.perf_counter() - start >= cfg.max_seconds:
+                break
+    finally:
+        torch.set_num_threads(prev_threads)
+    return {
+        "latency_ms": med,
+        "latency_mad_ms": mad,
+        "latency_spread": spread,
+        "latency_runs": len(times),
+        "latency_rounds": rounds,
+        "latency_converged": bool(converged),
+    }
+
+
+def environment() -> dict:
+    """Where measurements were taken: stored with the study."""
+    import os
+
+    return {
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,111 @@
+"""Proxy training: a fixed step budget of AdamW on the task's train split, then test accuracy."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from evaluators.errors import NonFiniteLoss
+from evaluators.tasks.base import IGNORE_INDEX, Task
+
+__all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate_accuracy"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 10  # linear warm-up, then cosine decay to 10% of lr
+    grad_clip: float = 1.0
+    eval_samples: int = 1000  # test samples used for the accuracy (0 = all)
+    threads: int = 0  # torch threads while training (0 = leave as is)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        from evaluators._settings import settings_from_dict
+
+        return settings_from_dict(cls, d, "train")
+
+
+@dataclass
+class TrainResult:
+    accuracy: float
+    final_loss: float
+    loss_sum: float  # sum of training losses over all steps (training-speed estimate)
+    steps: int
+    seconds: float
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if logits.dim() == 3:  # per-token: (B, N, V) against (B, N)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: torch.nn.Module, task: Task, max_samples: int = 0, batch_size: int = 256) -> float:
+    x, y = task.split("test")
+    if max_samples:
+        x, y = x[:max_samples], y[:max_samples]
+    model.eval()
+    correct = total = 0
+    for i in range(0, len(x), batch_size):
+        c, n = task.correct(model(x[i : i + batch_size]), y[i : i + batch_size])
+        correct, total = correct + c, total + n
+    return correct / max(total, 1)
+
+
+def train_proxy(
+    model: torch.nn.Module,
+    task: Task,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> TrainResult:
+    """Train ``model`` for ``cfg.steps`` steps on seeded mini-batches; return test accuracy and the
+    loss statistics. Raises :class:`NonFiniteLoss` if the loss becomes NaN/inf."""
+    x, y = task.split("train")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    prev_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    loss_sum, loss_val = 0.0, float("nan")
+    try:
+        model.train()
+        for step in range(cfg.steps):
+            idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, cfg)
+            loss = _loss(model(x[idx]), y[idx])
+            loss_val = loss.item()
+            if not math.isfinite(loss_val):
+                raise NonFiniteLoss(f"training loss became {loss_val} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            loss_sum += loss_val
+            if on_step is not None:
+                on_step(step, loss_val)
+        acc = evaluate_accuracy(model, task, cfg.eval_samples)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return TrainResult(acc, loss_val, loss_sum, cfg.steps, time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""Backends run trials against one study: ``local`` (one process) and, later, ``ray``."""

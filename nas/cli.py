@@ -1,0 +1,305 @@
+"""The `nas` command line (see DESIGN.md for the contract)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nas.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural architecture search for efficient transformer token mixers.")
+out = Console()
+err = Console(stderr=True)
+
+StudyOpt = typer.Option(..., "--study", help="study name")
+StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL [default: sqlite:///results/<study>.db]")
+
+
+def _fail(msg: str, code: int = 2):
+    err.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except UserError as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+def _storage(study: str, storage: Optional[str]) -> str:
+    from nas.config import default_storage
+
+    return storage or default_storage(study)
+
+
+# ------------------------------------------------------------------------------ spaces
+@app.command()
+@user_errors
+def spaces():
+    """List the built-in search spaces: task, mixers, number of architectures."""
+    import search_spaces
+    from nas.config import load_space_checked
+
+    t = Table(title="built-in spaces")
+    for col in ("space", "task", "mixers", "architectures", "trials", "description"):
+        t.add_column(col, overflow="fold")
+    for name in search_spaces.list_spaces():
+        s = load_space_checked(name)
+        t.add_row(name, s.task["name"], ", ".join(s.mixer_names()), f"{s.count():,}", str(s.trials),
+                  s.description.split(". ")[0])
+    out.print(t)
+
+
+# ------------------------------------------------------------------------------ search / resume
+def _front_table(df, title="Pareto front") -> Table:
+    from nas.results import pareto_front
+
+    front = pareto_front(df)
+    objs = list(df.attrs["objectives"])
+    t = Table(title=f"{title} ({len(front)} of {int((df['state'] == 'COMPLETE').sum())} complete trials)")
+    t.add_column("trial", justify="right")
+    for o in objs:
+        arrow = "↑" if df.attrs["objectives"][o] == "maximize" else "↓"
+        t.add_column(f"{o} {arrow}", justify="right")
+    for col in ("params", "arch_id", "architecture"):
+        t.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
+    for _, r in front.iterrows():
+        cells = [str(int(r["number"]))] + [f"{r[o]:.4g}" for o in objs]
+        cells += [f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "",
+                  str(r.get("arch_id", "")), str(r.get("summary", ""))]
+        t.add_row(*cells)
+    return t
+
+
+def _run(study, config, created: bool):
+    from nas.backends.local import run_local
+    from nas.progress import Progress
+    from nas.results import load_trials
+    from nas.study import budget_count
+
+    done = budget_count(study)
+    verb = "created" if created else "continuing"
+    err.print(f"{verb} study [bold]{config.study}[/] in {config.storage}: space {config.space}, "
+              f"sampler {config.sampler}, {done}/{config.trials} trials finished", highlight=False)
+    resume_cmd = f"nas resume --study {config.study} --storage {config.storage}"
+    if config.backend != "local":
+        raise UserError(f"backend {config.backend!r} is not available in this version; use --backend local")
+    try:
+        with Progress(config.trials, err) as progress:
+            run_local(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted: {budget_count(study)}/{config.trials} trials finished and saved. "
+                  f"Resume with:\n  {resume_cmd}", highlight=False)
+        raise typer.Exit(130)
+    df = load_trials(study._storage, config.study)
+    out.print(_front_table(df))
+    counts = df["state"].value_counts().to_dict()
+    err.print(f"study {config.study}: {budget_count(study)}/{config.trials} trials finished "
+              f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); storage {config.storage}",
+              highlight=False)
+
+
+@app.command()
+@user_errors
+def search(
+    space: str = typer.Option("tiny", "--space", help="built-in space name or path to a space YAML file"),
+    study: Optional[str] = typer.Option(None, "--study", help="study name [default: the space's name]"),
+    storage: Optional[str] = StorageOpt,
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="total finished trials the study should reach [default: the space's]"),
+    backend: str = typer.Option("local", "--backend", help="local"),
+    workers: int = typer.Option(1, "--workers", min=1, help="parallel workers (ray backend)"),
+    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | gp"),
+    seed: int = typer.Option(0, "--seed"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting new trials after this many seconds"),
+    heartbeat: int = typer.Option(5, "--heartbeat", min=1, help="seconds between trial heartbeats; a trial silent for 4x this is stale and retried"),
+):
+    """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
+    from nas.config import SAMPLERS, SearchConfig, load_space_checked
+    from nas.study import create_or_load_study
+
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
+    if backend not in ("local",):
+        raise UserError(f"--backend: {backend!r} is not available in this version; use local")
+    path = Path(space)
+    text = path.read_text() if path.suffix in (".yaml", ".yml") and path.exists() else None
+    sp = load_space_checked(space)  # validates (and resolves names) before anything is written
+    if text is None:
+        from search_spaces.space import _resolve
+
+        text = _resolve(space).read_text()
+    name = study or sp.name
+    config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
+                          trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
+                          workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
+                          grace_period=4 * heartbeat)
+    st, stored, created = create_or_load_study(config)
+    if not created:
+        stored.trials = trials or stored.trials
+        stored.timeout = timeout
+    _run(st, stored if not created else config, created)
+
+
+@app.command()
+@user_errors
+def resume(
+    study: str = StudyOpt,
+    storage: Optional[str] = StorageOpt,
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="new total of finished trials"),
+    timeout: Optional[float] = typer.Option(None, "--timeout"),
+):
+    """Continue a study from its storage; the stored config says everything else."""
+    from nas.study import load_study
+
+    st, config = load_study(_storage(study, storage), study)
+    if trials:
+        config.trials = trials
+    config.timeout = timeout
+    _run(st, config, created=False)
+
+
+# ------------------------------------------------------------------------------ inspection
+@app.command()
+@user_errors
+def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
+    """Trials by state, budget, front size, best value per objective, environment."""
+    from nas.results import load_trials, pareto_front
+    from nas.study import ENV_ATTR, budget_count, load_study
+
+    url = _storage(study, storage)
+    st, config = load_study(url, study)
+    df = load_trials(st._storage, study)
+    t = Table(title=f"study {study}", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value", overflow="fold")
+    t.add_row("storage", url)
+    t.add_row("space", f"{config.space} (task {config.load_space().task['name']})")
+    t.add_row("sampler / seed", f"{config.sampler} / {config.seed}")
+    t.add_row("budget", f"{budget_count(st)}/{config.trials} finished")
+    for state, n in sorted(df["state"].value_counts().items()):
+        t.add_row(f"  {state.lower()}", str(n))
+    front = pareto_front(df)
+    t.add_row("front size", str(len(front)))
+    for o, d in df.attrs["objectives"].items():
+        col = df.loc[df["state"] == "COMPLETE", o].dropna()
+        if len(col):
+            best = col.max() if d == "maximize" else col.min()
+            t.add_row(f"best {o} ({d})", f"{best:.4g}")
+    env = st.user_attrs.get(ENV_ATTR) or {}
+    t.add_row("environment", ", ".join(f"{k}={v}" for k, v in env.items()))
+    out.print(t)
+
+
+@app.command()
+@user_errors
+def pareto(
+    study: str = StudyOpt,
+    storage: Optional[str] = StorageOpt,
+    format: str = typer.Option("table", "--format", help="table | csv | json"),
+):
+    """The Pareto front of a study."""
+    from nas.results import load_trials, pareto_front
+
+    if format not in ("table", "csv", "json"):
+        raise UserError(f"--format: {format!r} is not one of ['table', 'csv', 'json']")
+    df = load_trials(_storage(study, storage), study)
+    if format == "table":
+        out.print(_front_table(df))
+        return
+    front = pareto_front(df)
+    cols = ["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary"]
+    front = front[[c for c in cols if c in front.columns]]
+    if format == "csv":
+        sys.stdout.write(front.to_csv(index=False))
+    else:
+        sys.stdout.write(front.to_json(orient="records", indent=2) + "\n")
+
+
+@app.command()
+@user_errors
+def export(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
+           out_path: Path = typer.Option(..., "--out", help="FILE.csv or FILE.parquet")):
+    """Every trial as a table file (.csv or .parquet)."""
+    from nas.results import load_trials
+
+    if out_path.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out: {out_path} must end in .csv or .parquet")
+    df = load_trials(_storage(study, storage), study)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.suffix == ".csv":
+        df.to_csv(out_path, index=False)
+    else:
+        df = df.copy()
+        for c in df.columns:  # parquet needs one type per column
+            if df[c].dtype == object:
+                df[c] = df[c].map(lambda v: None if v is None else str(v) if not isinstance(v, str) else v)
+        df.attrs = {}
+        df.to_parquet(out_path, index=False)
+    err.print(f"wrote {len(df)} trials to {out_path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
+         trial: int = typer.Option(..., "--trial", help="trial number")):
+    """One trial: its metrics, its architecture as JSON, and a summary of the built model."""
+    from nas.results import load_trials
+    from nas.study import load_study
+    from search_spaces import ArchSpec, build_model
+
+    st, config = load_study(_storage(study, storage), study)
+    df = load_trials(st._storage, study)
+    rows = df[df["number"] == trial]
+    if rows.empty:
+        raise UserError(f"study {study!r} has no trial {trial}; trials are 0..{len(df) - 1}")
+    r = rows.iloc[0]
+    if not r.get("arch_json"):
+        raise UserError(f"trial {trial} has no architecture (state {r['state']}: {r.get('error')})")
+    arch = ArchSpec.from_json(r["arch_json"])
+    out.print(f"[bold]trial {trial}[/] {r['state']}  arch_id {arch.arch_id}", highlight=False)
+    if r.get("error"):
+        out.print(f"error: {r['error']}", highlight=False, markup=False)
+    metrics = {k: r[k] for k in ("accuracy", "latency_ms", "latency_spread", "params", "flops", "train_loss_sum")
+               if k in r and r[k] == r[k] and r[k] is not None}
+    if metrics:
+        out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), highlight=False)
+    out.print_json(json.dumps(arch.to_dict()))
+    model = build_model(arch, config.load_space().io)
+    t = Table(title=f"model summary: {arch.summary()}")
+    for col in ("stage", "block", "width", "mixer", "ffn", "params"):
+        t.add_column(col, justify="right" if col in ("params", "width") else "left")
+    for si, (stage, blocks) in enumerate(zip(arch.stages, model.stages)):
+        for bi, (spec, block) in enumerate(zip(stage.blocks, blocks)):
+            n = sum(p.numel() for p in block.parameters())
+            mixer = spec.mixer.type + (f"({', '.join(f'{k}={v}' for k, v in spec.mixer.params.items())})" if spec.mixer.params else "")
+            ffn = "none" if spec.ffn.type == "none" else f"{spec.ffn.type} x{spec.ffn.ratio:g}"
+            t.add_row(str(si), str(bi), str(stage.dim), mixer, ffn, f"{n:,}")
+    total = sum(p.numel() for p in model.parameters())
+    t.add_row("", "", "", "stem + head + norms", "", f"{total - sum(p.numel() for s in model.stages for p in s.parameters()):,}")
+    t.add_row("", "", "", "[bold]total[/]", "", f"[bold]{total:,}[/]")
+    out.print(t)
+
+
+def main(argv: Optional[List[str]] = None):
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as e:  # raised outside a command body
+        err.print(f"error: {e}", highlight=False, markup=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

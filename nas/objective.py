@@ -1,0 +1,116 @@
+"""The objective: one Optuna trial -> sample an ArchSpec, evaluate it (or reuse a twin), record.
+
+Shared by every backend. What is stored on the trial (user attrs, all JSON primitives):
+``arch_id``, ``arch`` (canonical JSON), ``summary``, ``metrics`` (every metric evaluate()
+returned), ``constraints`` (values <= 0 are satisfied), ``reused_from`` (trial number whose
+metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+import search_spaces
+from evaluators.errors import TrialFailure
+from evaluators.evaluate import EvalSettings, evaluate
+
+__all__ = ["Objective", "TrialError"]
+
+
+class TrialError(Exception):
+    """Raised out of the objective so Optuna records the trial as FAIL; the reason is stored."""
+
+
+class Objective:
+    def __init__(self, space, settings: EvalSettings, on_candidate: Optional[Callable] = None):
+        self.space = space
+        self.settings = settings
+        self.objectives = list(space.objectives)
+        self.constraints = dict(space.constraints)
+        self.on_candidate = on_candidate
+
+    def _twin(self, study: optuna.Study, arch_id: str, number: int):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if t.number == number or t.user_attrs.get("arch_id") != arch_id:
+                continue
+            if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
+                return t
+            if t.state == TrialState.FAIL and t.user_attrs.get("error") and not t.user_attrs.get("interrupted"):
+                return t
+        return None
+
+    def _constraint_values(self, metrics: dict) -> dict[str, float]:
+        """Optuna constraint values (<= 0 means satisfied), e.g. ``params<=2e6: params - 2e6``."""
+        out = {}
+        for name, bounds in self.constraints.items():
+            v = float(metrics[name])
+            if "max" in bounds:
+                out[f"{name}<={bounds['max']:g}"] = v - float(bounds["max"])
+            if "min" in bounds:
+                out[f"{name}>={bounds['min']:g}"] = float(bounds["min"]) - v
+        return out
+
+    def __call__(self, trial: optuna.Trial):
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted (Ctrl-C); queued again for the next run")
+            raise
+
+    def _run(self, trial: optuna.Trial):
+        t0 = time.perf_counter()
+        # a retried trial inherits the user attrs of the one it replaces: start clean
+        for key in ("error", "metrics", "reused_from", "interrupted", "constraints"):
+            if key in trial.user_attrs:
+                trial.set_user_attr(key, None)
+        try:
+            arch = search_spaces.sample(self.space, trial)
+        except search_spaces.ArchValidationError as e:  # should not happen: the space filters choices
+            trial.set_user_attr("error", f"invalid architecture: {e}")
+            raise TrialError(str(e)) from None
+        trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("summary", arch.summary())
+        if self.on_candidate is not None:
+            self.on_candidate(trial.number, arch)
+
+        twin = self._twin(trial.study, arch.arch_id, trial.number)
+        if twin is not None:
+            trial.set_user_attr("reused_from", twin.number)
+            if twin.state == TrialState.FAIL:
+                reason = f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}"
+                trial.set_user_attr("error", reason)
+                raise TrialError(reason)
+            metrics = dict(twin.user_attrs["metrics"])
+        else:
+            try:
+                metrics = evaluate(arch, self.settings)
+            except TrialFailure as e:
+                trial.set_user_attr("error", str(e))
+                raise TrialError(str(e)) from None
+            except Exception as e:  # building, training or timing crashed: record and go on
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+                trial.set_user_attr("error", reason)
+                raise TrialError(reason) from None
+        values = []
+        for name in self.objectives:
+            v = metrics.get(name)
+            if v is None or not math.isfinite(float(v)):
+                reason = f"objective {name} is {v!r}"
+                trial.set_user_attr("error", reason)
+                raise TrialError(reason)
+            values.append(float(v))
+        trial.set_user_attr("metrics", {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                        for k, v in metrics.items()})
+        constraints = self._constraint_values(metrics)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)  # read by NSGA-II / TPE / GP samplers
+        trial.set_user_attr("constraints", constraints)
+        trial.set_user_attr("wall_seconds", time.perf_counter() - t0)
+        return values

@@ -1,0 +1,45 @@
+"""Progress output for a running search: a live line on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+
+
+class Progress:
+    """``start(k, n, summary)`` when a candidate starts, ``end(...)`` when it finishes."""
+
+    def __init__(self, total: int, console: Console | None = None):
+        self.total = total
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
+        self._status = None
+        self._t0 = time.monotonic()
+
+    def __enter__(self):
+        if self.live:
+            self._status = self.console.status("starting")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._status is not None:
+            self._status.__exit__(*exc)
+            self._status = None
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self._t0)
+        return f"{s // 60}:{s % 60:02d}"
+
+    def start(self, done: int, front: int, number: int, summary: str) -> None:
+        line = f"trial {done + 1}/{self.total} (#{number}) | front {front} | {self._elapsed()} | {summary}"
+        if self._status is not None:
+            self._status.update(line)
+        else:
+            print(f"[start] {line}", file=sys.stderr, flush=True)
+
+    def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
+        line = f"[{done}/{self.total}] trial #{number} {state}: {detail} | front {front} | {self._elapsed()}"
+        self.console.print(line, highlight=False, markup=False) if self.live else print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,163 @@
+"""Results as pandas: one row per trial, and the Pareto front as a pure function."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch"]
+
+FAMILY_CACHE: dict = {}
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (n, m) under ``directions``
+    ("maximize"/"minimize" per column). A row is dominated if another row is at least as good in
+    every objective and strictly better in one. Duplicated rows are all kept."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(directions):
+        raise ValueError(f"values must be (n, {len(directions)}), got {values.shape}")
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction {d!r} is not 'maximize' or 'minimize'")
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    v = values * sign  # now every objective is minimized
+    n = len(v)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        le = np.all(v <= v[i], axis=1)
+        lt = np.any(v < v[i], axis=1)
+        if np.any(le & lt):
+            mask[i] = False
+    return mask
+
+
+def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None) -> pd.DataFrame:
+    """The non-dominated COMPLETE rows of ``df`` (from :func:`load_trials`), sorted by the first
+    objective. ``objectives`` maps column -> direction; default ``df.attrs["objectives"]``."""
+    objectives = objectives or df.attrs.get("objectives")
+    if not objectives:
+        raise ValueError("no objectives: pass objectives={column: direction} or use load_trials()")
+    cols = list(objectives)
+    done = df[(df["state"] == "COMPLETE")] if "state" in df.columns else df
+    done = done.dropna(subset=cols)
+    if done.empty:
+        out = done.copy()
+    else:
+        out = done[pareto_mask(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])]
+        out = out.sort_values(cols[0], ascending=objectives[cols[0]] == "minimize")
+    out.attrs = dict(df.attrs)
+    return out
+
+
+def flatten_arch(arch_json: str) -> dict:
+    """Flattened, human-readable columns of an arch: depth, widths, per-layer mixers and params."""
+    from search_spaces import ArchSpec, get_mixer_info, list_mixers
+
+    d = json.loads(arch_json)
+    arch = ArchSpec.from_dict(d)
+    row = {
+        "arch.stem": arch.stem.type,
+        "arch.patch": arch.stem.patch,
+        "arch.stride": arch.stem.effective_stride,
+        "arch.causal": arch.causal,
+        "arch.n_stages": len(arch.stages),
+        "arch.depth": arch.depth,
+        "arch.width": max(s.dim for s in arch.stages),
+    }
+    families: dict[str, int] = {}
+    for si, stage in enumerate(arch.stages):
+        row[f"arch.s{si}.dim"] = stage.dim
+        row[f"arch.s{si}.depth"] = len(stage.blocks)
+        row[f"arch.s{si}.downsample"] = stage.downsample
+        for bi, block in enumerate(stage.blocks):
+            p = f"arch.s{si}.b{bi}"
+            row[f"{p}.mixer"] = block.mixer.type
+            known = block.mixer.type in list_mixers()
+            params = {**(get_mixer_info(block.mixer.type).defaults() if known else {}), **block.mixer.params}
+            for k, v in params.items():
+                row[f"{p}.{k}"] = v
+            row[f"{p}.ffn"] = block.ffn.type
+            row[f"{p}.ffn_ratio"] = block.ffn.ratio
+            fam = get_mixer_info(block.mixer.type).family if known else block.mixer.type
+            families[fam] = families.get(fam, 0) + 1
+    row["arch.mixers"] = "+".join(sorted(set(arch.mixer_types())))
+    row["arch.family"] = max(sorted(families), key=lambda f: families[f]) if families else None
+    return row
+
+
+def _open(storage: Union[str, optuna.storages.BaseStorage]):
+    if isinstance(storage, str):
+        from nas.study import open_storage
+
+        return open_storage(storage, create=False)
+    return storage
+
+
+def load_trials(storage: Union[str, optuna.storages.BaseStorage], study: str) -> pd.DataFrame:
+    """One row per trial of ``study``: number, state, arch_id, objective columns, every metric
+    (params, flops, latency_ms, latency_spread, ...), flattened arch columns, error, timing.
+    ``df.attrs["objectives"]`` maps each objective column to its direction."""
+    from nas.study import CONFIG_ATTR, _retried_numbers
+
+    storage = _open(storage)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study not in names:
+        from nas.errors import UserError
+
+        raise UserError(f"no study {study!r} in this storage; studies there: {sorted(names) or 'none'}")
+    st = optuna.load_study(study_name=study, storage=storage)
+    metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
+    directions = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
+    trials = st.get_trials(deepcopy=False)
+    retried = _retried_numbers(trials)
+    retry_of = {}
+    for t in trials:
+        for n in t.system_attrs.get("retry_history", []):
+            retry_of[n] = t.number
+        if t.user_attrs.get("retry_of") is not None:
+            retry_of[t.user_attrs["retry_of"]] = t.number
+    rows = []
+    for t in trials:
+        ua = t.user_attrs
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "arch_id": ua.get("arch_id"),
+            "summary": ua.get("summary"),
+        }
+        values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
+        for n, v in zip(metric_names, values):
+            row[n] = v
+        for k, v in (ua.get("metrics") or {}).items():
+            row.setdefault(k, v)
+        error = ua.get("error")
+        if t.state == TrialState.FAIL and not error:
+            error = "worker stopped (heartbeat went stale) mid-trial"
+            if t.number in retried:
+                error += f"; retried as trial {retry_of.get(t.number)}"
+        row["error"] = error
+        row["reused_from"] = ua.get("reused_from")
+        row["retried_as"] = retry_of.get(t.number)
+        row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+        row["datetime_start"] = t.datetime_start
+        if ua.get("arch"):
+            row.update(flatten_arch(ua["arch"]))
+        row["arch_json"] = ua.get("arch")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["number", "state", "arch_id", *metric_names, "error"])
+    df.attrs["objectives"] = directions
+    df.attrs["study"] = study
+    cfg = st.user_attrs.get(CONFIG_ATTR)
+    if cfg:
+        df.attrs["config"] = json.loads(cfg)
+    return df

@@ -1,0 +1,120 @@
+import textwrap
+
+import optuna
+import pytest
+
+import search_spaces
+from search_spaces import SpaceError, load_space, sample
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@pytest.mark.parametrize("name", search_spaces.list_spaces())
+def test_builtin_space_samples_50_valid(name):
+    space = load_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    ids = set()
+    for _ in range(50):
+        t = study.ask()
+        arch = sample(space, t)  # validated inside
+        search_spaces.build_model(arch, space.io)
+        ids.add(arch.arch_id)
+        study.tell(t, 0.0)
+    assert len(ids) > 1
+    assert space.count() >= len(ids)
+
+
+def test_heads_filtered_by_width_with_conditional_names():
+    space = _space("""
+        task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
+        arch:
+          stages:
+            - depth: 1
+              dim: [24, 32]
+              mixer: {choices: {softmax: {heads: [1, 3, 4]}}}
+    """)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        t = study.ask()
+        arch = sample(space, t)
+        mixer = arch.stages[0].blocks[0].mixer
+        heads = mixer.params.get("heads", 4)
+        assert arch.stages[0].dim % heads == 0
+        seen.update(k for k in t.params if "heads" in k)
+        study.tell(t, 0.0)
+    # at dim 24 all of 1, 3, 4 divide: the plain name; at 32 only 1, 4: a conditional name
+    assert seen == {"s0.softmax.heads", "s0.softmax.heads|dim=32"}
+
+
+def test_count_matches_enumeration():
+    space = _space("""
+        task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
+        arch:
+          stages:
+            - depth: [1, 2]
+              dim: 32
+              mixer: {per_layer: true, choices: {softmax: {heads: [1, 2]}, hyena: {}}}
+              ffn: {type: [mlp, glu]}
+    """)
+    # 3 mixer options per layer; depth 1: 3 * 2 ffn; depth 2: 9 * 2 ffn (ffn shared in a stage)
+    assert space.count() == 3 * 2 + 9 * 2
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    ids = set()
+    for _ in range(400):
+        t = study.ask()
+        ids.add(sample(space, t).arch_id)
+        study.tell(t, 0.0)
+    assert len(ids) == space.count()
+
+
+def _space(text, tmp=None):
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp())
+    p = d / "s.yaml"
+    p.write_text(textwrap.dedent(text))
+    return load_space(str(p))
+
+
+BASE = """
+task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
+arch:
+  stages:
+    - depth: [1, 2]
+      dim: [32]
+      mixer: {choices: {softmax: {heads: [1, 2]}}}
+"""
+
+
+@pytest.mark.parametrize("old,new,path,fragment", [
+    ("depth: [1, 2]", "depth: [1, 2", "line", "invalid YAML"),
+    ("      dim: [32]", "      dim: [32]\n      width: 3", "arch.stages[0].width", "unknown key"),
+    ("softmax: {heads: [1, 2]}", "softmaxx: {}", "arch.stages[0].mixer.choices.softmaxx", "unknown mixer"),
+    ("depth: [1, 2]", "depth: []", "arch.stages[0].depth", "empty choice list"),
+    ("depth: [1, 2]", "depth: two", "arch.stages[0].depth", "must be of type int"),
+    ("heads: [1, 2]", "heads: []", "arch.stages[0].mixer.choices.softmax.heads", "empty choice list"),
+    ("heads: [1, 2]", "heads: [1.5]", "arch.stages[0].mixer.choices.softmax.heads", "must be of type int"),
+    ("heads: [1, 2]", "kv: [1]", "arch.stages[0].mixer.choices.softmax.kv", "no such parameter"),
+    ("softmax: {heads: [1, 2]}", "gfnet: {}", "arch.stages[0].mixer.choices.gfnet", "does not support causal"),
+    ("heads: [1, 2]", "heads: [3]", "arch.stages[0].dim", "no mixer choice is valid at dim 32"),
+    ("name: mqar", "name: nope", "task", "unknown task"),
+    ("num_kv_pairs: 2", "num_kv_pairs: 2, colour: 3", "task", "no parameter 'colour'"),
+])
+def test_bad_space_files(tmp_path, old, new, path, fragment):
+    text = BASE.replace(old, new)
+    assert text != BASE
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(SpaceError) as e:
+        load_space(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: {path}"), msg
+    assert fragment in msg, msg
+    assert "\n" not in msg
+
+
+def test_unknown_space_name():
+    with pytest.raises(SpaceError, match="unknown space; built-in spaces"):
+        load_space("no-such-space")
