@@ -85,7 +85,6 @@ def _front_table(df, title="Pareto front") -> Table:
 
 
 def _run(study, config, created: bool):
-    from nas.backends.local import run_local
     from nas.progress import Progress
     from nas.results import load_trials
     from nas.study import budget_count
@@ -95,11 +94,16 @@ def _run(study, config, created: bool):
     err.print(f"{verb} study [bold]{config.study}[/] in {config.storage}: space {config.space}, "
               f"sampler {config.sampler}, {done}/{config.trials} trials finished", highlight=False)
     resume_cmd = f"nas resume --study {config.study} --storage {config.storage}"
-    if config.backend != "local":
-        raise UserError(f"backend {config.backend!r} is not available in this version; use --backend local")
+    import importlib
+
+    from nas.backends import list_backends
+
+    if config.backend not in list_backends():
+        raise UserError(f"backend {config.backend!r} is not available; choose one of {list_backends()}")
+    backend = importlib.import_module(f"nas.backends.{config.backend}")
     try:
         with Progress(config.trials, err) as progress:
-            run_local(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
+            backend.run(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {budget_count(study)}/{config.trials} trials finished and saved. "
                   f"Resume with:\n  {resume_cmd}", highlight=False)
@@ -119,7 +123,7 @@ def search(
     study: Optional[str] = typer.Option(None, "--study", help="study name [default: the space's name]"),
     storage: Optional[str] = StorageOpt,
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="total finished trials the study should reach [default: the space's]"),
-    backend: str = typer.Option("local", "--backend", help="local"),
+    backend: str = typer.Option("local", "--backend", help="local | ray"),
     workers: int = typer.Option(1, "--workers", min=1, help="parallel workers (ray backend)"),
     sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | gp"),
     seed: int = typer.Option(0, "--seed"),
@@ -132,8 +136,10 @@ def search(
 
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
-    if backend not in ("local",):
-        raise UserError(f"--backend: {backend!r} is not available in this version; use local")
+    from nas.backends import list_backends
+
+    if backend not in list_backends():
+        raise UserError(f"--backend: {backend!r} is not one of {list_backends()}")
     path = Path(space)
     text = path.read_text() if path.suffix in (".yaml", ".yml") and path.exists() else None
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
@@ -291,6 +297,21 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
     t.add_row("", "", "", "stem + head + norms", "", f"{total - sum(p.numel() for s in model.stages for p in s.parameters()):,}")
     t.add_row("", "", "", "[bold]total[/]", "", f"[bold]{total:,}[/]")
     out.print(t)
+
+
+def _load_command_modules():
+    """Commands beyond the core live in nas/commands/<topic>.py, each registering on ``app``."""
+    import importlib
+    import pkgutil
+
+    import nas.commands
+
+    for m in sorted(pkgutil.iter_modules(nas.commands.__path__), key=lambda m: m.name):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"nas.commands.{m.name}")
+
+
+_load_command_modules()
 
 
 def main(argv: Optional[List[str]] = None):

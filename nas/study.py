@@ -144,6 +144,12 @@ def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):
     import yaml
 
     if yaml.safe_load(stored.space_yaml) != yaml.safe_load(requested.space_yaml):
+        if stored.space == requested.space:
+            raise UserError(
+                f"study {requested.study!r} in {requested.storage} was made with an earlier version of space "
+                f"{stored.space!r} (the file changed since); use another --study name, or `nas resume --study "
+                f"{requested.study}` to continue with the stored version"
+            )
         raise UserError(
             f"study {requested.study!r} in {requested.storage} was made with space {stored.space!r}, "
             f"which differs from {requested.space!r}; use another --study name, or `nas resume --study {requested.study}`"

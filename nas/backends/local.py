@@ -13,7 +13,7 @@ from nas.objective import Objective, TrialError
 from nas.progress import Progress
 from nas.study import budget_count, reap_stale_trials
 
-__all__ = ["run_local", "front_size"]
+__all__ = ["run", "run_local", "front_size"]
 
 
 def front_size(study: optuna.Study) -> int:
@@ -77,3 +77,6 @@ def _requeue_interrupted(study: optuna.Study) -> None:
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in queued:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+
+
+run = run_local  # every backend module exposes run(study, config, *, progress, log)

@@ -1,0 +1,89 @@
+"""Differential attention (DIFF Transformer), with Grouped Differential Attention's unbalanced heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+import kernels
+from search_spaces.registry import Mixer, Param, register_mixer
+
+
+def diff_heads_rule(dim: int, params: dict):
+    """Rule: 2 * heads divides dim (Q/K width d = dim / (2 heads)) and noise_heads divides heads."""
+    h, g = params["heads"], params["noise_heads"]
+    if h < 1 or dim % (2 * h):
+        return "heads", f"2 x {h} does not divide dim {dim}"
+    if g < 1 or h % g:
+        return "noise_heads", f"{g} does not divide heads {h}"
+    return None
+
+
+@register_mixer(
+    "diff",
+    causal=True,
+    params={
+        "heads": Param(4, int, low=1, doc="signal heads; 2 * heads must divide the width"),
+        "noise_heads": Param(2, int, low=1, doc="noise-control maps, each shared by heads / noise_heads "
+                                                 "signal heads (= heads: balanced DIFF attention)"),
+        "lambda_init": Param(0.8, float, low=0.0, high=0.9, doc="lambda_init (DIFF: 0.8 - 0.6 exp(-0.3 (l - 1)))"),
+        "head_norm": Param(True, bool, doc="per-head RMSNorm times (1 - lambda_init) after the difference"),
+    },
+    rules=(diff_heads_rule,),
+    family="attention",
+)
+class DifferentialAttention(Mixer):
+    """Differential attention (Ye et al. 2024) with grouped noise heads (Grouped Differential Attention, 2025).
+
+    Head i has a signal map A1_i = softmax(Q1_i K1_i^T / sqrt(d)) and subtracts a noise map:
+    out_i = (A1_i - lambda * A2_{g(i)}) V_i, with Q/K width d = dim / (2 heads) and V width 2d.
+    GDA's unbalanced allocation: only ``noise_heads`` noise maps exist, each shared by
+    heads / noise_heads consecutive signal heads (``g(i) = i // (heads / noise_heads)``, GQA-style
+    repetition); the noise map is computed once and applied to its group's concatenated values.
+    lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init is learnable (one per layer, as in DIFF).
+    Then per-head RMSNorm scaled by (1 - lambda_init), and the output projection. lambda = 0 (and
+    no head norm) is plain softmax attention with the signal maps.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, noise_heads: int = 2,
+                 lambda_init: float = 0.8, head_norm: bool = True):
+        super().__init__(dim, causal=causal)
+        err = diff_heads_rule(dim, {"heads": heads, "noise_heads": noise_heads})
+        if err:
+            raise ValueError(err[1])
+        self.heads, self.noise_heads = heads, noise_heads
+        self.d = dim // (2 * heads)
+        self.lambda_init = lambda_init
+        self.q = nn.Linear(dim, (heads + noise_heads) * self.d, bias=False)
+        self.k = nn.Linear(dim, (heads + noise_heads) * self.d, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.lambda_q1 = nn.Parameter(torch.randn(self.d) * 0.1)
+        self.lambda_k1 = nn.Parameter(torch.randn(self.d) * 0.1)
+        self.lambda_q2 = nn.Parameter(torch.randn(self.d) * 0.1)
+        self.lambda_k2 = nn.Parameter(torch.randn(self.d) * 0.1)
+        self.norm_weight = nn.Parameter(torch.ones(2 * self.d)) if head_norm else None
+
+    def lam(self) -> torch.Tensor:
+        return (torch.exp((self.lambda_q1 * self.lambda_k1).sum()) - torch.exp((self.lambda_q2 * self.lambda_k2).sum())
+                + self.lambda_init)
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        h, g, d = self.heads, self.noise_heads, self.d
+        q = self.q(x).view(B, N, h + g, d).transpose(1, 2)  # (B, h+g, N, d)
+        k = self.k(x).view(B, N, h + g, d).transpose(1, 2)
+        v = self.v(x).view(B, N, h, 2 * d).transpose(1, 2)  # (B, h, N, 2d)
+        signal = kernels.attention(q[:, :h], k[:, :h], v, causal=self.causal)  # (B, h, N, 2d)
+        rep = h // g
+        # values of each noise group side by side: (B, g, rep, N, 2d) -> (B, g, N, rep * 2d)
+        v_grp = v.view(B, g, rep, N, 2 * d).permute(0, 1, 3, 2, 4).reshape(B, g, N, rep * 2 * d)
+        noise = kernels.attention(q[:, h:], k[:, h:], v_grp, causal=self.causal, scale=1.0 / math.sqrt(d))
+        noise = noise.view(B, g, N, rep, 2 * d).permute(0, 1, 3, 2, 4).reshape(B, h, N, 2 * d)
+        y = signal - self.lam() * noise  # (B, h, N, 2d)
+        if self.norm_weight is not None:
+            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm_weight
+            y = y * (1 - self.lambda_init)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))

@@ -1,0 +1,51 @@
+"""Activator's attention-free core: a gated linear unit MLP applied to each token."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces.registry import Mixer, Param, register_mixer
+
+_GATES = {  # GLU, GEGLU, SwiGLU, ReGLU (Shazeer 2020)
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "relu": F.relu,
+}
+
+
+@register_mixer(
+    "glu",
+    causal=True,
+    params={
+        "ratio": Param(2.0, float, choices=(1.0, 2.0, 3.0, 4.0), doc="hidden width / model width"),
+        "act": Param("gelu", str, choices=tuple(_GATES),
+                     doc="gate activation: sigmoid (GLU), gelu (GEGLU), silu (SwiGLU), relu (ReGLU)"),
+        "bias": Param(True, bool, doc="biases on the projections"),
+    },
+    family="mlp",
+)
+class GLUMixer(Mixer):
+    """Gated linear unit MLP as the token mixer (Activator, Abdullah & Aydin 2024).
+
+    y = W_out (act(W_gate x) * (W_value x)), applied to each token on its own. Activator replaces
+    self-attention by this GLU MLP (GLU variants after Shazeer, "GLU Variants Improve Transformer");
+    mixing across tokens then comes only from the rest of the network (stem, downsampling, other
+    mixers). Token-wise, so causal by construction and indifferent to ``hw``.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, ratio: float = 2.0, act: str = "gelu",
+                 bias: bool = True):
+        super().__init__(dim, causal=causal)
+        if act not in _GATES:
+            raise ValueError(f"act {act!r} is not one of {sorted(_GATES)}")
+        hidden = max(1, int(round(dim * ratio)))
+        self.act = _GATES[act]
+        self.fc_in = nn.Linear(dim, 2 * hidden, bias=bias)  # gate and value in one matmul
+        self.fc_out = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x, hw=None):
+        gate, value = self.fc_in(x).chunk(2, dim=-1)  # (B, N, hidden) each
+        return self.fc_out(self.act(gate) * value)

@@ -1,0 +1,57 @@
+"""Grouped-query attention (GQA; MQA when kv_heads == 1): query heads share fewer K/V heads."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+import kernels
+from search_spaces.registry import Mixer, Param, divides, register_mixer
+
+
+def kv_heads_divide_heads(dim: int, params: dict):
+    """Rule: ``kv_heads`` divides ``heads`` (each K/V head serves heads / kv_heads query heads)."""
+    h, g = params["heads"], params["kv_heads"]
+    if g < 1 or h % g:
+        return "kv_heads", f"{g} does not divide heads {h}"
+    return None
+
+
+@register_mixer(
+    "gqa",
+    causal=True,
+    params={
+        "heads": Param(4, int, low=1, doc="query heads; must divide the width"),
+        "kv_heads": Param(2, int, low=1, doc="key/value heads; must divide heads (1 = multi-query)"),
+        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
+    },
+    rules=(divides("heads"), kv_heads_divide_heads),
+    family="attention",
+)
+class GroupedQueryAttention(Mixer):
+    """Grouped-query attention (Ainslie et al. 2023; MQA: Shazeer 2019), the baseline of the SQA paper.
+
+    ``heads`` query heads of width ``dim / heads``; ``kv_heads`` key/value heads, each shared by
+    ``heads / kv_heads`` consecutive query heads (the grouping of ``kernels.attention``). The K/V
+    projection has ``2 * kv_heads * head_dim`` outputs, heads / kv_heads times fewer than multi-head
+    attention. With ``kv_heads == heads`` this is ``softmax`` exactly: the Q rows of softmax's
+    ``qkv`` weight are ``q`` here and the K/V rows are ``kv``.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, kv_heads: int = 2,
+                 qkv_bias: bool = False):
+        super().__init__(dim, causal=causal)
+        if dim % heads or heads % kv_heads:
+            raise ValueError(f"need heads | dim and kv_heads | heads; got dim {dim}, heads {heads}, kv_heads {kv_heads}")
+        self.heads, self.kv_heads = heads, kv_heads
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        q = self.q(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, hd)
+        kv = self.kv(x).view(B, N, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, g, N, hd)
+        k, v = kv.unbind(0)
+        y = kernels.attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))

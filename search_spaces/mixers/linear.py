@@ -1,0 +1,86 @@
+"""Kernelized (linear) attention: ELU+1 feature map, optional cosFormer re-weighting."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kernels
+from search_spaces.registry import Mixer, Param, divides, register_mixer
+
+_FEATURES = {
+    "elu": lambda t: F.elu(t) + 1.0,  # Katharopoulos et al. 2020, "Transformers are RNNs"
+    "relu": F.relu,  # cosFormer's choice
+}
+
+
+def cos_reweight(phi: torch.Tensor, horizon: int) -> torch.Tensor:
+    """cosFormer features: (..., N, D) -> (..., N, 2D) = [phi_i cos(a_i), phi_i sin(a_i)].
+
+    With a_i = pi/2 * i / horizon, the dot product of the features of i and j is
+    phi_i . phi_j * cos(a_i - a_j) (Ptolemy: cos(a - b) = cos a cos b + sin a sin b), i.e. the
+    re-weighting cos(pi/2 * (i - j) / horizon) of the kernel, still a product of per-token
+    features and so still linear in N. For 0 <= i, j < horizon the angle stays in [0, pi/2], so
+    the features (and the weights) stay non-negative.
+    """
+    n = phi.shape[-2]
+    a = (math.pi / 2) * torch.arange(n, device=phi.device, dtype=torch.float32) / horizon  # (N,), fp32 positions
+    cos, sin = torch.cos(a).to(phi.dtype)[:, None], torch.sin(a).to(phi.dtype)[:, None]
+    return torch.cat([phi * cos, phi * sin], dim=-1)
+
+
+@register_mixer(
+    "linear",
+    causal=True,
+    params={
+        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "feature": Param("elu", str, choices=tuple(_FEATURES), doc="feature map phi: elu(x)+1 or relu"),
+        "cosformer": Param(False, bool, doc="cosFormer cos(pi/2 (i-j)/N) re-weighting of the kernel"),
+        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+    },
+    rules=(divides("heads"),),
+    family="linear",
+)
+class LinearAttention(Mixer):
+    """Kernelized attention: out_i = sum_j w_ij phi(q_i).phi(k_j) v_j / sum_j w_ij phi(q_i).phi(k_j).
+
+    phi is elu(x) + 1 (Katharopoulos et al., "Transformers are RNNs", 2020) or relu; w_ij = 1, or
+    with ``cosformer`` w_ij = cos(pi/2 (i - j) / N) (Qin et al., cosFormer, ICLR 2022), decomposed
+    by Ptolemy's identity into per-token features (see :func:`cos_reweight`), so the cost stays
+    O(N D^2) through ``kernels.linear_attention``: a (D, D) state (non-causal) or its prefix sums
+    (causal: j <= i only). As in cosFormer the horizon is the sequence length N, which depends
+    on the length only, never on the content of later tokens. On a grid (hw) positions are the
+    row-major token indices.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, feature: str = "elu",
+                 cosformer: bool = False, qkv_bias: bool = False):
+        super().__init__(dim, causal=causal)
+        if dim % heads:
+            raise ValueError(f"heads {heads} does not divide dim {dim}")
+        if feature not in _FEATURES:
+            raise ValueError(f"feature {feature!r} is not one of {sorted(_FEATURES)}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.feature, self.cosformer = feature, cosformer
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature-mapped (and, with cosformer, re-weighted) queries and keys, (B, h, N, D')."""
+        phi = _FEATURES[self.feature]
+        q, k = phi(q), phi(k)
+        if self.cosformer:
+            n = q.shape[-2]
+            q, k = cos_reweight(q, n), cos_reweight(k, n)  # (B, h, N, 2hd)
+        return q, k
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        q, k, v = qkv.unbind(0)
+        q, k = self.features(q, k)
+        y = kernels.linear_attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))

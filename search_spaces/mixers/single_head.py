@@ -1,0 +1,61 @@
+"""SHViT single-head attention over a fraction of the channels (partial-channel single head)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import kernels
+from search_spaces.registry import Mixer, Param, register_mixer
+
+RATIOS = (0.125, 0.25, 0.5, 1.0)
+
+
+def _partial_dims(dim: int, params: dict):
+    """Rule: ``ratio * dim`` is a whole number of channels, at least one."""
+    p = dim * params["ratio"]
+    if p < 1 or p != int(p):
+        return "ratio", f"{params['ratio']} of dim {dim} is not a whole number of channels"
+    return None
+
+
+@register_mixer(
+    "single_head",
+    causal=True,
+    params={
+        "ratio": Param(0.25, float, choices=RATIOS, doc="fraction r of the channels the single head sees"),
+        "qk_dim": Param(16, int, choices=(8, 16, 32, 64), doc="query/key width of the single head"),
+    },
+    rules=(_partial_dims,),
+    family="attention",
+)
+class SingleHeadAttention(Mixer):
+    """SHViT single-head self-attention (Yun & Ro, CVPR 2024): one head over a fraction r of the channels.
+
+    The first ``p = r * dim`` channels are normalized (per token) and mixed by one attention head
+    (query/key width ``qk_dim``, value width ``p``) followed by a ReLU + linear projection back to
+    ``p`` channels; the other ``dim - p`` channels pass through unchanged (bit for bit). Attention
+    cost and the Q/K/V projection scale with r. Deviation from SHViT: SHViT normalizes with a
+    GroupNorm over the whole feature map and projects all channels after the concatenation; here the
+    norm is per token (so causal mode leaks nothing) and the projection covers only the attended
+    channels, so the untouched channels stay exactly the input (the block's residual adds them).
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, ratio: float = 0.25, qk_dim: int = 16):
+        super().__init__(dim, causal=causal)
+        if _partial_dims(dim, {"ratio": ratio}):
+            raise ValueError(f"ratio {ratio} of dim {dim} is not a whole number of channels")
+        self.pdim = int(dim * ratio)
+        self.qk_dim = qk_dim
+        self.pre_norm = nn.LayerNorm(self.pdim)
+        self.qkv = nn.Linear(self.pdim, 2 * qk_dim + self.pdim)
+        self.proj = nn.Sequential(nn.ReLU(), nn.Linear(self.pdim, self.pdim))
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        x1, x2 = x.split([self.pdim, C - self.pdim], dim=-1)  # (B, N, p), (B, N, C-p)
+        q, k, v = self.qkv(self.pre_norm(x1)).split([self.qk_dim, self.qk_dim, self.pdim], dim=-1)
+        # one head: (B, 1, N, qk_dim) and (B, 1, N, p)
+        y = kernels.attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), causal=self.causal)
+        y = self.proj(y.squeeze(1))  # (B, N, p)
+        return torch.cat([y, x2], dim=-1)  # (B, N, C)

@@ -1,0 +1,61 @@
+"""Sparse Query Attention (SQA): fewer query heads than the head budget, so fewer score maps."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+import kernels
+from search_spaces.registry import Mixer, Param, divides, register_mixer
+
+
+def sqa_heads_rule(dim: int, params: dict):
+    """Rule: kv_heads | q_heads <= heads (K/V heads are shared by groups of query heads)."""
+    h, hq, hkv = params["heads"], params["q_heads"], params["kv_heads"]
+    if hq > h:
+        return "q_heads", f"{hq} is more than the head budget heads={h}"
+    if hkv < 1 or hq % hkv:
+        return "kv_heads", f"{hkv} does not divide q_heads {hq}"
+    return None
+
+
+@register_mixer(
+    "sqa",
+    causal=True,
+    params={
+        "heads": Param(4, int, low=1, doc="head budget H: sets the head width dim / H; must divide the width"),
+        "q_heads": Param(2, int, low=1, doc="query heads H_q <= H: score FLOPs scale with H_q / H"),
+        "kv_heads": Param(2, int, low=1, doc="key/value heads H_kv; must divide q_heads"),
+        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
+    },
+    rules=(divides("heads"), sqa_heads_rule),
+    family="attention",
+)
+class SparseQueryAttention(Mixer):
+    """Sparse Query Attention (Filipek 2025): reduce query heads instead of K/V heads.
+
+    Head width ``d = dim / heads`` is set by the budget H = ``heads``, but only ``q_heads`` query
+    heads are computed (Q projection to H_q * d), with ``kv_heads`` K/V heads shared GQA-style by
+    groups of query heads. The score and value products cost 2 * B * H_q * N^2 * d each: H_q / H of
+    multi-head attention. The output projection maps H_q * d back to ``dim``. With H_q = H_kv = H/2
+    this is the paper's symmetric sSQA; H_q = H_kv = H/4 its extreme xSQA.
+    """
+
+    def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, q_heads: int = 2, kv_heads: int = 2,
+                 qkv_bias: bool = False):
+        super().__init__(dim, causal=causal)
+        err = sqa_heads_rule(dim, {"heads": heads, "q_heads": q_heads, "kv_heads": kv_heads})
+        if dim % heads or err:
+            raise ValueError(err[1] if err else f"heads {heads} does not divide dim {dim}")
+        self.heads, self.q_heads, self.kv_heads = heads, q_heads, kv_heads
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, q_heads * self.head_dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(q_heads * self.head_dim, dim)
+
+    def forward(self, x, hw=None):
+        B, N, C = x.shape
+        q = self.q(x).view(B, N, self.q_heads, self.head_dim).transpose(1, 2)  # (B, Hq, N, d)
+        kv = self.kv(x).view(B, N, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, Hkv, N, d)
+        k, v = kv.unbind(0)
+        y = kernels.attention(q, k, v, causal=self.causal)  # (B, Hq, N, d)
+        return self.proj(y.transpose(1, 2).reshape(B, N, self.q_heads * self.head_dim))

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from evaluators.cost import count_params, flops_per_sample
+from evaluators.errors import NonFiniteLoss, TrialFailure
+from evaluators.evaluate import EvalSettings, evaluate
+from evaluators.latency import LatencyConfig, measure_latency
+from evaluators.tasks import make_task
+from evaluators.train import TrainConfig, train_proxy
+from search_spaces import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec, build_model
+
+TASK = ("mqar", dict(vocab_size=32, seq_len=16, num_kv_pairs=2, n_train=256, n_test=64))
+
+
+def _arch(heads=2, dim=32):
+    return ArchSpec(StemSpec("embed"), (StageSpec(dim, (BlockSpec(MixerSpec("softmax", {"heads": heads}), FFNSpec("mlp", 2)),)),),
+                    causal=True)
+
+
+def test_params_and_flops():
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    assert count_params(m) == sum(p.numel() for p in m.parameters())
+    f1 = flops_per_sample(m, task.io)
+    f2 = flops_per_sample(build_model(_arch(dim=64), task.io), task.io)
+    # qkv (3 C^2) + proj (C^2) + mlp (4 C^2) + head (C V) per token, 2 FLOPs per MAC, plus attention
+    N, C, V = 16, 32, 32
+    linear = 2 * N * (3 * C * C + C * C + 2 * (C * 2 * C) + C * V)
+    assert f1 >= linear and f1 < 1.5 * linear
+    assert f2 > 2.5 * f1
+
+
+def test_train_proxy_learns_and_is_seeded():
+    task = make_task(*TASK)
+    cfg = TrainConfig(steps=30, batch_size=16, lr=0.01)
+    torch.manual_seed(0)
+    r1 = train_proxy(build_model(_arch(), task.io), task, cfg, seed=0)
+    torch.manual_seed(0)
+    r2 = train_proxy(build_model(_arch(), task.io), task, cfg, seed=0)
+    assert r1.accuracy == r2.accuracy and r1.loss_sum == r2.loss_sum
+    assert 0.0 <= r1.accuracy <= 1.0 and r1.steps == 30
+    assert r1.final_loss < math.log(32)  # learned something beyond uniform guessing
+
+
+def test_nan_loss_raises():
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    with torch.no_grad():
+        m.head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss, match="step 0"):
+        train_proxy(m, task, TrainConfig(steps=5), seed=0)
+    assert issubclass(NonFiniteLoss, TrialFailure)
+
+
+def test_latency_fields_and_threads_restored():
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    before = torch.get_num_threads()
+    r = measure_latency(m, task.io, LatencyConfig(repeats=5, max_seconds=0.5, threads=1))
+    assert torch.get_num_threads() == before
+    assert r["latency_ms"] > 0 and r["latency_runs"] >= 5
+    assert 0 <= r["latency_spread"] and r["latency_mad_ms"] >= 0
+    assert isinstance(r["latency_converged"], bool)
+
+
+def test_evaluate_returns_every_metric():
+    s = EvalSettings(task=TASK[0], task_params=TASK[1], train=TrainConfig(steps=5),
+                     latency=LatencyConfig(repeats=3, max_seconds=0.2))
+    m = evaluate(_arch(), s)
+    for k in ("accuracy", "latency_ms", "latency_spread", "params", "flops", "train_loss_sum", "eval_seconds"):
+        assert k in m, k
+
+
+def test_settings_validation():
+    with pytest.raises(KeyError, match=r"train\.stpes: unknown setting"):
+        TrainConfig.from_dict({"stpes": 3})
+    with pytest.raises(TypeError, match=r"latency\.repeats: 'ten' must be of type int"):
+        LatencyConfig.from_dict({"repeats": "ten"})
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
