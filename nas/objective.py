@@ -2,7 +2,8 @@
 
 Shared by every backend. What is stored on the trial (user attrs, all JSON primitives):
 ``arch_id``, ``arch`` (canonical JSON), ``summary``, ``metrics`` (every metric evaluate()
-returned), ``constraints`` (values <= 0 are satisfied), ``reused_from`` (trial number whose
+returned), ``constraints`` (values <= 0 are satisfied), ``fixed_arch`` (set when enqueuing a trial: an
+ArchSpec JSON evaluated instead of sampling), ``reused_from`` (trial number whose
 metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C).
 """
 
@@ -70,8 +71,13 @@ class Objective:
             if key in trial.user_attrs:
                 trial.set_user_attr(key, None)
         try:
-            arch = search_spaces.sample(self.space, trial)
-        except search_spaces.ArchValidationError as e:  # should not happen: the space filters choices
+            fixed = trial.user_attrs.get("fixed_arch")
+            if fixed:  # an enqueued design (e.g. a literature baseline), evaluated as given
+                arch = search_spaces.ArchSpec.from_json(fixed).validate()
+                search_spaces.builder.check_compatible(arch, self.space.io)
+            else:
+                arch = search_spaces.sample(self.space, trial)
+        except search_spaces.ArchValidationError as e:  # sampling filters choices; a fixed arch may be bad
             trial.set_user_attr("error", f"invalid architecture: {e}")
             raise TrialError(str(e)) from None
         trial.set_user_attr("arch_id", arch.arch_id)
