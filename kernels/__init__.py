@@ -2,7 +2,11 @@
 
 Each op has a pure PyTorch reference and one public function that dispatches to the fastest
 path the device supports; ``last_path(op)`` says which path the most recent call took.
-Nothing here knows about models.
+Triton kernels (``triton_attention``: softmax and sliding-window attention; ``triton_linear``:
+linear attention) run for CUDA tensors only; CPU tensors always take PyTorch paths, even under
+``TRITON_INTERPRET=1``. ``backend="triton"`` / ``"torch"`` on the attention ops forces a path
+(tests use the former on CPU through the interpreter). ``fft_conv`` is torch.fft everywhere.
+triton is imported only when a kernel is first needed. Nothing here knows about models.
 """
 
 from kernels._dispatch import last_path

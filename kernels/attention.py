@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._dispatch import record
+from kernels._dispatch import needs_grad, record, wants_triton
 
 __all__ = ["attention", "attention_reference"]
 
@@ -37,16 +37,36 @@ def attention_reference(q, k, v, *, causal: bool = False, scale: float | None = 
     return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
 
 
-def attention(q, k, v, *, causal: bool = False, scale: float | None = None):
+def attention(q, k, v, *, causal: bool = False, scale: float | None = None, backend: str | None = None):
     """Softmax attention, (B, Hq, N, D) x (B, Hkv, M, D) -> (B, Hq, N, Dv).
 
-    Dispatch: PyTorch's ``scaled_dot_product_attention`` (which picks flash / memory-efficient /
-    math backends by device). ``kernels.last_path("attention")`` reports the path taken.
+    Causal masking is bottom-right aligned when N != M (query i sees keys j <= i + M - N), as in
+    :func:`attention_reference`.
+
+    Dispatch (``backend=None``): CUDA tensors go to the fused Triton kernel
+    (``kernels.triton_attention``: fp16/bf16/fp32, head dims up to 512; with gradients required,
+    head dims up to 128), everything else to PyTorch's ``scaled_dot_product_attention``. On CPU
+    the PyTorch path is used even under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the
+    kernel (ValueError if it cannot take the input), ``backend="torch"`` forces SDPA.
+    ``kernels.last_path("attention")`` reports ``"triton"`` or ``"sdpa"``.
     """
     _check(q, k, v)
+    if wants_triton("attention", backend, q, k, v):
+        from kernels import triton_attention
+
+        reason = triton_attention.supports(q, k, v, needs_grad=needs_grad(q, k, v))
+        if reason is None:
+            record("attention", "triton")
+            return triton_attention.flash_attention(q, k, v, causal=causal, scale=scale)
+        if backend == "triton":
+            raise ValueError(f"attention: the Triton kernel does not take this input: {reason}")
     rep = q.shape[1] // k.shape[1]
     if rep > 1:
         k = k.repeat_interleave(rep, dim=1)  # (B, Hq, M, D)
         v = v.repeat_interleave(rep, dim=1)
+    n, m = q.shape[2], k.shape[2]
     record("attention", "sdpa")
+    if causal and n != m:  # SDPA's is_causal is top-left aligned; keep the reference's rule
+        mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import record
+from kernels._dispatch import needs_grad, record, wants_triton
 
 __all__ = ["linear_attention", "linear_attention_reference"]
 
@@ -29,16 +29,53 @@ def linear_attention_reference(q, k, v, *, causal: bool = False, eps: float = 1e
     return ((a @ v.float()) / (a.sum(-1, keepdim=True) + eps)).to(v.dtype)
 
 
-def linear_attention(q, k, v, *, causal: bool = False, eps: float = 1e-6):
-    """Linear-time attention. Non-causal: two matmuls through the (D, Dv) state. Causal:
-    cumulative sums of k_j^T v_j (memory O(N D Dv)); ``last_path`` says which ran."""
+def _causal_chunked(q, k, v, eps: float, chunk: int = 64):
+    """Causal linear attention in chunks: tril(Q_c K_c^T) V_c plus Q_c times the state of all
+    earlier chunks (an exclusive prefix sum of the per-chunk K_c^T V_c). fp32 in, fp32 out."""
+    B, H, N, D = q.shape
+    pad = (-N) % chunk  # zero rows at the end change nothing for the rows before them
+    if pad:
+        q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    nc = (N + pad) // chunk
+    qc, kc, vc = (t.reshape(B, H, nc, chunk, t.shape[-1]) for t in (q, k, v))  # (B, H, nc, C, D|Dv)
+    kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv) state added by each chunk
+    state = kv.cumsum(dim=2) - kv  # exclusive: chunks strictly before
+    ksum = kc.sum(dim=3)  # (B, H, nc, D)
+    z = ksum.cumsum(dim=2) - ksum
+    a = (qc @ kc.transpose(-2, -1)).tril()  # (B, H, nc, C, C) causal inside the chunk
+    num = a @ vc + qc @ state  # (B, H, nc, C, Dv)
+    den = a.sum(-1, keepdim=True) + (qc * z.unsqueeze(3)).sum(-1, keepdim=True)
+    out = (num / (den + eps)).reshape(B, H, nc * chunk, -1)  # (B, H, N + pad, Dv)
+    return out[:, :, :N]
+
+
+def linear_attention(q, k, v, *, causal: bool = False, eps: float = 1e-6, backend: str | None = None):
+    """Linear-time attention; ``kernels.last_path("linear_attention")`` says which path ran.
+
+    Dispatch (``backend=None``): CUDA tensors without gradients go to the Triton kernels
+    (``kernels.triton_linear``: two-pass non-causal, chunked causal with D <= 128); otherwise
+    PyTorch: non-causal two matmuls through the (D, Dv) state (``"torch_matmul"``), causal the
+    chunked form of the Triton kernel in batched matmuls (``"torch_chunked"``, memory
+    O(N C + N/C D Dv) for chunk C = 64, instead of O(N D Dv) for a cumulative sum of k_j^T v_j). CPU stays on PyTorch even
+    under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the kernels (forward only: a
+    ValueError if gradients are required), ``backend="torch"`` forces PyTorch.
+    """
     _check(q, k, v)
+    if wants_triton("linear_attention", backend, q, k, v):
+        from kernels import triton_linear
+
+        reason = triton_linear.supports(q, k, v, causal=causal)
+        if reason is None and needs_grad(q, k, v):
+            reason = "the Triton kernels are forward-only and gradients are required"
+        if reason is None:
+            record("linear_attention", "triton")
+            return triton_linear.linear_attention_triton(q, k, v, causal=causal, eps=eps)
+        if backend == "triton":
+            raise ValueError(f"linear_attention: the Triton kernels do not take this input: {reason}")
     qf, kf, vf = q.float(), k.float(), v.float()
     if causal:
-        kv = torch.einsum("bhnd,bhne->bhnde", kf, vf).cumsum(dim=2)  # (B, H, N, D, Dv)
-        num = torch.einsum("bhnd,bhnde->bhne", qf, kv)
-        den = (qf * kf.cumsum(dim=2)).sum(-1, keepdim=True)
-        record("linear_attention", "torch_cumsum")
+        record("linear_attention", "torch_chunked")
+        return _causal_chunked(qf, kf, vf, eps).to(v.dtype)
     else:
         kv = kf.transpose(-2, -1) @ vf  # (B, H, D, Dv)
         num = qf @ kv

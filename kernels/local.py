@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._dispatch import record
+from kernels._dispatch import needs_grad, record, wants_triton
 
 __all__ = ["local_attention", "local_attention_reference", "local_mask"]
 
@@ -49,13 +49,30 @@ def local_attention_reference(q, k, v, *, window: int, dilation: int = 1, causal
     return torch.softmax(s, dim=-1).to(v.dtype) @ v
 
 
-def local_attention(q, k, v, *, window: int, dilation: int = 1, causal: bool = False, scale=None):
+def local_attention(q, k, v, *, window: int, dilation: int = 1, causal: bool = False, scale=None,
+                    backend: str | None = None):
     """Sliding-window attention (see module docstring for the window rule).
 
-    Dispatch: SDPA with a boolean window mask (the best PyTorch path on every device for now).
-    ``kernels.last_path("local_attention")`` reports the path.
+    Dispatch (``backend=None``): CUDA tensors go to the Triton kernel (``kernels.triton_attention``
+    in window mode: visits only the key blocks that meet the window, no N x N mask; with
+    gradients required, head dims up to 128); everything else to SDPA with a boolean window mask.
+    CPU stays on SDPA even under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the kernel,
+    ``backend="torch"`` forces SDPA. ``kernels.last_path("local_attention")`` reports
+    ``"triton"`` or ``"sdpa_masked"``.
     """
     _check(q, k, v)
+    if window < 1 or dilation < 1:
+        raise ValueError(f"window and dilation must be >= 1, got window={window}, dilation={dilation}")
+    if wants_triton("local_attention", backend, q, k, v):
+        from kernels import triton_attention
+
+        reason = triton_attention.supports(q, k, v, needs_grad=needs_grad(q, k, v))
+        if reason is None:
+            record("local_attention", "triton")
+            return triton_attention.flash_attention(q, k, v, causal=causal, scale=scale,
+                                                    window=window, dilation=dilation)
+        if backend == "triton":
+            raise ValueError(f"local_attention: the Triton kernel does not take this input: {reason}")
     mask = local_mask(q.shape[2], window=window, dilation=dilation, causal=causal, device=q.device)
     record("local_attention", "sdpa_masked")
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

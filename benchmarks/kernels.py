@@ -1,0 +1,219 @@
+"""Speed of the kernel ops: Triton kernels against the best PyTorch path, per op and shape.
+
+    python benchmarks/kernels.py            # GPU: real sizes; CPU: PyTorch paths at small sizes
+    python benchmarks/kernels.py --quick    # fewer shapes
+
+On a CUDA device each row gives the Triton kernel's time, the best PyTorch path's time (for
+attention the fastest SDPA backend that accepts the input), their ratio (>1: the kernel is
+faster), the kernel's TFLOP/s and its share of the device's dense fp16/bf16 peak. Without CUDA the
+Triton kernels cannot run (the interpreter is for tests, not timing), so it times the PyTorch
+reference against the path the public op takes, at small sizes, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+# This file is itself named kernels.py: drop its folder from the path so `import kernels` is the package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import torch
+import torch.nn.functional as F
+
+import kernels  # noqa: E402  (after the sys.path fix above)
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peaks
+
+
+def peak_for(name: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def bench(fn, *, cuda: bool, reps: int = 20, warmup: int = 3) -> float:
+    """Milliseconds per call after burn-in: the median of CUDA-event timings on a GPU; on CPU the
+    minimum (shared CPUs throttle in bursts, and the fastest run is the stable statistic)."""
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return min(times)
+
+
+def best_sdpa(q, k, v, causal: bool, cuda: bool):
+    """(ms, backend name) of the fastest SDPA backend that takes (q, k, v); K/V pre-expanded."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    best = (math.inf, "none")
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                    SDPBackend.MATH):
+        try:
+            with sdpa_kernel([backend]):
+                ms = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), cuda=cuda)
+        except RuntimeError:  # this backend does not take the input (head dim, dtype, ...)
+            continue
+        best = min(best, (ms, backend.name.lower()))
+    return best
+
+
+def rand(*shape, device, dtype, positive=False):
+    x = torch.randn(*shape, device=device, dtype=torch.float32)
+    return (F.elu(x) + 1 if positive else x).to(dtype)
+
+
+# ---- shapes ----------------------------------------------------------------------------------
+# attention: (B, Hq, Hkv, N, D, causal); local: (B, H, N, D, window, dilation, causal);
+# linear: (B, H, N, D, causal)
+GPU = dict(
+    attention=[(4, 16, 16, 4096, 64, False), (4, 16, 16, 4096, 64, True), (4, 16, 16, 4096, 128, False),
+               (4, 16, 16, 4096, 128, True), (4, 32, 8, 4096, 128, True), (8, 1, 1, 4096, 512, False),
+               (8, 1, 1, 4096, 512, True)],
+    local=[(4, 8, 4096, 64, 255, 1, False), (4, 8, 16384, 64, 255, 1, False), (4, 8, 16384, 64, 128, 1, True),
+           (4, 8, 16384, 64, 63, 4, False)],
+    linear=[(4, 8, 2048, 64, False), (4, 8, 2048, 64, True), (4, 8, 8192, 64, False), (4, 8, 8192, 64, True)],
+)
+CPU = dict(
+    attention=[(2, 4, 4, 256, 64, False), (2, 4, 4, 256, 64, True), (2, 8, 2, 256, 64, True),
+               (1, 1, 1, 256, 512, False)],
+    local=[(2, 4, 512, 64, 31, 1, False), (2, 4, 512, 64, 15, 4, True)],
+    linear=[(2, 4, 512, 64, False), (2, 4, 512, 64, True)],
+    fft_conv=[(2, 64, 256)],
+)
+
+
+def attention_flops(b, h, n, m, d, dv, causal):
+    return 2 * b * h * n * m * (d + dv) * (0.5 if causal else 1.0)
+
+
+def run_gpu(shapes, dtype, peak, rows):
+    dev, cuda = "cuda", True
+
+    def row(op, shape, k_ms, t_ms, t_name, flops):
+        tflops = flops / (k_ms * 1e-3) / 1e12
+        pct = f"{100 * tflops / peak:.1f}%" if peak and dtype != torch.float32 else "n/a"
+        rows.append((op, shape, f"{k_ms:.3f}", f"{t_ms:.3f} ({t_name})", f"{t_ms / k_ms:.2f}x", f"{tflops:.1f}", pct))
+
+    with torch.no_grad():
+        for b, h, hk, n, d, causal in shapes["attention"]:
+            q, k, v = rand(b, h, n, d, device=dev, dtype=dtype), rand(b, hk, n, d, device=dev, dtype=dtype), \
+                rand(b, hk, n, d, device=dev, dtype=dtype)
+            k_ms = bench(lambda: kernels.attention(q, k, v, causal=causal, backend="triton"), cuda=cuda)
+            t_ms, name = best_sdpa(q, k, v, causal, cuda)
+            row("attention", f"B{b} H{h}/{hk} N{n} D{d} {'causal' if causal else 'full'}", k_ms, t_ms, f"sdpa:{name}",
+                attention_flops(b, h, n, n, d, d, causal))
+        for b, h, n, d, w, dil, causal in shapes["local"]:
+            q, k, v = (rand(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))
+            k_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal,
+                                                         backend="triton"), cuda=cuda)
+            t_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal,
+                                                         backend="torch"), cuda=cuda)
+            row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", k_ms, t_ms,
+                "sdpa_masked", 2 * b * h * n * min(w, n) * 2 * d)
+        for b, h, n, d, causal in shapes["linear"]:
+            q, k = (rand(b, h, n, d, device=dev, dtype=dtype, positive=True) for _ in range(2))
+            v = rand(b, h, n, d, device=dev, dtype=dtype)
+            k_ms = bench(lambda: kernels.linear_attention(q, k, v, causal=causal, backend="triton"), cuda=cuda)
+            t_ms = bench(lambda: kernels.linear_attention(q, k, v, causal=causal, backend="torch"), cuda=cuda)
+            flops = 4 * b * h * n * d * d + (2 * b * h * n * 64 * 2 * d if causal else 0)  # + intra-chunk part
+            row("linear", f"B{b} H{h} N{n} D{d} {'causal' if causal else 'full'}", k_ms, t_ms,
+                kernels.last_path("linear_attention"), flops)
+
+
+def run_cpu(shapes, rows):
+    dev, cuda, dtype = "cpu", False, torch.float32
+
+    def row(op, shape, r_ms, p_ms, path):
+        rows.append((op, shape, f"{r_ms:.3f}", f"{p_ms:.3f}", path, f"{r_ms / p_ms:.2f}x"))
+
+    with torch.no_grad():
+        for b, h, hk, n, d, causal in shapes["attention"]:
+            q, k, v = rand(b, h, n, d, device=dev, dtype=dtype), rand(b, hk, n, d, device=dev, dtype=dtype), \
+                rand(b, hk, n, d, device=dev, dtype=dtype)
+            r_ms = bench(lambda: kernels.attention_reference(q, k, v, causal=causal), cuda=cuda)
+            p_ms = bench(lambda: kernels.attention(q, k, v, causal=causal), cuda=cuda)
+            row("attention", f"B{b} H{h}/{hk} N{n} D{d} {'causal' if causal else 'full'}", r_ms, p_ms,
+                kernels.last_path("attention"))
+        for b, h, n, d, w, dil, causal in shapes["local"]:
+            q, k, v = (rand(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))
+            r_ms = bench(lambda: kernels.local_attention_reference(q, k, v, window=w, dilation=dil, causal=causal),
+                         cuda=cuda)
+            p_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal), cuda=cuda)
+            row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", r_ms, p_ms,
+                kernels.last_path("local_attention"))
+        for b, h, n, d, causal in shapes["linear"]:
+            q, k = (rand(b, h, n, d, device=dev, dtype=dtype, positive=True) for _ in range(2))
+            v = rand(b, h, n, d, device=dev, dtype=dtype)
+            r_ms = bench(lambda: kernels.linear_attention_reference(q, k, v, causal=causal), cuda=cuda)
+            p_ms = bench(lambda: kernels.linear_attention(q, k, v, causal=causal), cuda=cuda)
+            row("linear", f"B{b} H{h} N{n} D{d} {'causal' if causal else 'full'}", r_ms, p_ms,
+                kernels.last_path("linear_attention"))
+        for b, c, n in shapes["fft_conv"]:
+            u, filt = rand(b, c, n, device=dev, dtype=dtype), rand(c, n, device=dev, dtype=dtype)
+            small = (u[:, :, :64].contiguous(), filt[:, :64].contiguous())  # the reference is an O(N^2) loop
+            r_ms = bench(lambda: kernels.fft_conv_reference(*small), cuda=cuda, reps=3, warmup=1)
+            p_ms = bench(lambda: kernels.fft_conv(*small), cuda=cuda)
+            row("fft_conv", f"B{b} C{c} N64", r_ms, p_ms, kernels.last_path("fft_conv"))
+
+
+def print_table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="first two shapes per op only")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="GPU dtype")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cuda = torch.cuda.is_available()
+    shapes = GPU if cuda else CPU
+    if args.quick:
+        shapes = {op: s[:2] for op, s in shapes.items()}
+    rows: list[tuple] = []
+    print(f"torch {torch.__version__}, python {platform.python_version()}, {platform.machine()}")
+    if cuda:
+        name = torch.cuda.get_device_name()
+        peak = peak_for(name)
+        print(f"device: {name} (dense fp16/bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown'}), "
+              f"dtype {args.dtype}\n")
+        run_gpu(shapes, getattr(torch, args.dtype), peak, rows)
+        print_table(("op", "shape", "triton ms", "best torch ms (path)", "torch/triton", "TFLOP/s", "% peak"), rows)
+        print("\nfft_conv: torch.fft only (no Triton path; one would have to beat cuFFT, unmeasured).")
+    else:
+        print(f"device: CPU ({platform.processor() or 'unknown'}, {torch.get_num_threads()} threads)")
+        print("No CUDA device: the Triton kernels need a GPU (on CPU they only run under the test "
+              "interpreter), so this times the PyTorch reference against the path the public op "
+              "takes on CPU, fp32, small shapes.\n")
+        run_cpu(shapes, rows)
+        print_table(("op", "shape", "reference ms", "public op ms", "path", "speedup"), rows)
+
+
+if __name__ == "__main__":
+    main()

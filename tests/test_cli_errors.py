@@ -1,0 +1,94 @@
+"""Bad input: one clear line naming what is wrong, exit code 2, no traceback, nothing written."""
+
+import pytest
+
+from tests.cli_helpers import run_nas, write_space
+
+pytestmark = pytest.mark.slow
+
+
+def _check(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def _nothing_written(d, before):
+    after = {p.relative_to(d) for p in d.rglob("*")}
+    assert after == before, after - before
+
+
+BAD = [
+    ("depth: [1, 2]", "depth: [1, 2", "invalid YAML"),
+    ("          softmax: {heads: [1, 2]}", "          softmax: {heads: [1, 2]}\n          mamba: {}", "arch.stages[0].mixer.choices.mamba: unknown mixer"),
+    ("dim: [16, 32]", "dim: [16, 32]\n      colour: red", "arch.stages[0].colour: unknown key"),
+    ("depth: [1, 2]", "depth: []", "arch.stages[0].depth: empty choice list"),
+    ("depth: [1, 2]", "depth: deep", "arch.stages[0].depth: 'deep' must be of type int"),
+    ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {accuracy: up}", "objectives.accuracy"),
+    ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {happiness: maximize}", "objectives.happiness: unknown metric"),
+    ("train: {steps: 5,", "train: {stepz: 5,", "train.stepz: unknown setting"),
+]
+
+
+@pytest.mark.parametrize("old,new,fragment", BAD, ids=[b[2].split(":")[0] for b in BAD])
+def test_malformed_space_file(tmp_path, old, new, fragment):
+    p = write_space(tmp_path)
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new))
+    before = {q.relative_to(tmp_path) for q in tmp_path.rglob("*")}
+    r = run_nas("search", "--space", p, "--study", "x", "--trials", 1, cwd=tmp_path)
+    _check(r, str(p), fragment)
+    _nothing_written(tmp_path, before)
+
+
+def test_unknown_space(tmp_path):
+    r = run_nas("search", "--space", "no-such-space", cwd=tmp_path)
+    _check(r, "no-such-space", "built-in spaces")
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_study(tmp_path):
+    for cmd in ("status", "resume", "pareto", "show"):
+        extra = ["--trial", "0"] if cmd == "show" else []
+        r = run_nas(cmd, "--study", "ghost", *extra, cwd=tmp_path)
+        _check(r, "ghost")
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_storage_url(tmp_path):
+    p = write_space(tmp_path)
+    for url, frag in [("nonsense", "bad storage URL"), ("ftp://x/y", "scheme 'ftp'"),
+                      ("postgresql://nobody@127.0.0.1:1/none", "cannot open storage")]:
+        r = run_nas("search", "--space", p, "--study", "x", "--storage", url, cwd=tmp_path)
+        _check(r, frag)
+    r = run_nas("status", "--study", "x", "--storage", f"sqlite:///{tmp_path}/none.db", cwd=tmp_path)
+    _check(r, "does not exist")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_study_name_reused_with_other_space(tmp_path):
+    a = write_space(tmp_path, name="a.yaml", steps=2)
+    b = write_space(tmp_path, name="b.yaml", steps=3)
+    url = f"sqlite:///{tmp_path}/s.db"
+    run_nas("search", "--space", a, "--study", "s", "--storage", url, "--trials", 1, cwd=tmp_path, check=True)
+    r = run_nas("search", "--space", b, "--study", "s", "--storage", url, "--trials", 2, cwd=tmp_path)
+    _check(r, "study 's'", "differs")
+    import nas
+
+    assert len(nas.load_trials(url, "s")) == 1  # nothing was added
+
+
+def test_bad_options(tmp_path):
+    _check(run_nas("search", "--sampler", "grid", cwd=tmp_path), "--sampler")
+    _check(run_nas("search", "--backend", "slurm", cwd=tmp_path), "--backend")
+    p = write_space(tmp_path, steps=1)
+    url = f"sqlite:///{tmp_path}/e.db"
+    run_nas("search", "--space", p, "--study", "e", "--storage", url, "--trials", 1, cwd=tmp_path, check=True)
+    _check(run_nas("export", "--study", "e", "--storage", url, "--out", tmp_path / "x.xlsx", cwd=tmp_path), ".csv or .parquet")
+    _check(run_nas("show", "--study", "e", "--storage", url, "--trial", 99, cwd=tmp_path), "no trial 99")
+    _check(run_nas("pareto", "--study", "e", "--storage", url, "--format", "xml", cwd=tmp_path), "--format")
