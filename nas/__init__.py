@@ -6,6 +6,7 @@
 """
 
 from nas.results import load_trials, pareto_front, pareto_mask
+from nas.hypervolume import hypervolume, hypervolume_history
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask"]
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "hypervolume", "hypervolume_history"]
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import textwrap
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -58,8 +59,9 @@ def spaces():
         t.add_column(col, overflow="fold")
     for name in search_spaces.list_spaces():
         s = load_space_checked(name)
-        t.add_row(name, s.task["name"], ", ".join(s.mixer_names()), f"{s.count():,}", str(s.trials),
-                  s.description.split(". ")[0])
+        n, exact = s.count()
+        t.add_row(name, s.task["name"], ", ".join(s.mixer_names()), f"{'' if exact else '<= '}{n:,}", str(s.trials),
+                  textwrap.shorten(s.description, 100, placeholder=" ..."))
     out.print(t)
 
 
@@ -129,6 +131,9 @@ def search(
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting new trials after this many seconds"),
     heartbeat: int = typer.Option(5, "--heartbeat", min=1, help="seconds between trial heartbeats; a trial silent for 4x this is stale and retried"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray backend: Ray cluster to join (e.g. auto, HOST:6379) [default: start a local Ray]"),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.01, help="ray backend: CPUs (and torch threads) per trial"),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="ray backend: GPUs per trial"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
     from nas.config import SAMPLERS, SearchConfig, load_space_checked
@@ -151,7 +156,9 @@ def search(
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
                           trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
                           workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
-                          grace_period=4 * heartbeat)
+                          grace_period=4 * heartbeat,
+                          extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
+                          if backend == "ray" else {})
     st, stored, created = create_or_load_study(config)
     if not created:
         stored.trials = trials or stored.trials

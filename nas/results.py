@@ -144,6 +144,7 @@ def load_trials(storage: Union[str, optuna.storages.BaseStorage], study: str) ->
             if t.number in retried:
                 error += f"; retried as trial {retry_of.get(t.number)}"
         row["error"] = error
+        row["baseline"] = ua.get("baseline")  # name of an enqueued reference design (nas/baselines.py)
         row["reused_from"] = ua.get("reused_from")
         row["retried_as"] = retry_of.get(t.number)
         row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None

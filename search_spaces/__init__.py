@@ -12,7 +12,8 @@ from search_spaces.arch import (
 from search_spaces.builder import build_model
 from search_spaces.ffn import list_ffns
 from search_spaces.registry import Mixer, Param, get_mixer, get_mixer_info, list_mixers, register_mixer
-from search_spaces.space import Space, SpaceError, list_spaces, load_space, sample
+from search_spaces.sampling import sample
+from search_spaces.space import Space, SpaceError, list_spaces, load_space
 from search_spaces.task_io import TaskIO
 
 __all__ = [

@@ -1,21 +1,34 @@
-"""Search spaces: YAML files parsed into a :class:`Space`, sampled define-by-run with Optuna.
+"""Search spaces: YAML files parsed into a :class:`Space` (sampling lives in ``sampling.py``).
 
 A space file holds the task, the objectives, the training/latency budget and the ``arch``
 section. In ``arch``, a list is a choice and a scalar is fixed::
 
     arch:
-      stem: {patch: [4, 8]}           # signal/image tasks; a token task's stem is an embedding
-      norm: pre                       # or [pre, post]
+      stem: {patch: [4, 8], stride: [0, 2]}   # signal/image tasks (0 = stride equal to patch)
+      norm: [pre, post]
       stages:
         - depth: [1, 2, 3]
           dim: [32, 64]
-          downsample: none            # or merge | conv (not in the first stage)
+          downsample: none                    # or merge | conv (not in the first stage)
           mixer:
-            per_layer: true           # one mixer choice per layer (hybrids) or one per stage
+            per_layer: true                   # one mixer choice per layer, or one per stage
             choices:
               softmax: {heads: [1, 2, 4]}
               hyena: {filter_dim: [8, 16]}
-          ffn: {type: [mlp, glu], ratio: [2, 4]}
+          ffn: {type: [mlp, glu, none], ratio: [2, 4], per_layer: false}
+
+Structured hybrid patterns over two mixer groups ``a`` (early / local / spectral) and ``b``
+(late / global / attention)::
+
+          mixer:
+            pattern: [a_then_b, interleave, stripe, uniform]
+            a: {gfnet: {}, hyena: {}}
+            b: {softmax: {heads: [2, 4]}}
+            split: [0.25, 0.5]    # a_then_b: the first round(split * depth) layers are from a
+            every: [2, 3]         # interleave: every k-th layer is from b (stripe: a, b, a, b, ...)
+
+Width versus depth at a fixed head budget (Wide Attention): ``head_budget: 16`` with
+``depth: [1, 2, 4, 8, 16]`` gives every layer of the stage ``16 / depth`` heads.
 
 Only combinations that pass the registry's rules are offered to the sampler: a parameter whose
 valid values depend on earlier choices (heads must divide dim) gets its own conditional name
@@ -45,15 +58,15 @@ from search_spaces.ffn import list_ffns
 from search_spaces.registry import get_mixer_info, list_mixers
 from search_spaces.task_io import STEM_FOR_KIND, TaskIO
 
-__all__ = ["Space", "SpaceError", "load_space", "list_spaces", "sample", "SPACES_DIR"]
+__all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
 TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch"}
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}
-STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn"}
-MIXER_KEYS = {"per_layer", "choices"}
+STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn", "head_budget"}
+MIXER_KEYS = {"per_layer", "choices", "pattern", "a", "b", "split", "every"}
 FFN_KEYS = {"type", "ratio", "per_layer"}
 
 
@@ -99,16 +112,35 @@ class MixerChoice:
     params: dict  # name -> tuple of choices (complete: registry defaults filled in)
 
 
+PATTERNS = ("uniform", "per_layer", "a_then_b", "interleave", "stripe")
+GROUP_PATTERNS = ("a_then_b", "interleave", "stripe")
+
+
 @dataclass(frozen=True)
 class StageChoices:
     depth: tuple
     dim: tuple
     downsample: tuple
-    mixers: tuple  # of MixerChoice
-    per_layer: bool
+    mixers: tuple  # of MixerChoice: the choices of the uniform / per_layer patterns
+    pattern: tuple  # of PATTERNS
     ffn_type: tuple
     ffn_ratio: tuple
     ffn_per_layer: bool
+    mixers_a: tuple = ()  # group A (early / local / spectral) of the group patterns
+    mixers_b: tuple = ()  # group B (late / global / attention)
+    split: tuple = (0.5,)  # a_then_b: fraction of the stage's layers taken from A
+    every: tuple = (2,)  # interleave: every k-th layer is from B
+    head_budget: Optional[int] = None  # width vs depth: heads per layer = head_budget / depth
+
+    @property
+    def per_layer(self) -> bool:
+        return self.pattern == ("per_layer",)
+
+    def all_mixers(self) -> tuple:
+        return self.mixers + self.mixers_a + self.mixers_b
+
+    def heads_for(self, depth: int) -> Optional[int]:
+        return None if self.head_budget is None else self.head_budget // depth
 
 
 @dataclass
@@ -133,33 +165,41 @@ class Space:
 
     # --------------------------------------------------------------- summaries
     def mixer_names(self) -> list[str]:
-        return sorted({m.type for s in self.stages for m in s.mixers})
+        return sorted({m.type for s in self.stages for m in s.all_mixers()})
 
-    def count(self) -> int:
-        """Number of distinct architectures (exact; the product over independent choices)."""
-        total = len(self.stem_patch) * len(self.stem_stride) * len(self.norm)
+    def count(self) -> tuple[int, bool]:
+        """(number of distinct architectures, exact?). Exact for uniform / per-layer stages; for
+        group patterns it counts pattern x group choices, an upper bound (some coincide)."""
+        total, exact = len(self.stem_patch) * len(self.stem_stride) * len(self.norm), True
         for s in self.stages:
             ffn_per = len(s.ffn_type) * len(s.ffn_ratio)
             stage_total = 0
             for dim in s.dim:
-                per_mixer = sum(_count_params(m, dim) for m in s.mixers)
                 for depth in s.depth:
-                    if s.per_layer:
-                        layers = per_mixer ** depth
-                    else:
-                        layers = per_mixer
+                    heads = s.heads_for(depth)
+                    n = lambda group: sum(_count_params(m, dim, heads) for m in group)  # noqa: E731
                     ffn = ffn_per ** depth if s.ffn_per_layer else ffn_per
-                    stage_total += layers * ffn
+                    for pattern in s.pattern:
+                        if pattern == "uniform":
+                            layers = n(s.mixers)
+                        elif pattern == "per_layer":
+                            layers = n(s.mixers) ** depth
+                        else:
+                            exact = False
+                            k = {"a_then_b": len(s.split), "interleave": len(s.every), "stripe": 1}[pattern]
+                            layers = n(s.mixers_a) * n(s.mixers_b) * k
+                        stage_total += layers * ffn
             total *= stage_total * len(s.downsample)
-        return total
+        return total, exact
 
     def bind(self, io: TaskIO) -> "Space":
         """Check the space against the task's I/O; afterwards the space can be sampled."""
         src = self.source
         for si, s in enumerate(self.stages):
-            for m in s.mixers:
+            groups = (("choices", s.mixers), ("a", s.mixers_a), ("b", s.mixers_b))
+            for group, m in ((g, m) for g, ms in groups for m in ms):
                 info = get_mixer_info(m.type)
-                path = f"arch.stages[{si}].mixer.choices.{m.type}"
+                path = f"arch.stages[{si}].mixer.{group}.{m.type}"
                 if io.causal and not info.causal:
                     raise SpaceError(src, path, f"{m.type} does not support causal use, and task "
                                                 f"{self.task['name']!r} is causal")
@@ -193,7 +233,15 @@ def _combo_ok(mtype: str, dim: int, params: dict) -> bool:
     return all(rule(dim, params) is None for rule in info.rules)
 
 
-def _count_params(choice: MixerChoice, dim: int) -> int:
+def with_heads(choice: MixerChoice, heads: Optional[int]) -> MixerChoice:
+    """The choice with its head count fixed (width-vs-depth stages set heads from the budget)."""
+    if heads is None or "heads" not in choice.params:
+        return choice
+    return MixerChoice(choice.type, {**choice.params, "heads": (heads,)})
+
+
+def _count_params(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
+    choice = with_heads(choice, heads)
     return sum(1 for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
 
 
@@ -308,6 +356,35 @@ def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space
     )
 
 
+def _parse_mixer_group(choices, source: str, mp: str) -> tuple:
+    """{mixer name: {param: value or [choices]}} -> tuple of MixerChoice (defaults filled in)."""
+    if not isinstance(choices, dict) or not choices:
+        raise SpaceError(source, mp, "must be a non-empty mapping of mixer name: {param: choices}")
+    mixers = []
+    for mtype, params in choices.items():
+        p = f"{mp}.{mtype}"
+        if mtype not in list_mixers():
+            raise SpaceError(source, p, f"unknown mixer; registered: {list_mixers()}")
+        info = get_mixer_info(mtype)
+        params = params or {}
+        if not isinstance(params, dict):
+            raise SpaceError(source, p, "must be a mapping of parameter: value or [choices]")
+        full = {name: (spec.default,) for name, spec in info.params.items() if name not in params}
+        for pname, value in params.items():
+            if pname not in info.params:
+                raise SpaceError(source, f"{p}.{pname}", f"{mtype} has no such parameter; it takes {sorted(info.params)}")
+            vals = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and not value:
+                raise SpaceError(source, f"{p}.{pname}", "empty choice list; give at least one value")
+            for v in vals:
+                err = info.params[pname].check(v)
+                if err:
+                    raise SpaceError(source, f"{p}.{pname}", err)
+            full[pname] = tuple(vals)
+        mixers.append(MixerChoice(mtype, {k: full[k] for k in sorted(full)}))
+    return tuple(mixers)
+
+
 def _parse_stage(s, si: int, source: str) -> StageChoices:
     sp = f"arch.stages[{si}]"
     _check_keys(s, STAGE_KEYS, source, sp)
@@ -319,42 +396,48 @@ def _parse_stage(s, si: int, source: str) -> StageChoices:
     downsample = _as_choices(s.get("downsample", "none"), source, f"{sp}.downsample", str, allowed=DOWNSAMPLE_TYPES)
     if si == 0 and downsample != ("none",):
         raise SpaceError(source, f"{sp}.downsample", "the first stage cannot downsample; use the stem's stride")
+    budget = s.get("head_budget")
+    if budget is not None:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise SpaceError(source, f"{sp}.head_budget", f"{budget!r} must be an integer >= 1")
+        for d in depth:
+            if budget % d:
+                raise SpaceError(source, f"{sp}.depth", f"{d} does not divide head_budget {budget} "
+                                                        "(heads per layer = head_budget / depth)")
     mixer = s["mixer"]
-    _check_keys(mixer, MIXER_KEYS, source, f"{sp}.mixer")
+    mp = f"{sp}.mixer"
+    _check_keys(mixer, MIXER_KEYS, source, mp)
     per_layer = mixer.get("per_layer", False)
     if not isinstance(per_layer, bool):
-        raise SpaceError(source, f"{sp}.mixer.per_layer", f"{per_layer!r} must be true or false")
-    choices = mixer.get("choices")
-    if not isinstance(choices, dict) or not choices:
-        raise SpaceError(source, f"{sp}.mixer.choices", "must be a non-empty mapping of mixer name: {param: choices}")
-    mixers = []
-    for mtype, params in choices.items():
-        mp = f"{sp}.mixer.choices.{mtype}"
-        if mtype not in list_mixers():
-            raise SpaceError(source, mp, f"unknown mixer; registered: {list_mixers()}")
-        info = get_mixer_info(mtype)
-        params = params or {}
-        if not isinstance(params, dict):
-            raise SpaceError(source, mp, "must be a mapping of parameter: value or [choices]")
-        full = {}
-        for pname, pspec in info.params.items():
-            if pname not in params:
-                full[pname] = (pspec.default,)
-        for pname, value in params.items():
-            if pname not in info.params:
-                raise SpaceError(source, f"{mp}.{pname}", f"{mtype} has no such parameter; it takes {sorted(info.params)}")
-            vals = value if isinstance(value, list) else [value]
-            if isinstance(value, list) and not value:
-                raise SpaceError(source, f"{mp}.{pname}", "empty choice list; give at least one value")
-            for v in vals:
-                err = info.params[pname].check(v)
-                if err:
-                    raise SpaceError(source, f"{mp}.{pname}", err)
-            full[pname] = tuple(vals)
-        mixers.append(MixerChoice(mtype, {k: full[k] for k in sorted(full)}))
+        raise SpaceError(source, f"{mp}.per_layer", f"{per_layer!r} must be true or false")
+    default_pattern = "per_layer" if per_layer else "uniform"
+    if per_layer and "pattern" in mixer:
+        raise SpaceError(source, f"{mp}.per_layer", "give either per_layer or pattern, not both")
+    pattern = _as_choices(mixer.get("pattern", default_pattern), source, f"{mp}.pattern", str, allowed=PATTERNS)
+    grouped = any(p in GROUP_PATTERNS for p in pattern)
+    mixers_a = _parse_mixer_group(mixer["a"], source, f"{mp}.a") if "a" in mixer else ()
+    mixers_b = _parse_mixer_group(mixer["b"], source, f"{mp}.b") if "b" in mixer else ()
+    if grouped and not (mixers_a and mixers_b):
+        raise SpaceError(source, f"{mp}.{'b' if mixers_a else 'a'}",
+                         f"patterns {[p for p in pattern if p in GROUP_PATTERNS]} need mixer groups a and b")
+    if "choices" in mixer:
+        mixers = _parse_mixer_group(mixer["choices"], source, f"{mp}.choices")
+    elif mixers_a or mixers_b:
+        mixers = tuple({m.type: m for m in mixers_a + mixers_b}.values())  # uniform/per_layer draw from a | b
+    else:
+        raise SpaceError(source, f"{mp}.choices", "missing: give choices (or groups a and b with a pattern)")
+    split = _as_choices(mixer.get("split", 0.5), source, f"{mp}.split", float)
+    if any(not 0 <= f <= 1 for f in split):
+        raise SpaceError(source, f"{mp}.split", "fractions must be in [0, 1]")
+    every = _as_choices(mixer.get("every", 2), source, f"{mp}.every", int, low=1)
     for d in dim:
-        if not any(_count_params(m, d) for m in mixers):
-            raise SpaceError(source, f"{sp}.dim", f"no mixer choice is valid at dim {d} (e.g. heads must divide dim)")
+        for dp in depth:
+            heads = None if budget is None else budget // dp
+            for group, name in ((mixers, "choices"), (mixers_a, "a"), (mixers_b, "b")):
+                if group and not any(_count_params(m, d, heads) for m in group):
+                    what = f"at dim {d}" + ("" if heads is None else f" with {heads} heads per layer (depth {dp})")
+                    raise SpaceError(source, f"{sp}.dim", f"no mixer in {mp}.{name} is valid {what} "
+                                                          "(e.g. heads must divide dim)")
     ffn = s.get("ffn", {}) or {}
     _check_keys(ffn, FFN_KEYS, source, f"{sp}.ffn")
     ffn_type = _as_choices(ffn.get("type", "mlp"), source, f"{sp}.ffn.type", str, allowed=tuple(list_ffns()))
@@ -364,75 +447,5 @@ def _parse_stage(s, si: int, source: str) -> StageChoices:
     ffn_per_layer = ffn.get("per_layer", False)
     if not isinstance(ffn_per_layer, bool):
         raise SpaceError(source, f"{sp}.ffn.per_layer", f"{ffn_per_layer!r} must be true or false")
-    return StageChoices(depth, dim, downsample, tuple(mixers), per_layer, ffn_type, ffn_ratio, ffn_per_layer)
-
-
-# ------------------------------------------------------------------------- sampling
-def _suggest(trial, name: str, choices: tuple, full: tuple | None = None, context: str = ""):
-    """Categorical suggestion; a fixed value is not a parameter. If ``choices`` is a filtered
-    subset of ``full`` the parameter gets a conditional name, so its distribution never changes."""
-    if len(choices) == 1 and (full is None or len(full) == 1):
-        return choices[0]
-    if full is not None and tuple(choices) != tuple(full):
-        name = f"{name}|{context}"
-        if len(choices) == 1:
-            return choices[0]
-    return trial.suggest_categorical(name, list(choices))
-
-
-def _sample_mixer(trial, prefix: str, stage: StageChoices, dim: int) -> MixerSpec:
-    viable = tuple(m for m in stage.mixers if _count_params(m, dim))
-    names_all = tuple(m.type for m in stage.mixers)
-    mtype = _suggest(trial, f"{prefix}.mixer", tuple(m.type for m in viable), names_all, f"dim={dim}")
-    choice = next(m for m in viable if m.type == mtype)
-    chosen: dict = {}
-    names = list(choice.params)
-    for i, pname in enumerate(names):
-        rest = names[i + 1 :]
-        ok = []
-        for v in choice.params[pname]:
-            trial_params = {**chosen, pname: v}
-            for tail in itertools.product(*(choice.params[r] for r in rest)):
-                if _combo_ok(mtype, dim, {**trial_params, **dict(zip(rest, tail))}):
-                    ok.append(v)
-                    break
-        ctx = ",".join([f"dim={dim}"] + [f"{k}={val}" for k, val in chosen.items()])
-        chosen[pname] = _suggest(trial, f"{prefix}.{mtype}.{pname}", tuple(ok), choice.params[pname], ctx)
-    defaults = get_mixer_info(mtype).defaults()
-    # store only non-default values so equal architectures hash equally however they were written
-    params = {k: v for k, v in chosen.items() if v != defaults.get(k)}
-    return MixerSpec(mtype, params)
-
-
-def sample(space: Space, trial) -> ArchSpec:
-    """Sample one architecture with Optuna's define-by-run API; the result is validated."""
-    if space.io is None:
-        raise ValueError(f"space {space.name!r} is not bound to a task; load it with load_space()")
-    io = space.io
-    stem_type = STEM_FOR_KIND[io.kind]
-    patch = _suggest(trial, "stem.patch", space.stem_patch) if stem_type != "embed" else 1
-    stride = _suggest(trial, "stem.stride", space.stem_stride) if stem_type != "embed" else 0
-    if stride >= patch:
-        stride = 0  # equal to patch: one canonical spelling
-    norm = _suggest(trial, "norm", space.norm)
-    stages = []
-    for si, st in enumerate(space.stages):
-        depth = _suggest(trial, f"s{si}.depth", st.depth)
-        dim = _suggest(trial, f"s{si}.dim", st.dim)
-        downsample = _suggest(trial, f"s{si}.downsample", st.downsample)
-        shared_mixer = None if st.per_layer else _sample_mixer(trial, f"s{si}", st, dim)
-        shared_ffn = None
-        if not st.ffn_per_layer:
-            shared_ffn = FFNSpec(_suggest(trial, f"s{si}.ffn", st.ffn_type),
-                                 float(_suggest(trial, f"s{si}.ffn_ratio", st.ffn_ratio)))
-        blocks = []
-        for bi in range(depth):
-            mixer = shared_mixer or _sample_mixer(trial, f"s{si}.b{bi}", st, dim)
-            ffn = shared_ffn or FFNSpec(_suggest(trial, f"s{si}.b{bi}.ffn", st.ffn_type),
-                                        float(_suggest(trial, f"s{si}.b{bi}.ffn_ratio", st.ffn_ratio)))
-            if ffn.type == "none":
-                ffn = FFNSpec("none", 1.0)  # the ratio means nothing without an FFN
-            blocks.append(BlockSpec(mixer=mixer, ffn=ffn, norm=norm))
-        stages.append(StageSpec(dim=dim, blocks=tuple(blocks), downsample=downsample))
-    arch = ArchSpec(stem=StemSpec(stem_type, patch, stride), stages=tuple(stages), causal=io.causal)
-    return arch.validate()
+    return StageChoices(depth, dim, downsample, mixers, pattern, ffn_type, ffn_ratio, ffn_per_layer,
+                        mixers_a, mixers_b, split, every, budget)

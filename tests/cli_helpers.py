@@ -41,3 +41,30 @@ def run_nas(*args, cwd, timeout=300, check=False) -> subprocess.CompletedProcess
     if check and r.returncode != 0:
         raise AssertionError(f"nas {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def invoke(*args, cwd, check=False) -> Result:
+    """Run the CLI in this process (fast: no interpreter start-up, no re-import of torch)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    finally:
+        os.chdir(old)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    res = Result(r.exit_code, r.stdout, r.stderr)
+    if check and res.returncode != 0:
+        raise AssertionError(f"nas {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res

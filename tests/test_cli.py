@@ -7,7 +7,7 @@ import pytest
 
 import nas
 from nas.results import pareto_mask
-from tests.cli_helpers import run_nas, write_space
+from tests.cli_helpers import invoke as run_nas, write_space
 
 pytestmark = pytest.mark.slow
 

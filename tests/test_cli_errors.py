@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.cli_helpers import run_nas, write_space
+from tests.cli_helpers import invoke as run_nas, write_space
 
 pytestmark = pytest.mark.slow
 

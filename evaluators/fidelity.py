@@ -1,0 +1,234 @@
+"""Proxy fidelity: how well each cheap score ranks architectures like a long reference training.
+
+``run_fidelity`` samples N architectures of a space (Optuna's RandomSampler, seeded), scores each
+with every proxy (all zero-cost proxies, params, FLOPs, and a short training at the space's budget
+or ``short_steps``: its accuracy, ``train_loss_sum`` and ``final_loss``), then trains a fresh copy
+(same initialisation) for ``reference_steps`` and takes its test accuracy as the reference.
+``correlations`` gives Kendall's tau-b and Spearman's rho of each proxy against the reference,
+with percentile-bootstrap 95% intervals, over all architectures and within each mixer family
+(the dominant family of an arch's blocks; a tie is ``mixed``).
+
+Orientation: a proxy is *sign-corrected* when lower values predict higher accuracy
+(``train_loss_sum``, ``final_loss``): we correlate ``-proxy``, so for every row a positive tau
+means "ranks like the reference". ``params`` and ``flops`` are used as "bigger is better"
+(capacity) scores, as in the zero-cost literature, although as search objectives they are
+minimized.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from evaluators.cost import count_params, flops_per_sample
+from evaluators.tasks import make_task
+from evaluators.train import TrainConfig, train_proxy
+from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
+
+__all__ = ["PROXIES", "FidelityConfig", "run_fidelity", "correlations", "family_of", "to_markdown"]
+
+# proxy -> +1 (higher predicts better) or -1 (lower predicts better: sign-corrected)
+PROXIES: dict[str, int] = {
+    **{name: +1 for name in ZERO_COST},
+    "params": +1,
+    "flops": +1,
+    "short_accuracy": +1,
+    "train_loss_sum": -1,
+    "final_loss": -1,
+}
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    n: int = 20
+    seed: int = 0
+    short_steps: int = 0  # 0: the space's train.steps
+    reference_steps: int = 0  # 0: 4x the short steps
+    zero_cost_batch: int = 64
+    bootstrap: int = 1000
+
+
+def family_of(arch) -> str:
+    """The dominant mixer family of ``arch`` (by number of blocks); ``mixed`` on a tie."""
+    from search_spaces import get_mixer_info
+
+    counts = Counter(get_mixer_info(t).family for t in arch.mixer_types()).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return "mixed"
+    return counts[0][0]
+
+
+def sample_archs(space, n: int, seed: int) -> list:
+    """``n`` distinct architectures drawn at random (Optuna RandomSampler seeded with ``seed``)."""
+    import optuna
+
+    import search_spaces
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    archs, seen = [], set()
+    for _ in range(50 * n):
+        arch = search_spaces.sample(space, study.ask())
+        if arch.arch_id not in seen:
+            seen.add(arch.arch_id)
+            archs.append(arch)
+        if len(archs) == n:
+            break
+    return archs
+
+
+def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], None]] = None,
+                 on_row: Optional[Callable[[list], None]] = None) -> pd.DataFrame:
+    """One row per architecture: arch_id, family, summary, every proxy, ``reference_accuracy``
+    (or ``error`` when the candidate failed). ``on_row(rows)`` is called after each architecture
+    (e.g. to save partial results of a long run)."""
+    import search_spaces
+
+    task = make_task(space.task["name"], space.task.get("params", {}), seed=cfg.seed)
+    short = TrainConfig.from_dict(space.train)
+    if cfg.short_steps:
+        short = replace(short, steps=cfg.short_steps, warmup_steps=min(short.warmup_steps, cfg.short_steps))
+    ref_steps = cfg.reference_steps or 4 * short.steps
+    reference = replace(short, steps=ref_steps, eval_samples=0)
+    x, y = zero_cost_batch(task, cfg.zero_cost_batch, seed=cfg.seed)
+    rows = []
+    archs = sample_archs(space, cfg.n, cfg.seed)
+    for i, arch in enumerate(archs):
+        t0 = time.perf_counter()
+        row = {"arch_id": arch.arch_id, "family": family_of(arch), "summary": arch.summary()}
+        try:
+            torch.manual_seed(cfg.seed)
+            model = search_spaces.build_model(arch, task.io)
+            init = {k: v.clone() for k, v in model.state_dict().items()}
+            row["params"] = count_params(model)
+            row["flops"] = flops_per_sample(model, task.io)
+            row.update(compute_zero_cost(model, task.io, x, y, tuple(ZERO_COST), seed=cfg.seed))
+            r = train_proxy(model, task, short, seed=cfg.seed)
+            row.update(short_accuracy=r.accuracy, train_loss_sum=r.loss_sum, final_loss=r.final_loss)
+            model.load_state_dict(init)  # the same initialisation, trained longer
+            torch.manual_seed(cfg.seed)
+            ref = train_proxy(model, task, reference, seed=cfg.seed)
+            row["reference_accuracy"] = ref.accuracy
+        except Exception as e:  # a failing candidate is a row with a reason, never the end of the run
+            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
+        if log is not None:
+            if "error" in row:
+                log(f"[{i + 1}/{len(archs)}] {arch.arch_id} FAILED {row['error']} | {arch.summary()}")
+            else:
+                log(f"[{i + 1}/{len(archs)}] {arch.arch_id} {row['family']:<9} short acc {row['short_accuracy']:.3f} "
+                    f"| reference acc {row['reference_accuracy']:.3f} | {row['seconds']:.0f}s | {arch.summary()}")
+    df = pd.DataFrame(rows)
+    df.attrs.update(short_steps=short.steps, reference_steps=ref_steps, n=cfg.n, seed=cfg.seed)
+    return df
+
+
+def _tau_rho(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return math.nan, math.nan
+    return float(stats.kendalltau(a, b).statistic), float(stats.spearmanr(a, b).statistic)
+
+
+def rank_correlation(proxy: np.ndarray, reference: np.ndarray, *, bootstrap: int = 1000,
+                     seed: int = 0) -> dict:
+    """tau, rho and their percentile-bootstrap 95% intervals (pairs resampled with replacement).
+    Values are ranked first, so infinite scores (a singular naswot kernel) rank last/first."""
+    keep = ~np.isnan(proxy) & ~np.isnan(reference)
+    p, r = stats.rankdata(proxy[keep]), stats.rankdata(reference[keep])
+    tau, rho = _tau_rho(p, r)
+    out = {"n": int(keep.sum()), "tau": tau, "rho": rho,
+           "tau_lo": math.nan, "tau_hi": math.nan, "rho_lo": math.nan, "rho_hi": math.nan}
+    if bootstrap and len(p) >= 3 and not math.isnan(tau):
+        rng = np.random.default_rng(seed)
+        taus, rhos = [], []
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(p), len(p))
+            t, s = _tau_rho(p[idx], r[idx])
+            if not math.isnan(t):
+                taus.append(t)
+                rhos.append(s)
+        if taus:
+            out.update(tau_lo=float(np.percentile(taus, 2.5)), tau_hi=float(np.percentile(taus, 97.5)),
+                       rho_lo=float(np.percentile(rhos, 2.5)), rho_hi=float(np.percentile(rhos, 97.5)))
+    return out
+
+
+def correlations(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0, min_family: int = 4) -> pd.DataFrame:
+    """One row per (proxy, group): group ``all`` and each family with >= ``min_family`` archs."""
+    ok = df[df["reference_accuracy"].notna()] if "reference_accuracy" in df else df.iloc[0:0]
+    groups = [("all", ok)]
+    groups += [(fam, g) for fam, g in ok.groupby("family") if len(g) >= min_family]
+    rows = []
+    for proxy, sign in PROXIES.items():
+        if proxy not in ok:
+            continue
+        for group, g in groups:
+            vals = sign * g[proxy].to_numpy(dtype=float)
+            res = rank_correlation(vals, g["reference_accuracy"].to_numpy(dtype=float), bootstrap=bootstrap, seed=seed)
+            rows.append({"proxy": proxy, "group": group, "sign_corrected": sign < 0, **res})
+    return pd.DataFrame(rows)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
+
+
+def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", target: float = 0.6,
+                bootstrap: int = 1000) -> str:
+    """The fidelity report: one table over all archs, one per family, and the per-arch rows."""
+    lines = [header.rstrip(), ""] if header else []
+    n_ok = int(df["reference_accuracy"].notna().sum()) if "reference_accuracy" in df else 0
+    lines.append(f"{len(df)} architectures ({n_ok} scored); short training {df.attrs.get('short_steps')} steps, "
+                 f"reference training {df.attrs.get('reference_steps')} steps (same initialisation, full test set).")
+    lines.append("Kendall tau-b and Spearman rho against the reference accuracy, 95% percentile-bootstrap "
+                 f"intervals ({bootstrap} resamples). *Sign-corrected* proxies (lower predicts better) are "
+                 f"correlated as -proxy. `meets` = tau >= {target}.")
+    lines.append("")
+    for group in ["all"] + sorted(g for g in corr["group"].unique() if g != "all"):
+        c = corr[corr["group"] == group]
+        if c.empty:
+            continue
+        n = int(c["n"].max())
+        lines.append(f"### {'all architectures' if group == 'all' else 'family ' + group} (n = {n})")
+        lines.append("")
+        lines.append(f"| proxy | orientation | Kendall tau [95% CI] | Spearman rho [95% CI] | meets tau >= {target} |")
+        lines.append("|---|---|---|---|---|")
+        for _, r in c.sort_values("tau", ascending=False, na_position="last").iterrows():
+            orient = "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better"
+            meets = "n/a" if math.isnan(r["tau"]) else ("yes" if r["tau"] >= target else "no")
+            lines.append(f"| {r['proxy']} | {orient} | {_fmt(r['tau'])} [{_fmt(r['tau_lo'])}, {_fmt(r['tau_hi'])}] "
+                         f"| {_fmt(r['rho'])} [{_fmt(r['rho_lo'])}, {_fmt(r['rho_hi'])}] | {meets} |")
+        lines.append("")
+    fams = df["family"].value_counts().to_dict() if "family" in df else {}
+    lines.append("Families (dominant mixer family): " + ", ".join(f"{k} {v}" for k, v in sorted(fams.items()))
+                 + ". Families with fewer than 4 architectures get no table of their own.")
+    lines.append("")
+    lines.append("<details><summary>per-architecture scores</summary>")
+    lines.append("")
+    cols = [c for c in ["arch_id", "family", "reference_accuracy", "short_accuracy", "train_loss_sum", *ZERO_COST,
+                        "params", "flops", "summary", "error"] if c in df]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                cells.append("" if math.isnan(v) else f"{v:.4g}")
+            else:
+                cells.append(str(v).replace("|", "/"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("</details>")
+    return "\n".join(lines) + "\n"

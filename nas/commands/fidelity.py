@@ -1,0 +1,86 @@
+"""`nas fidelity`: rank correlation of every proxy with a long reference training."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nas.cli import app, err, user_errors
+from nas.errors import UserError
+
+
+def _machine() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__} (CPU threads {torch.get_num_threads()})"
+
+
+@app.command()
+@user_errors
+def fidelity(
+    space: str = typer.Option(..., "--space", help="built-in space name or path to a space YAML file"),
+    n: int = typer.Option(20, "--n", help="number of architectures to sample"),
+    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="short-training steps [default: the space's train.steps]"),
+    reference_steps: Optional[int] = typer.Option(None, "--reference-steps", help="reference training steps [default: 4x the short steps]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder [default: results/fidelity-<space>/]"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the 95% intervals"),
+):
+    """Score N sampled architectures with every proxy and a long reference training; report
+    Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family."""
+    from evaluators.fidelity import FidelityConfig, correlations, run_fidelity, to_markdown
+    from nas.config import load_space_checked
+
+    if n < 3:
+        raise UserError(f"--n: {n} is too few to rank; give at least 3")
+    for name, v in (("--steps", steps), ("--reference-steps", reference_steps)):
+        if v is not None and v < 1:
+            raise UserError(f"{name}: {v} must be >= 1")
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap: {bootstrap} must be >= 0")
+    sp = load_space_checked(space)
+    out_dir = out_dir or Path("results") / f"fidelity-{sp.name}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out: cannot create {out_dir}: {e.strerror}") from None
+    cfg = FidelityConfig(n=n, seed=seed, short_steps=steps or 0, reference_steps=reference_steps or 0,
+                         bootstrap=bootstrap)
+    started = datetime.datetime.now()
+    err.print(f"fidelity of space {sp.name} (task {sp.task['name']}): {n} architectures, seed {seed}", highlight=False)
+    import pandas as pd
+
+    def save_partial(rows):  # a long run that is stopped still leaves its per-arch scores
+        pd.DataFrame(rows).to_csv(out_dir / "archs.partial.csv", index=False)
+
+    df = run_fidelity(sp, cfg, log=lambda m: print(m, file=sys.stderr, flush=True), on_row=save_partial)
+    (out_dir / "archs.partial.csv").unlink(missing_ok=True)
+    corr = correlations(df, bootstrap=bootstrap, seed=seed)
+    minutes = (datetime.datetime.now() - started).total_seconds() / 60
+    header = (f"# Proxy fidelity: space `{sp.name}`\n\n"
+              f"- command: `nas fidelity {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['fidelity'] else f'--space {space} --n {n} --seed {seed}'}`\n"
+              f"- date: {started:%Y-%m-%d %H:%M} ({minutes:.1f} min)\n"
+              f"- machine: {_machine()}\n")
+    df.to_csv(out_dir / "archs.csv", index=False)
+    corr.to_csv(out_dir / "correlations.csv", index=False)
+    (out_dir / "fidelity.md").write_text(to_markdown(df, corr, header=header, bootstrap=bootstrap))
+    c = corr[corr["group"] == "all"].sort_values("tau", ascending=False)
+    for _, r in c.iterrows():
+        print(f"{r['proxy']:<16} tau {r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}]  "
+              f"rho {r['rho']:+.2f}{'  (sign-corrected)' if r['sign_corrected'] else ''}")
+    err.print(f"wrote {out_dir}/fidelity.md, archs.csv, correlations.csv", highlight=False)

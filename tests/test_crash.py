@@ -1,0 +1,120 @@
+"""Crash safety: SIGKILL mid-trial then `nas resume`; Ctrl-C; failures inside a trial."""
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nas
+from tests.cli_helpers import NAS, invoke, run_nas, write_space
+
+pytestmark = pytest.mark.slow
+
+
+def _start(space, url, study, cwd, trials=3):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([*NAS, "search", "--space", str(space), "--study", study, "--storage", url,
+                             "--trials", str(trials), "--heartbeat", "1", "--sampler", "random"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_running(url, study, min_complete, proc, timeout=240):
+    """Block until a trial is RUNNING and at least ``min_complete`` trials are COMPLETE."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            st = optuna.load_study(study_name=study, storage=url)
+            trials = st.get_trials(deepcopy=False)
+            running = [t for t in trials if t.state == TrialState.RUNNING and "arch_id" in t.user_attrs]
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            if running and len(done) >= min_complete:
+                return running[0].number, {t.number for t in done}
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no running trial appeared")
+
+
+def test_sigkill_then_resume(tmp_path):
+    space = write_space(tmp_path, steps=400)
+    url = f"sqlite:///{tmp_path}/k.db"
+    proc = _start(space, url, "k", tmp_path, trials=3)
+    killed, done_before = _wait_running(url, "k", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run_nas("resume", "--study", "k", "--storage", url, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "RUNNING from an earlier run" in r.stderr
+    df = nas.load_trials(url, "k")
+    assert (df.state == "RUNNING").sum() == 0
+    assert done_before <= set(df[df.state == "COMPLETE"].number)  # nothing finished was lost
+    row = df[df.number == killed].iloc[0]
+    assert row.state == "FAIL" and "heartbeat" in row.error
+    retry = df[df.number == row.retried_as].iloc[0]  # the interrupted trial was evaluated again
+    assert retry.state == "COMPLETE" and retry.arch_id == row.arch_id
+    from nas.study import budget_count, load_study
+
+    st, cfg = load_study(url, "k")
+    assert budget_count(st) == 3 and (df.state == "COMPLETE").sum() == 3
+
+
+def test_ctrl_c_stops_cleanly_and_resume_reruns(tmp_path):
+    space = write_space(tmp_path, steps=400)
+    url = f"sqlite:///{tmp_path}/c.db"
+    proc = _start(space, url, "c", tmp_path, trials=2)
+    interrupted, _ = _wait_running(url, "c", 0, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"nas resume --study c --storage {url}" in err
+    df = nas.load_trials(url, "c")
+    row = df[df.number == interrupted].iloc[0]
+    assert row.state == "FAIL" and "interrupted" in row.error
+    assert (df.state == "RUNNING").sum() == 0
+    r = run_nas("resume", "--study", "c", "--storage", url, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    df = nas.load_trials(url, "c")
+    retry = df[df.number == row.retried_as].iloc[0]
+    assert retry.state == "COMPLETE" and retry.arch_id == row.arch_id
+    assert (df.state == "COMPLETE").sum() == 2
+
+
+def test_failures_inside_trials_are_recorded_and_search_goes_on(tmp_path, monkeypatch):
+    import torch
+
+    import nas.objective as objective
+    from evaluators.errors import NonFiniteLoss
+
+    real = objective.evaluate
+    calls = {"n": 0}
+
+    def flaky(arch, settings, **kw):
+        calls["n"] += 1
+        kind = calls["n"] % 4
+        if kind == 1:
+            raise RuntimeError("shape mismatch in block 2")
+        if kind == 2:
+            raise NonFiniteLoss("training loss became nan at step 3")
+        if kind == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(arch, settings, **kw)
+
+    monkeypatch.setattr(objective, "evaluate", flaky)
+    space = write_space(tmp_path, steps=2)
+    url = f"sqlite:///{tmp_path}/f.db"
+    r = invoke("search", "--space", space, "--study", "f", "--storage", url, "--trials", 8, "--sampler", "random",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    df = nas.load_trials(url, "f")
+    fails = df[df.state == "FAIL"]
+    errors = " | ".join(fails.error)
+    assert "RuntimeError: shape mismatch in block 2" in errors
+    assert "nan at step 3" in errors
+    assert "out of memory" in errors
+    assert (df.state == "COMPLETE").sum() >= 1 and len(df) >= 8

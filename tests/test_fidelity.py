@@ -1,0 +1,49 @@
+"""`nas fidelity`: rank correlations (sign-corrected, bootstrapped) and the end-to-end report."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from evaluators.fidelity import PROXIES, correlations, rank_correlation
+from tests.cli_helpers import invoke as run_nas, write_space
+
+
+def test_rank_correlation_matches_scipy_and_ci_contains_estimate():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=30)
+    proxy = ref + rng.normal(scale=0.7, size=30)
+    r = rank_correlation(proxy, ref, bootstrap=300, seed=0)
+    assert r["tau"] == pytest.approx(stats.kendalltau(proxy, ref).statistic)
+    assert r["rho"] == pytest.approx(stats.spearmanr(proxy, ref).statistic)
+    assert r["tau_lo"] <= r["tau"] <= r["tau_hi"] and r["rho_lo"] <= r["rho"] <= r["rho_hi"]
+
+
+def test_lower_is_better_proxies_are_sign_corrected_and_families_split():
+    ref = np.arange(8, dtype=float)
+    df = pd.DataFrame({"reference_accuracy": ref, "train_loss_sum": -ref * 3, "short_accuracy": ref,
+                       "family": ["attention"] * 4 + ["hyena"] * 4})
+    c = correlations(df, bootstrap=50)
+    row = c[(c.proxy == "train_loss_sum") & (c.group == "all")].iloc[0]
+    assert PROXIES["train_loss_sum"] == -1 and row["sign_corrected"] and row["tau"] == pytest.approx(1.0)
+    assert set(c.group) == {"all", "attention", "hyena"}
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    space = write_space(tmp_path)
+    out = tmp_path / "fid"
+    r = run_nas("fidelity", "--space", space, "--n", 4, "--steps", 2, "--reference-steps", 3, "--bootstrap", 50,
+                "--out", out, cwd=tmp_path, check=True)
+    assert r.stderr.count("/4] ") == 4  # one progress line per architecture
+    df = pd.read_csv(out / "archs.csv")
+    assert len(df) == 4 and df["reference_accuracy"].notna().all()
+    for col in ("synflow", "naswot", "jacob_cov", "snip", "grad_norm", "params", "flops", "short_accuracy",
+                "train_loss_sum", "family"):
+        assert col in df.columns
+    corr = pd.read_csv(out / "correlations.csv")
+    assert set(PROXIES) <= set(corr.proxy)
+    md = (out / "fidelity.md").read_text()
+    assert "Kendall tau" in md and "sign-corrected" in md and "machine:" in md
+    bad = run_nas("fidelity", "--space", space, "--n", 1, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --n")
