@@ -17,7 +17,7 @@ from nas.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural architecture search for efficient transformer token mixers.")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get wide tables
 err = Console(stderr=True)
 
 StudyOpt = typer.Option(..., "--study", help="study name")
@@ -81,7 +81,8 @@ def _front_table(df, title="Pareto front") -> Table:
     for _, r in front.iterrows():
         cells = [str(int(r["number"]))] + [f"{r[o]:.4g}" for o in objs]
         cells += [f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "",
-                  str(r.get("arch_id", "")), str(r.get("summary", ""))]
+                  str(r.get("arch_id", "")),
+                  (f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else "") + str(r.get("summary", ""))]
         t.add_row(*cells)
     return t
 
@@ -134,6 +135,7 @@ def search(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray backend: Ray cluster to join (e.g. auto, HOST:6379) [default: start a local Ray]"),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.01, help="ray backend: CPUs (and torch threads) per trial"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="ray backend: GPUs per trial"),
+    baselines: bool = typer.Option(False, "--baselines", help="also evaluate literature reference designs sized to the space (marked in results)"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
     from nas.config import SAMPLERS, SearchConfig, load_space_checked
@@ -163,6 +165,11 @@ def search(
     if not created:
         stored.trials = trials or stored.trials
         stored.timeout = timeout
+    if baselines:
+        from nas.baselines import enqueue_baselines
+
+        queued = enqueue_baselines(st, sp, log=lambda m: err.print(m, highlight=False))
+        err.print(f"queued baselines: {', '.join(queued) or 'none (already in the study)'}", highlight=False)
     _run(st, stored if not created else config, created)
 
 
@@ -206,6 +213,11 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
         t.add_row(f"  {state.lower()}", str(n))
     front = pareto_front(df)
     t.add_row("front size", str(len(front)))
+    if len(front):
+        from nas.hypervolume import hypervolume, reference_point
+
+        ref = reference_point(df)
+        t.add_row("hypervolume", f"{hypervolume(df):.4g} (reference {', '.join(f'{k}={v:.4g}' for k, v in ref.items())})")
     for o, d in df.attrs["objectives"].items():
         col = df.loc[df["state"] == "COMPLETE", o].dropna()
         if len(col):
