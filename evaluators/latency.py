@@ -1,4 +1,4 @@
-"""On-device latency of a model's forward pass at the task's shape.
+"""On-device latency of a model's forward pass at the task's shape (CPU, or CUDA with events).
 
 CPU: a fixed torch thread count, warm-up runs, then rounds of timed runs; the median is the
 latency and MAD / median (the robust relative spread) is recorded beside it. Rounds continue
@@ -28,7 +28,7 @@ class LatencyConfig:
     repeats: int = 15  # timed runs per round
     target_spread: float = 0.05  # stop when MAD / median is below this ...
     max_seconds: float = 5.0  # ... or when this much time has been spent timing
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyConfig":
@@ -49,8 +49,10 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     Returns latency_ms (median), latency_mad_ms, latency_spread (MAD/median), latency_runs,
     latency_rounds and latency_converged (spread under target before the time limit).
     """
+    if cfg.device == "cuda":
+        return _measure_cuda(model, io, cfg)
     if cfg.device != "cpu":
-        raise ValueError(f"latency on device {cfg.device!r} is not supported yet; use 'cpu'")
+        raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda']")
     model.eval()
     x = example_input(io, cfg.batch_size)
     prev_threads = torch.get_num_threads()
@@ -84,12 +86,65 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     }
 
 
-def environment() -> dict:
+def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dict:
+    """CUDA: CUDA events around each forward (after synchronizing), warm-up first, rounds until the
+    spread is under target or the time limit; also the peak memory allocated during one forward."""
+    if not torch.cuda.is_available():
+        raise ValueError("latency.device is 'cuda' but no CUDA device is available")
+    dev = torch.device("cuda")
+    model = model.to(dev).eval()
+    x = example_input(io, cfg.batch_size).to(dev)
+    for _ in range(cfg.warmup):
+        model(x)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    times: list[float] = []
+    start, rounds = time.perf_counter(), 0
+    while True:
+        rounds += 1
+        for _ in range(cfg.repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            model(x)
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        med, mad = _median_mad(times)
+        spread = mad / med if med > 0 else 0.0
+        converged = spread <= cfg.target_spread
+        if converged or time.perf_counter() - start >= cfg.max_seconds:
+            break
+    peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    model.to("cpu")
+    return {
+        "latency_ms": med,
+        "latency_mad_ms": mad,
+        "latency_spread": spread,
+        "latency_runs": len(times),
+        "latency_rounds": rounds,
+        "latency_converged": bool(converged),
+        "peak_mem_mb": peak,
+    }
+
+
+def environment(device: str = "cpu") -> dict:
     """Where measurements were taken: stored with the study."""
     import os
 
+    env = {}
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env = {"gpu": props.name, "cuda": torch.version.cuda, "gpu_memory_gb": round(props.total_memory / 2**30, 1)}
+        try:
+            import triton
+
+            env["triton"] = triton.__version__
+        except ImportError:
+            pass
     return {
-        "device": "cpu",
+        **env,
+        "device": device,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),

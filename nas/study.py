@@ -136,7 +136,7 @@ def create_or_load_study(config: SearchConfig) -> tuple[optuna.Study, SearchConf
     study.set_user_attr(CONFIG_ATTR, config.to_json())
     from evaluators.latency import environment
 
-    study.set_user_attr(ENV_ATTR, environment())
+    study.set_user_attr(ENV_ATTR, environment(space.latency.get("device", "cpu")))
     return study, config, True
 
 

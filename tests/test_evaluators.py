@@ -79,3 +79,22 @@ def test_settings_validation():
     with pytest.raises(TypeError, match=r"latency\.repeats: 'ten' must be of type int"):
         LatencyConfig.from_dict({"repeats": "ten"})
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_latency_device_validation():
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    with pytest.raises(ValueError, match="latency.device"):
+        measure_latency(m, task.io, LatencyConfig(device="tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            measure_latency(m, task.io, LatencyConfig(device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_latency_cuda_events():
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    r = measure_latency(m, task.io, LatencyConfig(device="cuda", repeats=10, max_seconds=1.0))
+    assert r["latency_ms"] > 0 and r["peak_mem_mb"] >= 0
