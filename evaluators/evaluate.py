@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 import torch
 
 from evaluators.cost import count_params, flops_per_sample
 from evaluators.errors import OutOfMemory, TrialFailure
+from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
 from evaluators.latency import LatencyConfig, measure_latency
 from evaluators.tasks import make_task
-from evaluators.train import TrainConfig, train_proxy
+from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
 
@@ -56,35 +58,82 @@ class EvalSettings:
     latency: LatencyConfig = LatencyConfig()
     seed: int = 0
     zero_cost: tuple = ()  # zero-cost proxies to compute (names in ZERO_COST_METRICS)
+    ladder: tuple = ()  # rungs (evaluators.ladder.Rung) tried before the full proxy training
     zero_cost_batch: int = 64  # mini-batch the data-dependent proxies see
 
     @classmethod
     def from_space(cls, space, seed: int = 0) -> "EvalSettings":
         wanted = list(space.objectives) + list(space.constraints)
+        train = TrainConfig.from_dict(space.train)
+        ladder = parse_ladder(space.raw.get("ladder"), train_steps=train.steps,
+                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=("params", "flops"))
+        wanted += [r.metric for r in ladder if r.kind == "zero_cost"]
         return cls(
             task=space.task["name"],
             task_params=dict(space.task.get("params", {})),
-            train=TrainConfig.from_dict(space.train),
+            train=train,
             latency=LatencyConfig.from_dict(space.latency),
             seed=seed,
             zero_cost=zero_cost_requested(wanted),
+            ladder=ladder,
         )
 
 
-def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lock=None) -> dict:
+def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lock=None,
+             ladder_history: Optional[Mapping[str, Sequence[float]]] = None) -> dict:
     """All metrics of ``arch`` under ``settings``. Raises :class:`TrialFailure` (with the reason)
     when the candidate cannot be built, diverges, or runs out of memory. ``latency_lock``, a
-    context manager, is held while latency is timed (parallel backends serialize timing with it)."""
+    context manager, is held while latency is timed (parallel backends serialize timing with it).
+    With a ladder in ``settings``, ``ladder_history`` maps each rung name to the scores earlier
+    candidates had there; a rung that stops the candidate raises :class:`LadderPruned`. The
+    metrics then carry ``ladder_values`` (score per rung) and ``ladder_passed``."""
     t0 = time.perf_counter()
     task = make_task(settings.task, settings.task_params, seed=settings.seed)
     try:
         torch.manual_seed(settings.seed)
         model = build_model(arch, task.io)
         metrics = {"params": count_params(model), "flops": flops_per_sample(model, task.io)}
-        if settings.zero_cost:  # at initialisation, before training; RNG state is left as it was
-            x, y = zero_cost_batch(task, settings.zero_cost_batch, seed=settings.seed)
-            metrics.update(compute_zero_cost(model, task.io, x, y, settings.zero_cost, seed=settings.seed))
-        result = train_proxy(model, task, settings.train, seed=settings.seed, on_step=on_step)
+        history = ladder_history or {}
+        values, passed = {}, []
+        zc_done = False
+        for rung in settings.ladder:
+            if rung.kind == "filter":
+                why = check_filter(rung, metrics)
+                if why:
+                    raise LadderPruned(rung.name, why, values, passed)
+                passed.append(rung.name)
+            elif rung.kind == "zero_cost":
+                if not zc_done:
+                    metrics.update(_zero_cost(model, task, settings))
+                    zc_done = True
+                values[rung.name] = float(metrics[rung.metric])
+                if not promote(values[rung.name], history.get(rung.name, ()), rung.keep, rung.min_trials):
+                    raise LadderPruned(rung.name, f"{rung.metric} {values[rung.name]:.4g} is not in the top "
+                                                  f"{rung.keep:g} of {len(history.get(rung.name, ())) + 1}", values, passed)
+                passed.append(rung.name)
+        if settings.zero_cost and not zc_done:  # at initialisation, before training
+            metrics.update(_zero_cost(model, task, settings))
+        train_rungs = {r.steps: r for r in settings.ladder if r.kind == "train"}
+
+        def step_hook(step, loss):
+            if on_step is not None:
+                on_step(step, loss)
+            rung = train_rungs.get(step + 1)
+            if rung is None:
+                return
+            acc = evaluate_accuracy(model, task, settings.train.eval_samples)
+            model.train()
+            values[rung.name] = acc
+            if not promote(acc, history.get(rung.name, ()), rung.keep, rung.min_trials):
+                raise LadderPruned(rung.name, f"accuracy {acc:.4g} after {rung.steps} steps is not in the top "
+                                              f"{rung.keep:g} of {len(history.get(rung.name, ())) + 1}", values, passed)
+            passed.append(rung.name)
+
+        result = train_proxy(model, task, settings.train, seed=settings.seed,
+                             on_step=step_hook if (train_rungs or on_step is not None) else None)
+        if settings.ladder:
+            metrics["ladder_values"] = dict(values)
+            metrics["ladder_passed"] = passed + ["train"]
         metrics.update(
             accuracy=result.accuracy,
             final_loss=result.final_loss,
@@ -99,3 +148,9 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
         raise OutOfMemory(f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
+
+
+def _zero_cost(model, task, settings: EvalSettings) -> dict:
+    """The requested zero-cost proxies at initialisation; RNG state is left as it was."""
+    x, y = zero_cost_batch(task, settings.zero_cost_batch, seed=settings.seed)
+    return compute_zero_cost(model, task.io, x, y, settings.zero_cost, seed=settings.seed)

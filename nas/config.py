@@ -82,6 +82,6 @@ def load_space_checked(name_or_path: str, text: Optional[str] = None):
             raise UserError(f"{space.source}: {where}.{name}: unknown metric; known: {sorted(METRICS)}")
     try:
         EvalSettings.from_space(space)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{space.source}: {e.args[0] if e.args else e}") from None
     return space

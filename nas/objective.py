@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 import search_spaces
 from evaluators.errors import TrialFailure
+from evaluators.ladder import LadderPruned
 from evaluators.evaluate import EvalSettings, evaluate
 
 __all__ = ["Objective", "TrialError"]
@@ -45,6 +46,19 @@ class Objective:
                 return t
         return None
 
+    def _ladder_history(self, study: optuna.Study) -> dict[str, list[float]]:
+        """Scores earlier candidates reached at each ladder rung (finished or stopped)."""
+        if not self.settings.ladder:
+            return {}
+        history: dict[str, list[float]] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            values = t.user_attrs.get("ladder_values") or (t.user_attrs.get("metrics") or {}).get("ladder_values") or {}
+            if t.user_attrs.get("reused_from") is not None:
+                continue  # a repeat carries its twin's scores: count them once
+            for rung, v in values.items():
+                history.setdefault(rung, []).append(float(v))
+        return history
+
     def _constraint_values(self, metrics: dict) -> dict[str, float]:
         """Optuna constraint values (<= 0 means satisfied), e.g. ``params<=2e6: params - 2e6``."""
         out = {}
@@ -67,7 +81,8 @@ class Objective:
     def _run(self, trial: optuna.Trial):
         t0 = time.perf_counter()
         # a retried trial inherits the user attrs of the one it replaces: start clean
-        for key in ("error", "metrics", "reused_from", "interrupted", "constraints"):
+        for key in ("error", "metrics", "reused_from", "interrupted", "constraints", "ladder_values",
+                    "ladder_passed", "ladder_stopped", "pruned_reason"):
             if key in trial.user_attrs:
                 trial.set_user_attr(key, None)
         try:
@@ -96,7 +111,13 @@ class Objective:
             metrics = dict(twin.user_attrs["metrics"])
         else:
             try:
-                metrics = evaluate(arch, self.settings)
+                metrics = evaluate(arch, self.settings, ladder_history=self._ladder_history(trial.study))
+            except LadderPruned as e:
+                trial.set_user_attr("ladder_values", e.values)
+                trial.set_user_attr("ladder_passed", e.passed)
+                trial.set_user_attr("ladder_stopped", e.rung)
+                trial.set_user_attr("pruned_reason", str(e))
+                raise optuna.TrialPruned(str(e)) from None
             except TrialFailure as e:
                 trial.set_user_attr("error", str(e))
                 raise TrialError(str(e)) from None

@@ -143,7 +143,10 @@ def load_trials(storage: Union[str, optuna.storages.BaseStorage], study: str) ->
             error = "worker stopped (heartbeat went stale) mid-trial"
             if t.number in retried:
                 error += f"; retried as trial {retry_of.get(t.number)}"
+        if t.state == TrialState.PRUNED and not error:
+            error = ua.get("pruned_reason")
         row["error"] = error
+        row["ladder_stopped"] = ua.get("ladder_stopped")
         row["baseline"] = ua.get("baseline")  # name of an enqueued reference design (nas/baselines.py)
         row["reused_from"] = ua.get("reused_from")
         row["retried_as"] = retry_of.get(t.number)

@@ -62,7 +62,8 @@ __all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "S
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
-TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch"}
+TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
+            "ladder"}  # ladder: validated by evaluators.ladder
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}
 STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn", "head_budget"}

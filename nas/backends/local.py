@@ -33,7 +33,7 @@ def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
         vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
         reused = t.user_attrs.get("reused_from")
         return vals + (f" (reused trial {reused})" if reused is not None else "")
-    return str(t.user_attrs.get("error") or t.state.name)
+    return str(t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or t.state.name)
 
 
 def run_local(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progress] = None,
