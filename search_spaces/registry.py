@@ -139,7 +139,7 @@ def register_mixer(
             causal=causal,
             needs_2d=needs_2d,
             rules=tuple(rules),
-            doc=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+            doc=" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()),  # first paragraph
             family=family,
         )
         return cls

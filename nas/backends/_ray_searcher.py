@@ -1,0 +1,254 @@
+"""The driver side of the Ray backend: a Ray Tune ``Searcher`` that is a window on the Optuna study.
+
+The study stays the single system of record, and only the driver writes to it:
+
+- ``suggest``: ``study.ask()``, sample the ArchSpec (or take a retried trial's parameters), store
+  ``arch_id`` / ``arch`` / ``summary``; a twin of a finished architecture is told at once (reused
+  metrics, as in the local backend); otherwise the arch JSON goes to a Ray Tune trial;
+- ``on_trial_complete``: COMPLETE with the objective values and the same user attrs as the local
+  backend; PRUNED (``pruned_at_step``) when the scheduler stopped it; FAIL with ``error``;
+- a worker that died (``on_trial_error`` of :class:`WorkerFailureCallback`): FAIL with the reason and
+  one retry with the same parameters (``max_retry`` of the config), which counts for the budget instead.
+
+Heartbeats of the trials in flight are recorded by a driver thread, so when the driver dies its
+trials go stale and ``nas resume`` re-runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Optional
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+import search_spaces
+from nas.backends.local import _detail, front_size
+from nas.config import SearchConfig
+from nas.objective import Objective
+from nas.study import budget_count
+
+__all__ = ["StudySearcher", "WorkerFailureCallback"]
+
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+METRIC, MODE = "loss", "min"  # what the scheduler compares at each rung (see docs/ray.md)
+
+
+class StudySearcher(Searcher):
+    def __init__(self, study: optuna.Study, config: SearchConfig, trainable_cfg: dict, *, progress=None,
+                 log=print):
+        super().__init__(metric=METRIC, mode=MODE)
+        self.study = study
+        self.config = config
+        self.space = config.load_space()
+        self.objective = Objective(self.space, config.eval_settings())  # for _twin / _constraint_values
+        self.names = list(self.space.objectives)
+        self.trainable_cfg = trainable_cfg
+        self.progress = progress
+        self.log = log
+        self.live: dict[str, optuna.Trial] = {}  # Ray Tune trial id -> Optuna trial in flight
+        self.ran = 0
+        self._started: dict[int, float] = {}
+        self._driver = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._done = budget_count(study)
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()  # live dict: the heartbeat thread reads it
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, name="nas-heartbeats", daemon=True)
+        self._beat.start()
+
+    # Tune pickles its searcher for experiment checkpoints; the study is the checkpoint here.
+    def __getstate__(self):
+        return {"_metric": self._metric, "_mode": self._mode}
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    # ----------------------------------------------------------------------- heartbeats
+    def _heartbeats(self) -> None:
+        storage = self.study._storage
+        while not self._stop.wait(self.config.heartbeat_interval):
+            with self._lock:
+                ids = [t._trial_id for t in self.live.values()]
+            for tid in ids:
+                try:
+                    storage.record_heartbeat(tid)
+                except Exception:  # a trial finished meanwhile, or a transient DB error: next beat
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._beat.join(timeout=5)
+
+    # ----------------------------------------------------------------------- asking
+    def _budget_left(self) -> bool:
+        if self.config.timeout is not None and time.monotonic() - self._t0 >= self.config.timeout:
+            return False
+        return self._done + len(self.live) < self.config.trials
+
+    def suggest(self, trial_id: str):
+        while self._budget_left():
+            trial = self.study.ask()
+            self.study._storage.record_heartbeat(trial._trial_id)
+            arch = self._prepare(trial)
+            if arch is None:  # told already (twin, invalid fixed architecture)
+                continue
+            with self._lock:
+                self.live[trial_id] = trial
+            self._started[trial.number] = time.monotonic()
+            if self.progress is not None:
+                self.progress.start(self._done, front_size(self.study), trial.number, arch.summary())
+            return {**self.trainable_cfg, "arch": arch.to_json(), "number": trial.number}
+        return Searcher.FINISHED if not self.live else None
+
+    def _prepare(self, trial: optuna.Trial):
+        """Sample and record the candidate; returns the ArchSpec, or None when the trial was told here."""
+        for key in ("error", "metrics", "reused_from", "interrupted", "constraints"):
+            if key in trial.user_attrs:  # a retried trial inherits the attrs of the one it replaces
+                trial.set_user_attr(key, None)
+        try:
+            fixed = trial.user_attrs.get("fixed_arch")
+            if fixed:
+                arch = search_spaces.ArchSpec.from_json(fixed).validate()
+                search_spaces.builder.check_compatible(arch, self.space.io)
+            else:
+                arch = search_spaces.sample(self.space, trial)
+        except search_spaces.ArchValidationError as e:
+            self._fail(trial, f"invalid architecture: {e}")
+            return None
+        trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("summary", arch.summary())
+        trial.set_user_attr("driver", self._driver)
+        twin = self.objective._twin(self.study, arch.arch_id, trial.number)
+        retried = self.study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
+        if twin is not None and twin.number in retried:  # the run this trial retries is no twin
+            twin = None
+        if twin is None:
+            return arch
+        trial.set_user_attr("reused_from", twin.number)
+        if twin.state == TrialState.FAIL:
+            self._fail(trial, f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}")
+        else:
+            self._complete(trial, dict(twin.user_attrs["metrics"]))
+        return None
+
+    # ----------------------------------------------------------------------- telling
+    def _finished(self, trial: optuna.Trial) -> None:
+        self._done = budget_count(self.study)
+        self.ran += 1
+        if self.progress is not None:
+            t = self.study._storage.get_trial(trial._trial_id)
+            detail = (f"stopped by the scheduler at step {t.user_attrs.get('pruned_at_step')}"
+                      if t.state == TrialState.PRUNED else _detail(t, self.names))
+            self.progress.end(self._done, front_size(self.study), t.number, t.state.name, detail)
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("error", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._finished(trial)
+
+    def _complete(self, trial: optuna.Trial, metrics: dict) -> None:
+        values = []
+        for name in self.names:
+            v = metrics.get(name)
+            if v is None or not math.isfinite(float(v)):
+                return self._fail(trial, f"objective {name} is {v!r}")
+            values.append(float(v))
+        trial.set_user_attr("metrics", metrics)
+        constraints = self.objective._constraint_values(metrics)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("constraints", constraints)
+        self.study.tell(trial, values)
+        self._finished(trial)
+
+    def _pop(self, trial_id: str) -> Optional[optuna.Trial]:
+        with self._lock:
+            return self.live.pop(trial_id, None)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if error:
+            return  # a worker crash: WorkerFailureCallback.on_trial_error tells it, with the reason
+        trial = self._pop(trial_id)
+        if trial is None:
+            return
+        result = result or {}
+        if result.get("worker"):
+            trial.set_user_attr("worker", json.loads(result["worker"]))
+        if not result.get("final"):
+            step = int(result.get("step") or 0)
+            trial.set_user_attr("pruned_at_step", step)
+            trial.set_user_attr("pruned_loss", float(result.get(METRIC, float("nan"))))
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self._finished(trial)
+        elif result.get("error"):
+            self._fail(trial, str(result["error"]))
+        else:
+            trial.set_user_attr("wall_seconds", time.monotonic() - self._started.pop(trial.number, time.monotonic()))
+            self._complete(trial, json.loads(result["metrics"]))
+
+    def worker_died(self, trial_id: str, reason: str, step: int) -> None:
+        trial = self._pop(trial_id)
+        if trial is None:
+            return
+        self._fail(trial, f"worker process died at step {step}: {reason}")
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
+        if len(history) > self.config.max_retry:
+            self.log(f"trial #{frozen.number}: worker died, not retried again ({len(history) - 1} retries)")
+            return
+        self.study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k not in ("error", "worker")},
+                        "retry_of": frozen.number},
+            system_attrs={**frozen.system_attrs, "failed_trial": frozen.number, "retry_history": history},
+        ))
+        self._done = budget_count(self.study)
+        self.log(f"trial #{frozen.number}: worker died; queued again with the same parameters")
+
+    def abandon_live(self) -> list[int]:
+        """The driver is stopping with trials in flight (Ctrl-C): FAIL them as interrupted and queue
+        each again, as the local backend does."""
+        from nas.backends.local import _requeue_interrupted
+
+        numbers = []
+        with self._lock:
+            live, self.live = dict(self.live), {}
+        for trial in live.values():
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted (driver stopped); queued again for the next run")
+            self.study.tell(trial, state=TrialState.FAIL)
+            numbers.append(trial.number)
+        if numbers:
+            _requeue_interrupted(self.study)
+        return numbers
+
+
+class WorkerFailureCallback(Callback):
+    """Turns a Ray Tune trial error (the worker process died: the trainable itself never raises)
+    into a FAIL with the reason, and a retry."""
+
+    def __init__(self, searcher: StudySearcher):
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        reason = "Ray reported an error"
+        try:
+            text = open(trial.error_file).read() if trial.error_file else ""
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Failure #")]
+            hits = [ln for ln in lines if "died" in ln.lower() or "Error" in ln]
+            reason = (hits or lines or [reason])[0][:300]
+        except OSError:
+            pass
+        step = int((trial.last_result or {}).get("step") or 0)
+        self.searcher.worker_died(trial.trial_id, reason, step)

@@ -1,0 +1,96 @@
+"""What a Ray Tune worker runs for one trial: evaluate an ArchSpec, report training loss per rung.
+
+The worker never touches the Optuna study: it gets the architecture JSON and the evaluation
+settings from the driver and reports plain results back through ``ray.tune.report``:
+
+- every ``report_every`` steps: ``{"step": s, "loss": mean loss of the last steps, "final": False}``
+  (what the ASHA scheduler compares at its rungs);
+- at the end: ``{"final": True, "metrics": JSON}`` or ``{"final": True, "error": reason}``.
+
+A trial that ASHA stops never sends its final result; the driver records it as PRUNED.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import socket
+
+__all__ = ["evaluate_trial"]
+
+
+def _reason(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}".rstrip(": ")
+
+
+def _kill_once(marker: str) -> None:
+    """Fault injection for tests: the first worker to get here (atomically) kills its own process."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(space: str, space_yaml: str, seed: int):
+    from evaluators.evaluate import EvalSettings
+    from nas.config import load_space_checked
+
+    return EvalSettings.from_space(load_space_checked(space, text=space_yaml), seed=seed)
+
+
+def evaluate_trial(cfg: dict) -> None:
+    import torch
+    from ray import tune
+
+    from evaluators.errors import TrialFailure
+    from evaluators.evaluate import evaluate
+    from nas.locks import DeviceLock
+    from search_spaces import ArchSpec
+
+    settings = _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
+    arch = ArchSpec.from_json(cfg["arch"])
+    every = max(1, int(cfg["report_every"]))
+    steps = settings.train.steps
+    torch.set_num_threads(max(1, int(cfg["threads"])))
+    lock = DeviceLock(settings.latency.device, mode=cfg["lock_mode"])
+    window: list[float] = []
+    reached = {"step": 0}
+    node = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        node["ray_node"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover - outside a Ray worker
+        pass
+
+    def on_step(step: int, loss: float) -> None:
+        reached["step"] = step + 1
+        window.append(loss)
+        if cfg.get("fault_kill_once") and step + 1 >= 2:
+            _kill_once(cfg["fault_kill_once"])
+        if (step + 1) % every == 0 and step + 1 < steps:
+            tune.report({"step": step + 1, "loss": sum(window) / len(window), "final": False})
+            window.clear()
+        lock.yield_shared()  # a latency measurement waiting elsewhere goes first
+
+    result = {"step": 0, "loss": float("inf"), "final": True, "worker": json.dumps(node)}
+    try:
+        with lock.shared():
+            metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive())
+        result.update(step=steps, loss=float(metrics.get("final_loss", float("inf"))),
+                      metrics=json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                          for k, v in metrics.items()}))
+    except TrialFailure as e:
+        result.update(step=reached["step"], error=str(e))
+    except Exception as e:  # building, training or timing crashed: a trial state, not a worker crash
+        result.update(step=reached["step"], error=_reason(e))
+    finally:
+        lock.close()
+    tune.report(result)

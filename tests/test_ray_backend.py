@@ -1,0 +1,153 @@
+"""The Ray backend against one Optuna study: parallel trials, ASHA pruning, killed workers, the lock.
+
+One local Ray instance (2 CPUs) serves the whole module; the backend reuses an initialized Ray.
+"""
+
+import threading
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from optuna.trial import TrialState  # noqa: E402
+
+from nas.backends import ray as ray_backend  # noqa: E402
+from nas.backends.local import run_local  # noqa: E402
+from nas.config import SearchConfig  # noqa: E402
+from nas.locks import DeviceLock  # noqa: E402
+from nas.results import load_trials  # noqa: E402
+from nas.study import budget_count, create_or_load_study, load_study  # noqa: E402
+
+SPACE = """\
+name: raytiny
+task:
+  name: mqar
+  params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2, n_train: 200, n_test: 50}
+objectives:
+  accuracy: maximize
+  latency_ms: minimize
+trials: 4
+train: {steps: 20, batch_size: 16, lr: 0.01}
+latency: {batch_size: 1, threads: 1, warmup: 1, repeats: 5, max_seconds: 0.2}
+arch:
+  stages:
+    - depth: [1, 2]
+      dim: [32, 64]
+      mixer:
+        per_layer: true
+        choices:
+          softmax: {heads: [1, 2, 4]}
+          hyena: {filter_dim: [8, 16]}
+      ffn: {type: [mlp, glu], ratio: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _config(tmp_path, name, *, trials, workers=2, sampler="random", backend="ray", **extra):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return SearchConfig(space=str(path), space_yaml=SPACE, study=name, storage=f"sqlite:///{tmp_path}/{name}.db",
+                        trials=trials, sampler=sampler, seed=1, backend=backend, workers=workers,
+                        heartbeat_interval=1, grace_period=4, extra=extra)
+
+
+def test_ray_search_fills_study_like_local(ray_local, tmp_path):
+    config = _config(tmp_path, "par", trials=4, asha=False)
+    study, config, _ = create_or_load_study(config)
+    ray_backend.run(study, config, log=lambda m: None)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert budget_count(study) == 4
+    workers = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(workers) == 2, "two workers should have run trials in parallel"
+
+    local_cfg = _config(tmp_path, "loc", trials=1, backend="local")
+    local, local_cfg, _ = create_or_load_study(local_cfg)
+    run_local(local, local_cfg, log=lambda m: None)
+    expected = set(local.trials[0].user_attrs)
+    for t in trials:
+        assert expected <= set(t.user_attrs), f"missing {expected - set(t.user_attrs)}"
+        assert set(t.user_attrs["metrics"]) == set(local.trials[0].user_attrs["metrics"])
+        assert t.user_attrs["metrics"]["latency_spread"] >= 0
+    df = load_trials(config.storage, "par")  # the results API reads it unchanged
+    assert len(df) == 4 and df["accuracy"].notna().all() and df["arch_id"].notna().all()
+    _, stored = load_study(config.storage, "par")  # and `nas resume` finds the stored config
+    assert stored.backend == "ray"
+
+
+def test_asha_prunes_weak_candidates(ray_local, tmp_path):
+    # one worker: trials reach the rungs in order, so the run is deterministic
+    config = _config(tmp_path, "asha", trials=6, workers=1, asha=True, report_every=2, asha_grace_steps=4,
+                     asha_reduction=2)
+    study, config, _ = create_or_load_study(config)
+    ray_backend.run(study, config, log=lambda m: None)
+    assert budget_count(study) == 6
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "ASHA should stop at least one of 6 random candidates"
+    for t in pruned:
+        step = t.user_attrs["pruned_at_step"]
+        assert 4 <= step < 20 and step % 2 == 0
+        assert t.user_attrs["arch"] and "metrics" not in t.user_attrs
+    assert study.get_trials(states=(TrialState.COMPLETE,)), "the best ones finish"
+
+
+def test_killed_worker_and_dead_driver_trials_are_failed_and_retried_once(ray_local, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial kills its worker at step 2
+    config = _config(tmp_path, "kill", trials=3, asha=False)
+    # the orphan's retry runs first and may be the trial whose worker is killed: allow that lineage
+    # a second retry, so each fault below gets its one retry
+    config.max_retry = 2
+    study, config, _ = create_or_load_study(config)
+    # a driver that died earlier left a trial RUNNING; its heartbeat stops now
+    orphan = study.ask()
+    study._storage.record_heartbeat(orphan._trial_id)
+    ray_backend.run(study, config, log=lambda m: None)
+    assert marker.exists()
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL  # reaped as stale ...
+    assert any(orphan.number in t.system_attrs.get("retry_history", []) for t in trials)  # ... and re-run
+    failed = [t for t in trials if t.state == TrialState.FAIL and t.number != orphan.number]
+    assert len(failed) == 1
+    assert "worker process died at step" in failed[0].user_attrs["error"]
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == failed[0].params
+    assert budget_count(study) == 3  # the killed and orphaned trials' retries count instead of them
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+def test_device_lock_pauses_trainers_during_a_measurement(tmp_path):
+    trainer, other = DeviceLock("cpu", lock_dir=tmp_path), DeviceLock("cpu", lock_dir=tmp_path)
+    timer = DeviceLock("cpu", lock_dir=tmp_path)
+    trainer.hold_shared()
+    measuring, measured, other_in = threading.Event(), threading.Event(), threading.Event()
+
+    def measure():
+        with timer.exclusive():
+            measuring.set()
+            assert not other_in.is_set(), "a trainer started during the measurement"
+        measured.set()
+
+    def other_trainer():
+        measuring.wait()
+        other.hold_shared()
+        other_in.set()
+
+    threads = [threading.Thread(target=measure), threading.Thread(target=other_trainer)]
+    for t in threads:
+        t.start()
+    assert not measuring.wait(0.2), "the measurement must wait for the running training step"
+    trainer.yield_shared()  # end of a training step: the measurement goes first
+    for t in threads:
+        t.join(10)
+    assert measured.is_set() and other_in.is_set()
+    for lock in (trainer, other, timer):
+        lock.close()
