@@ -18,7 +18,7 @@ from nas.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural architecture search for efficient transformer token mixers.")
 out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get wide tables
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a command the user may copy
 
 StudyOpt = typer.Option(..., "--study", help="study name")
 StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL [default: sqlite:///results/<study>.db]")
