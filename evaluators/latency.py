@@ -60,22 +60,30 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     try:
         for _ in range(cfg.warmup):
             model(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        rounds = 0
-        while True:
-            rounds += 1
-            for _ in range(cfg.repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-            med, mad = _median_mad(times)
-            spread = mad / med if med > 0 else 0.0
-            converged = spread <= cfg.target_spread
-            if converged or time.perf_counter() - start >= cfg.max_seconds:
-                break
+
+        def once() -> float:
+            t0 = time.perf_counter()
+            model(x)
+            return (time.perf_counter() - t0) * 1e3
+
+        return _timed_rounds(once, cfg)
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _timed_rounds(once, cfg: LatencyConfig) -> dict:
+    """Rounds of ``cfg.repeats`` calls of ``once()`` (-> ms) until the robust spread (MAD / median)
+    is under ``cfg.target_spread`` or ``cfg.max_seconds`` have passed."""
+    times: list[float] = []
+    start, rounds = time.perf_counter(), 0
+    while True:
+        rounds += 1
+        times.extend(once() for _ in range(cfg.repeats))
+        med, mad = _median_mad(times)
+        spread = mad / med if med > 0 else 0.0
+        converged = spread <= cfg.target_spread
+        if converged or time.perf_counter() - start >= cfg.max_seconds:
+            break
     return {
         "latency_ms": med,
         "latency_mad_ms": mad,
@@ -99,33 +107,19 @@ def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dic
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
-    times: list[float] = []
-    start, rounds = time.perf_counter(), 0
-    while True:
-        rounds += 1
-        for _ in range(cfg.repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            model(x)
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        med, mad = _median_mad(times)
-        spread = mad / med if med > 0 else 0.0
-        converged = spread <= cfg.target_spread
-        if converged or time.perf_counter() - start >= cfg.max_seconds:
-            break
-    peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+
+    def once() -> float:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        model(x)
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+
+    result = _timed_rounds(once, cfg)
+    result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     model.to("cpu")
-    return {
-        "latency_ms": med,
-        "latency_mad_ms": mad,
-        "latency_spread": spread,
-        "latency_runs": len(times),
-        "latency_rounds": rounds,
-        "latency_converged": bool(converged),
-        "peak_mem_mb": peak,
-    }
+    return result
 
 
 def environment(device: str = "cpu") -> dict:

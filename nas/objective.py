@@ -78,8 +78,10 @@ class Objective:
             trial.set_user_attr("error", "interrupted (Ctrl-C); queued again for the next run")
             raise
 
-    def _run(self, trial: optuna.Trial):
-        t0 = time.perf_counter()
+    def prepare(self, trial: optuna.Trial):
+        """Sample (or take the enqueued ``fixed_arch``) and record the candidate on ``trial``.
+        Returns ``(arch, twin)``: ``twin`` is an earlier finished trial of the same architecture, or
+        None. Raises :class:`TrialError` (reason stored) for an invalid fixed architecture."""
         # a retried trial inherits the user attrs of the one it replaces: start clean
         for key in ("error", "metrics", "reused_from", "interrupted", "constraints", "ladder_values",
                     "ladder_passed", "ladder_stopped", "pruned_reason"):
@@ -94,21 +96,47 @@ class Objective:
                 arch = search_spaces.sample(self.space, trial)
         except search_spaces.ArchValidationError as e:  # sampling filters choices; a fixed arch may be bad
             trial.set_user_attr("error", f"invalid architecture: {e}")
-            raise TrialError(str(e)) from None
+            raise TrialError(f"invalid architecture: {e}") from None
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("summary", arch.summary())
-        if self.on_candidate is not None:
-            self.on_candidate(trial.number, arch)
+        return arch, self._twin(trial.study, arch.arch_id, trial.number)
 
-        twin = self._twin(trial.study, arch.arch_id, trial.number)
-        if twin is not None:
-            trial.set_user_attr("reused_from", twin.number)
-            if twin.state == TrialState.FAIL:
-                reason = f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}"
+    def reuse(self, trial: optuna.Trial, twin) -> dict:
+        """Metrics of ``twin`` for ``trial`` (``reused_from`` recorded); TrialError if it failed."""
+        trial.set_user_attr("reused_from", twin.number)
+        if twin.state == TrialState.FAIL:
+            reason = f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}"
+            trial.set_user_attr("error", reason)
+            raise TrialError(reason)
+        return dict(twin.user_attrs["metrics"])
+
+    def record(self, trial: optuna.Trial, metrics: dict) -> list[float]:
+        """Store ``metrics`` and constraint values on ``trial``; return the objective values.
+        TrialError (reason stored) if an objective is missing or not finite."""
+        values = []
+        for name in self.objectives:
+            v = metrics.get(name)
+            if v is None or not math.isfinite(float(v)):
+                reason = f"objective {name} is {v!r}"
                 trial.set_user_attr("error", reason)
                 raise TrialError(reason)
-            metrics = dict(twin.user_attrs["metrics"])
+            values.append(float(v))
+        trial.set_user_attr("metrics", {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                        for k, v in metrics.items()})
+        constraints = self._constraint_values(metrics)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)  # read by NSGA-II / TPE / GP samplers
+        trial.set_user_attr("constraints", constraints)
+        return values
+
+    def _run(self, trial: optuna.Trial):
+        t0 = time.perf_counter()
+        arch, twin = self.prepare(trial)
+        if self.on_candidate is not None:
+            self.on_candidate(trial.number, arch)
+        if twin is not None:
+            metrics = self.reuse(trial, twin)
         else:
             try:
                 metrics = evaluate(arch, self.settings, ladder_history=self._ladder_history(trial.study))
@@ -125,19 +153,6 @@ class Objective:
                 reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
                 trial.set_user_attr("error", reason)
                 raise TrialError(reason) from None
-        values = []
-        for name in self.objectives:
-            v = metrics.get(name)
-            if v is None or not math.isfinite(float(v)):
-                reason = f"objective {name} is {v!r}"
-                trial.set_user_attr("error", reason)
-                raise TrialError(reason)
-            values.append(float(v))
-        trial.set_user_attr("metrics", {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                                        for k, v in metrics.items()})
-        constraints = self._constraint_values(metrics)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)  # read by NSGA-II / TPE / GP samplers
-        trial.set_user_attr("constraints", constraints)
+        values = self.record(trial, metrics)
         trial.set_user_attr("wall_seconds", time.perf_counter() - t0)
         return values

@@ -14,7 +14,7 @@ and tested as soon as it is registered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch.nn as nn

@@ -47,16 +47,10 @@ import yaml
 from search_spaces.arch import (
     DOWNSAMPLE_TYPES,
     NORM_PLACEMENTS,
-    ArchSpec,
-    BlockSpec,
-    FFNSpec,
-    MixerSpec,
-    StageSpec,
-    StemSpec,
 )
 from search_spaces.ffn import list_ffns
 from search_spaces.registry import get_mixer_info, list_mixers
-from search_spaces.task_io import STEM_FOR_KIND, TaskIO
+from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "SPACES_DIR"]
 

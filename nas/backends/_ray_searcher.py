@@ -17,7 +17,6 @@ trials go stale and ``nas resume`` re-runs them.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import threading
@@ -30,10 +29,9 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-import search_spaces
 from nas.backends.local import _detail, front_size
 from nas.config import SearchConfig
-from nas.objective import Objective
+from nas.objective import Objective, TrialError
 from nas.study import budget_count
 
 __all__ = ["StudySearcher", "WorkerFailureCallback"]
@@ -112,34 +110,21 @@ class StudySearcher(Searcher):
 
     def _prepare(self, trial: optuna.Trial):
         """Sample and record the candidate; returns the ArchSpec, or None when the trial was told here."""
-        for key in ("error", "metrics", "reused_from", "interrupted", "constraints"):
-            if key in trial.user_attrs:  # a retried trial inherits the attrs of the one it replaces
-                trial.set_user_attr(key, None)
         try:
-            fixed = trial.user_attrs.get("fixed_arch")
-            if fixed:
-                arch = search_spaces.ArchSpec.from_json(fixed).validate()
-                search_spaces.builder.check_compatible(arch, self.space.io)
-            else:
-                arch = search_spaces.sample(self.space, trial)
-        except search_spaces.ArchValidationError as e:
-            self._fail(trial, f"invalid architecture: {e}")
+            arch, twin = self.objective.prepare(trial)
+        except TrialError as e:
+            self._fail(trial, str(e))
             return None
-        trial.set_user_attr("arch_id", arch.arch_id)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("summary", arch.summary())
         trial.set_user_attr("driver", self._driver)
-        twin = self.objective._twin(self.study, arch.arch_id, trial.number)
         retried = self.study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
         if twin is not None and twin.number in retried:  # the run this trial retries is no twin
             twin = None
         if twin is None:
             return arch
-        trial.set_user_attr("reused_from", twin.number)
-        if twin.state == TrialState.FAIL:
-            self._fail(trial, f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}")
-        else:
-            self._complete(trial, dict(twin.user_attrs["metrics"]))
+        try:
+            self._complete(trial, self.objective.reuse(trial, twin))
+        except TrialError as e:
+            self._fail(trial, str(e))
         return None
 
     # ----------------------------------------------------------------------- telling
@@ -158,17 +143,10 @@ class StudySearcher(Searcher):
         self._finished(trial)
 
     def _complete(self, trial: optuna.Trial, metrics: dict) -> None:
-        values = []
-        for name in self.names:
-            v = metrics.get(name)
-            if v is None or not math.isfinite(float(v)):
-                return self._fail(trial, f"objective {name} is {v!r}")
-            values.append(float(v))
-        trial.set_user_attr("metrics", metrics)
-        constraints = self.objective._constraint_values(metrics)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr("constraints", constraints)
+        try:
+            values = self.objective.record(trial, metrics)
+        except TrialError as e:
+            return self._fail(trial, str(e))
         self.study.tell(trial, values)
         self._finished(trial)
 
