@@ -16,11 +16,13 @@ __all__ = ["Block", "NASModel", "build_model", "check_compatible"]
 class Block(nn.Module):
     """Residual block: mixer then FFN, each with a LayerNorm before (pre) or after (post)."""
 
-    def __init__(self, dim: int, spec: BlockSpec, causal: bool):
+    def __init__(self, dim: int, spec: BlockSpec, causal: bool, grid: bool = False):
         super().__init__()
         self.post = spec.norm == "post"
         self.norm1 = nn.LayerNorm(dim)
-        self.mixer = get_mixer(spec.mixer.type)(dim, causal=causal, **spec.mixer.params)
+        cls = get_mixer(spec.mixer.type)
+        layout = {"grid": grid} if cls.grid_aware else {}
+        self.mixer = cls(dim, causal=causal, **layout, **spec.mixer.params)
         self.ffn = build_ffn(spec.ffn.type, dim, spec.ffn.ratio)
         self.norm2 = nn.LayerNorm(dim) if self.ffn is not None else None
 
@@ -110,7 +112,8 @@ class NASModel(nn.Module):
                 self.transitions.append(nn.Linear(prev, stage.dim))
             else:
                 self.transitions.append(nn.Identity())
-            self.stages.append(nn.ModuleList(Block(stage.dim, b, arch.causal) for b in stage.blocks))
+            self.stages.append(nn.ModuleList(Block(stage.dim, b, arch.causal, grid=io.kind == "image")
+                                             for b in stage.blocks))
             prev = stage.dim
         self.norm = nn.LayerNorm(prev)
         self.head = nn.Linear(prev, io.num_classes)

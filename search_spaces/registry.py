@@ -102,9 +102,15 @@ _REGISTRY: dict[str, MixerInfo] = {}
 
 
 class Mixer(nn.Module):
-    """Base class of token mixers. Subclasses call ``super().__init__(dim, causal=causal)``."""
+    """Base class of token mixers. Subclasses call ``super().__init__(dim, causal=causal)``.
+
+    A mixer whose parameters depend on the token layout (a 2-D filter or kernel on an image grid,
+    a 1-D one on a sequence) sets ``grid_aware = True`` and takes a ``grid: bool`` keyword; the
+    model builder passes ``grid=True`` for image tasks, so no parameter sits unused.
+    """
 
     supports_causal: bool = True
+    grid_aware: bool = False
 
     def __init__(self, dim: int, *, causal: bool = False):
         super().__init__()

@@ -34,8 +34,11 @@ def test_output_shape_and_finite(name, causal):
 
 @pytest.mark.parametrize("name", [n for n in list_mixers() if not get_mixer_info(n).needs_2d])
 def test_grid_input_accepted(name):
-    """Every mixer that works on 1-D tokens also runs on a 2-D token grid (hw given)."""
-    m = _make(name, False)
+    """Every mixer that works on 1-D tokens also runs on a 2-D token grid (hw given); a mixer
+    whose parameters depend on the layout is built for the grid, as the builder does for images."""
+    torch.manual_seed(0)
+    cls = get_mixer(name)
+    m = cls(DIM, causal=False, **({"grid": True} if cls.grid_aware else {}))
     x = torch.randn(2, 16, DIM)
     assert m(x, hw=(4, 4)).shape == x.shape
 

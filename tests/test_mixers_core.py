@@ -68,7 +68,8 @@ def test_gfnet_is_a_global_circular_filter():
     x2 = x.clone()
     x2[:, 0] += 1.0
     assert ((m(x2) - y).abs().sum(-1) > 1e-6).all()
-    # 2-D: rolling the grid rolls the output grid
+    # 2-D (built for a grid, as the builder does for images): rolling the grid rolls the output grid
+    m = get_mixer("gfnet")(8, filter_size=16, grid=True).eval()
     g = torch.randn(1, 16, 8)
     yg = m(g, hw=(4, 4)).view(1, 4, 4, 8)
     rolled = torch.roll(g.view(1, 4, 4, 8), (1, 2), dims=(1, 2)).reshape(1, 16, 8)
@@ -79,7 +80,7 @@ def test_gfnet_matches_explicit_fft_filter():
     torch.manual_seed(0)
     m = get_mixer("gfnet")(4, filter_size=9).eval()  # 16 tokens -> 9 rfft bins: no resampling
     x = torch.randn(1, 16, 4)
-    w = torch.view_as_complex(m.weight[0].contiguous())  # (9, C)
+    w = torch.view_as_complex(m.weight.contiguous())  # (9, C)
     ref = torch.fft.irfft(torch.fft.rfft(x, dim=1, norm="ortho") * w, n=16, dim=1, norm="ortho")
     torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
 
@@ -96,3 +97,18 @@ def test_ffn_choices():
     x2 = x.clone()
     x2[:, 0] += 1
     assert torch.equal(glu(x2)[:, 1], glu(x)[:, 1])
+
+
+@pytest.mark.parametrize("name", ["gfnet", "conv"])
+def test_layout_dependent_parameters_all_used(name):
+    """A 1-D model holds no 2-D filter rows it never uses (the params objective stays honest)."""
+    seq, grid = get_mixer(name)(8, grid=False), get_mixer(name)(8, grid=True)
+    n_seq = sum(p.numel() for p in seq.parameters())
+    n_grid = sum(p.numel() for p in grid.parameters())
+    assert n_grid > n_seq
+    F_, k, C = 32, 3, 8  # defaults: gfnet filter_size 32, conv kernel_size 3
+    assert n_seq == {"gfnet": F_ * C * 2, "conv": C * k + C}[name]
+    assert n_grid == {"gfnet": F_ * F_ * C * 2, "conv": C * k * k + C}[name]
+    x = torch.randn(1, 16, 8)
+    with pytest.raises(ValueError, match="grid"):
+        seq(x, hw=(4, 4))

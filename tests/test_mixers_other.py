@@ -203,7 +203,7 @@ def test_conv_1d_equals_direct_convolution(causal):
     k = 5
     m = _mixer("conv", causal, kernel_size=k)
     x = _x(11)
-    w, b = m.conv.weight[:, 0, k // 2], m.conv.bias  # (C, k), (C,)
+    w, b = m.conv.weight[:, 0], m.conv.bias  # (C, k), (C,)
     offs = range(-(k - 1), 1) if causal else range(-(k // 2), k // 2 + 1)  # tap t reads x[n + off_t]
     ref = b.expand_as(x).clone()
     for n in range(x.shape[1]):
@@ -219,7 +219,7 @@ def test_conv_1d_equals_direct_convolution(causal):
 
 def test_conv_2d_equals_direct_convolution():
     k, H, W = 3, 4, 5
-    m = _mixer("conv", kernel_size=k)
+    m = _mixer("conv", kernel_size=k, grid=True)
     x = _x(H * W)
     g = x.transpose(1, 2).reshape(2, DIM, H, W)
     ref = m.conv.bias[None, :, None, None].expand(2, DIM, H, W).clone()

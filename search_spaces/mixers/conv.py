@@ -20,27 +20,33 @@ class DepthwiseConv(Mixer):
     """Depthwise convolution as the token mixer, for early high-resolution stages (SHViT's conv
     stages, FcaFormer, ConvNeXt-style depthwise mixing): each channel is filtered on its own.
 
-    One depthwise k x k kernel per channel (plus bias), zero "same" padding. With ``hw`` it runs
-    over the 2-D grid. Without ``hw`` the sequence is a 1 x N grid, so only the kernel's middle
-    row touches data: a 1-D depthwise conv of k taps (the other rows stay unused in 1-D models).
-    Causal mode is 1-D only: the k taps sit at or before the output position (left padding by
-    k - 1); a grid is then read as its row-major sequence, which keeps causality.
+    One depthwise kernel per channel (plus bias), zero "same" padding: k taps over the sequence
+    (``grid=False``), or k x k over the (H, W) grid (``grid=True``, set by the builder for
+    images). Causal mode is 1-D only: the k taps sit at or before the output position (left
+    padding by k - 1).
     """
 
-    def __init__(self, dim: int, *, causal: bool = False, kernel_size: int = 3):
+    grid_aware = True
+
+    def __init__(self, dim: int, *, causal: bool = False, kernel_size: int = 3, grid: bool = False):
         super().__init__(dim, causal=causal)
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        if causal and grid:
+            raise ValueError("a causal conv mixer is 1-D (grid=False)")
         self.kernel_size = kernel_size
-        self.conv = nn.Conv2d(dim, dim, kernel_size, groups=dim, padding=0)
+        self.grid = grid
+        conv = nn.Conv2d if grid else nn.Conv1d
+        self.conv = conv(dim, dim, kernel_size, groups=dim, padding=0)
 
     def forward(self, x, hw=None):
         B, N, C = x.shape
         k = self.kernel_size
-        if hw is None or self.causal:
-            w = self.conv.weight[:, :, k // 2, :]  # (C, 1, k): the row through the centre
+        if (hw is not None) != self.grid:
+            raise ValueError(f"conv built with grid={self.grid} got {'a grid' if hw else 'a sequence'}")
+        if hw is None:
             pad = (k - 1, 0) if self.causal else ((k - 1) // 2, k // 2)
-            y = F.conv1d(F.pad(x.transpose(1, 2), pad), w, self.conv.bias, groups=C)  # (B, C, N)
+            y = self.conv(F.pad(x.transpose(1, 2), pad))  # (B, C, N)
             return y.transpose(1, 2)
         H, W = hw
         if H * W != N:

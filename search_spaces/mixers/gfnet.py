@@ -23,22 +23,26 @@ class GlobalFilter(Mixer):
 
     The filter is learned on ``filter_size`` frequency bins per axis and linearly resampled to
     the bins of the actual input (as GFNet does for a new resolution), so one module serves any
-    sequence length. 1-D over tokens when ``hw`` is None, 2-D (rfft2) over the grid otherwise.
+    sequence length. 1-D over tokens (``grid=False``: a (F, C) complex filter) or 2-D over the
+    (H, W) grid with rfft2 (``grid=True``, set by the builder for images: an (F, F, C) filter).
     """
 
-    def __init__(self, dim: int, *, causal: bool = False, filter_size: int = 32):
+    grid_aware = True
+
+    def __init__(self, dim: int, *, causal: bool = False, filter_size: int = 32, grid: bool = False):
         super().__init__(dim, causal=causal)
         self.filter_size = filter_size
-        # (F, F, C, 2) real/imag; a 1-D input uses row 0. Initialised near identity plus noise.
-        w = torch.zeros(filter_size, filter_size, dim, 2)
-        w[..., 0] = 1.0
+        self.grid = grid
+        shape = (filter_size, filter_size, dim, 2) if grid else (filter_size, dim, 2)
+        w = torch.zeros(shape)
+        w[..., 0] = 1.0  # real/imag pairs; initialised near the identity plus noise
         self.weight = nn.Parameter(w + 0.02 * torch.randn_like(w))
 
     def _filter(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Complex filter resampled to ``shape`` frequency bins: (*shape, C)."""
         w = self.weight
         if len(shape) == 1:
-            w = w[0].permute(2, 1, 0)  # (2, C, F) - treat real/imag as batch, C as channels
+            w = w.permute(2, 1, 0)  # (2, C, F) - treat real/imag as batch, C as channels
             if shape[0] != self.filter_size:
                 w = F.interpolate(w, size=shape[0], mode="linear", align_corners=True)
             w = w.permute(2, 1, 0)  # (n, C, 2)
@@ -51,6 +55,8 @@ class GlobalFilter(Mixer):
 
     def forward(self, x, hw=None):
         B, N, C = x.shape
+        if (hw is not None) != self.grid:
+            raise ValueError(f"gfnet built with grid={self.grid} got {'a grid' if hw else 'a sequence'}")
         dtype = x.dtype
         x = x.float()
         if hw is None:
