@@ -135,6 +135,7 @@ def search(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray backend: Ray cluster to join (e.g. auto, HOST:6379) [default: start a local Ray]"),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.01, help="ray backend: CPUs (and torch threads) per trial"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="ray backend: GPUs per trial"),
+    early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="ray backend: ASHA stops weak candidates (see docs/ray.md)"),
     baselines: bool = typer.Option(False, "--baselines", help="also evaluate literature reference designs sized to the space (marked in results)"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
@@ -159,7 +160,8 @@ def search(
                           trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
                           workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
                           grace_period=4 * heartbeat,
-                          extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial}
+                          extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+                                 "asha": early_stop}
                           if backend == "ray" else {})
     st, stored, created = create_or_load_study(config)
     if not created:

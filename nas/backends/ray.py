@@ -102,7 +102,8 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     from nas.backends._ray_trainable import evaluate_trial
 
     steps = config.eval_settings().train.steps
-    every = int(opts["report_every"] or max(1, steps // 10))
+    # intermediate reports only feed the scheduler: without ASHA each would cost a round trip
+    every = int(opts["report_every"] or max(1, steps // 10)) if opts["asha"] else steps
     trainable_cfg = {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
                      "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
                      "lock_mode": opts["latency_lock"],
