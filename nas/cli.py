@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nas.errors import UserError
@@ -82,7 +83,7 @@ def _front_table(df, title="Pareto front") -> Table:
         cells = [str(int(r["number"]))] + [f"{r[o]:.4g}" for o in objs]
         cells += [f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "",
                   str(r.get("arch_id", "")),
-                  (f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else "") + str(r.get("summary", ""))]
+                  escape((f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else "") + str(r.get("summary", "")))]
         t.add_row(*cells)
     return t
 
@@ -305,7 +306,7 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
         out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), highlight=False)
     out.print_json(json.dumps(arch.to_dict()))
     model = build_model(arch, config.load_space().io)
-    t = Table(title=f"model summary: {arch.summary()}")
+    t = Table(title=f"model summary: {escape(arch.summary())}")
     for col in ("stage", "block", "width", "mixer", "ffn", "params"):
         t.add_column(col, justify="right" if col in ("params", "width") else "left")
     for si, (stage, blocks) in enumerate(zip(arch.stages, model.stages)):

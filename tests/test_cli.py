@@ -24,6 +24,7 @@ def study(tmp_path_factory):
 def test_search_output_and_store(study):
     d, url, r = study
     assert "Pareto front" in r.stdout
+    assert "embed[causal] |" in r.stdout  # summaries are printed as text, not read as markup
     assert "trial 1/4" in r.stderr and "[4/4]" in r.stderr  # progress lines (not a terminal here)
     df = nas.load_trials(url, "s")
     assert len(df[df.state != "WAITING"]) >= 4 and (df.state == "COMPLETE").sum() >= 4

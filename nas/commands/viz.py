@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nas.cli import StorageOpt, StudyOpt, _storage, app, err, out, user_errors
@@ -136,7 +137,7 @@ def compare(
         t.add_column("architecture", overflow="fold")
         for _, r in front.iterrows():
             tag = f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else ""
-            t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in first], tag + str(r.get("summary", "")))
+            t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in first], escape(tag + str(r.get("summary", ""))))
         out.print(t)
     best = max(hvs, key=hvs.get)
     out.print(f"largest hypervolume: {best} ({hvs[best]:.4g})", highlight=False)
