@@ -87,9 +87,9 @@ def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filte
                 for m, v in d.items():
                     if m not in filter_metrics:
                         raise ValueError(f"{p}.{b}.{m}: a filter rung can bound {list(filter_metrics)}")
-                    if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    if _number(v) is None:
                         raise ValueError(f"{p}.{b}.{m}: {v!r} must be a number")
-                bounds[b] = {m: float(v) for m, v in d.items()}
+                bounds[b] = {m: _number(v) for m, v in d.items()}
             if not bounds["max"] and not bounds["min"]:
                 raise ValueError(f"{p}: a filter rung needs max or min bounds")
             rungs.append(Rung("filter", max=bounds["max"], min=bounds["min"]))
@@ -106,6 +106,18 @@ def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filte
             prev_steps = steps
             rungs.append(Rung("train", steps=steps, keep=float(keep), min_trials=min_trials))
     return tuple(rungs)
+
+
+def _number(v) -> Optional[float]:
+    """A number, also from a string such as "2.0e7" (YAML 1.1 reads exponents without a sign as text)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def promote(value: float, history: Sequence[float], keep: float, min_trials: int) -> bool:

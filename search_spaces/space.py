@@ -312,7 +312,12 @@ def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space
         raise SpaceError(source, "constraints", "must be a mapping of metric: {max: X} or {min: X}")
     for k, v in constraints.items():
         _check_keys(v, {"max", "min"}, source, f"constraints.{k}")
-        for bound, x in v.items():
+        for bound, x in list(v.items()):
+            if isinstance(x, str):  # YAML 1.1 reads 2e6 as text
+                try:
+                    v[bound] = x = float(x)
+                except ValueError:
+                    pass
             if not isinstance(x, (int, float)) or isinstance(x, bool):
                 raise SpaceError(source, f"constraints.{k}.{bound}", f"{x!r} must be a number")
     trials = raw.get("trials", 10)
