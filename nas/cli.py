@@ -166,7 +166,16 @@ def search(
                           if backend == "ray" else {})
     st, stored, created = create_or_load_study(config)
     if not created:
-        stored.trials = trials or stored.trials
+        from nas.study import save_budget
+
+        ignored = [f"--{k} {v}" for k, v, was in (("sampler", sampler, stored.sampler), ("seed", seed, stored.seed),
+                                                   ("backend", backend, stored.backend), ("workers", workers, stored.workers))
+                   if v != was]
+        if ignored:
+            err.print(f"note: study {name!r} exists and keeps its stored settings (sampler {stored.sampler}, seed "
+                      f"{stored.seed}, backend {stored.backend}, workers {stored.workers}); ignored: {', '.join(ignored)}",
+                      highlight=False, markup=False)
+        save_budget(st, stored, trials)
         stored.timeout = timeout
     if baselines:
         from nas.baselines import enqueue_baselines
@@ -187,9 +196,10 @@ def resume(
     """Continue a study from its storage; the stored config says everything else."""
     from nas.study import load_study
 
+    from nas.study import save_budget
+
     st, config = load_study(_storage(study, storage), study)
-    if trials:
-        config.trials = trials
+    save_budget(st, config, trials)  # kept for later resumes too
     config.timeout = timeout
     _run(st, config, created=False)
 

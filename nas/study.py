@@ -27,6 +27,7 @@ __all__ = [
     "make_sampler",
     "budget_count",
     "reap_stale_trials",
+    "save_budget",
     "ENV_ATTR",
 ]
 
@@ -138,6 +139,18 @@ def create_or_load_study(config: SearchConfig) -> tuple[optuna.Study, SearchConf
 
     study.set_user_attr(ENV_ATTR, environment(space.latency.get("device", "cpu")))
     return study, config, True
+
+
+def save_budget(study: optuna.Study, config: SearchConfig, trials: Optional[int]) -> bool:
+    """Make ``trials`` the study's stored budget (so a later `nas resume` keeps it); True if changed."""
+    if not trials or trials == config.trials:
+        return False
+    config.trials = trials
+    attrs = dict(study.user_attrs)
+    stored = SearchConfig.from_json(attrs[CONFIG_ATTR])
+    stored.trials = trials
+    study.set_user_attr(CONFIG_ATTR, stored.to_json())
+    return True
 
 
 def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):

@@ -71,6 +71,11 @@ def test_resume_raises_budget_and_dedups(study, tmp_path):
     r = run_nas("resume", "--study", "s", "--storage", url, "--trials", 6, cwd=d, check=True)
     df = nas.load_trials(url, "s")
     assert (df.state == "COMPLETE").sum() >= 6
+    # the raised budget is stored: a later plain resume keeps it, and status reports it
+    assert "6/6 finished" in run_nas("status", "--study", "s", "--storage", url, cwd=d, check=True).stdout
+    r = run_nas("search", "--space", d / "space.yaml", "--study", "s", "--storage", url, "--sampler", "tpe", cwd=d,
+                check=True)
+    assert "ignored: --sampler tpe" in r.stderr
     # every arch_id was trained once at most; repeats carry reused_from
     trained = df[(df.state == "COMPLETE") & df.reused_from.isna()]
     assert trained.arch_id.is_unique
