@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.task_io import TaskIO
 
-__all__ = ["count_params", "flops_per_sample", "example_input"]
+__all__ = ["count_params", "flops_per_sample", "example_input", "decode_state_mb"]
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -31,3 +31,19 @@ def flops_per_sample(model: torch.nn.Module, io: TaskIO) -> int:
     with counter:
         model(example_input(io, 1))
     return int(counter.get_total_flops())
+
+
+def decode_state_mb(model: torch.nn.Module, n: int, bytes_per_value: int = 4):
+    """Memory a causal decoder keeps per sequence after ``n`` tokens, summed over the mixers (KV
+    caches, recurrent states, windows; see each mixer's ``decode_state``), in MiB at
+    ``bytes_per_value``. None if some mixer does not define it."""
+    from search_spaces.registry import Mixer
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, Mixer):
+            v = m.decode_state(n)
+            if v is None:
+                return None
+            total += v
+    return total * bytes_per_value / 2**20

@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from evaluators.cost import count_params, flops_per_sample
+from evaluators.cost import count_params, decode_state_mb, flops_per_sample
 from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
 from evaluators.latency import LatencyConfig, measure_latency
@@ -31,6 +31,8 @@ METRICS = {
     "flops": "minimize",
     "train_loss_sum": "minimize",
     "final_loss": "minimize",
+    # causal tasks: per-sequence decoding state (KV cache / recurrent state / window) at the task's length
+    "state_mb": "minimize",
     # zero-cost proxies (evaluators/zero_cost.py): computed at initialisation, only when a search
     # names them (objective or constraint), so default searches pay nothing for them
     "synflow": "maximize",
@@ -93,6 +95,10 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
         torch.manual_seed(settings.seed)
         model = build_model(arch, task.io)
         metrics = {"params": count_params(model), "flops": flops_per_sample(model, task.io)}
+        if task.io.causal:  # what generating the next token must keep in memory, at the task's length
+            state = decode_state_mb(model, task.io.seq_len)
+            if state is not None:
+                metrics["state_mb"] = state
         history = ladder_history or {}
         values, passed = {}, []
         zc_done = False

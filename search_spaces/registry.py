@@ -122,6 +122,11 @@ class Mixer(nn.Module):
     def forward(self, x, hw=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def decode_state(self, n: int):
+        """Values (activations) a causal decoder keeps per sequence after ``n`` tokens: the KV
+        cache, a recurrent state, a window. None where not defined (non-causal mixers)."""
+        return None
+
 
 def register_mixer(
     name: str,

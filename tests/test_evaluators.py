@@ -98,3 +98,22 @@ def test_latency_cuda_events():
     m = build_model(_arch(), task.io)
     r = measure_latency(m, task.io, LatencyConfig(device="cuda", repeats=10, max_seconds=1.0))
     assert r["latency_ms"] > 0 and r["peak_mem_mb"] >= 0
+
+
+def test_decode_state():
+    from evaluators.cost import decode_state_mb
+    from search_spaces import get_mixer
+
+    n, C = 64, 32
+    assert get_mixer("softmax")(C, causal=True).decode_state(n) == 2 * n * C  # the KV cache
+    assert get_mixer("gqa")(C, causal=True, heads=4, kv_heads=1).decode_state(n) == 2 * n * C // 4
+    lin = get_mixer("linear")(C, causal=True, heads=4)
+    assert lin.decode_state(16) == lin.decode_state(4096)  # a recurrent state: constant in length
+    loc = get_mixer("local")(C, causal=True, window=5, dilation=2)
+    assert loc.decode_state(4096) == 2 * 9 * C  # the (dilated) window only
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    assert decode_state_mb(m, 16) == 2 * 16 * 32 * 4 / 2**20
+    s = EvalSettings(task=TASK[0], task_params=TASK[1], train=TrainConfig(steps=2),
+                     latency=LatencyConfig(repeats=3, max_seconds=0.1))
+    assert evaluate(_arch(), s)["state_mb"] == decode_state_mb(m, task.io.seq_len)

@@ -98,3 +98,10 @@ def test_registry_entry_complete(name):
         assert p.check(p.default) is None, f"{name}.{pname} default {p.default!r} fails its own check"
     m = get_mixer(name)(DIM, causal=False)  # every parameter has a default
     assert isinstance(m, search_spaces.Mixer)
+
+
+@pytest.mark.parametrize("name", [n for n in list_mixers() if get_mixer_info(n).causal])
+def test_every_causal_mixer_declares_its_decode_state(name):
+    m = get_mixer(name)(DIM, causal=True)
+    a, b = m.decode_state(16), m.decode_state(64)
+    assert isinstance(a, int) and 0 <= a <= b

@@ -78,6 +78,10 @@ class BinaryAttention(Mixer):
             bias = bias.masked_fill(off > 0, float("-inf"))
         return bias
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: V, and K as packed sign bits (32 per value)."""
+        return n * self.dim + -(-n * self.dim // 32)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)

@@ -39,6 +39,10 @@ class DepthwiseConv(Mixer):
         conv = nn.Conv2d if grid else nn.Conv1d
         self.conv = conv(dim, dim, kernel_size, groups=dim, padding=0)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: the last kernel_size - 1 inputs."""
+        return (self.kernel_size - 1) * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         k = self.kernel_size

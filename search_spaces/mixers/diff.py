@@ -70,6 +70,10 @@ class DifferentialAttention(Mixer):
         return (torch.exp((self.lambda_q1 * self.lambda_k1).sum()) - torch.exp((self.lambda_q2 * self.lambda_k2).sum())
                 + self.lambda_init)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K of signal and noise heads, and V."""
+        return n * (self.heads + self.noise_heads) * self.d + n * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         h, g, d = self.heads, self.noise_heads, self.d

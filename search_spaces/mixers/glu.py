@@ -46,6 +46,10 @@ class GLUMixer(Mixer):
         self.fc_in = nn.Linear(dim, 2 * hidden, bias=bias)  # gate and value in one matmul
         self.fc_out = nn.Linear(hidden, dim, bias=bias)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: nothing (token-wise)."""
+        return 0
+
     def forward(self, x, hw=None):
         gate, value = self.fc_in(x).chunk(2, dim=-1)  # (B, N, hidden) each
         return self.fc_out(self.act(gate) * value)

@@ -48,6 +48,10 @@ class GroupedQueryAttention(Mixer):
         self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K and V of the kv_heads groups."""
+        return 2 * n * self.kv_heads * self.head_dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         q = self.q(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, hd)

@@ -85,6 +85,10 @@ class Hyena(Mixer):
         self.filter = ImplicitFilter(order * dim, width=filter_dim, causal=causal)
         self.out_proj = nn.Linear(dim, dim)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: every long convolution input over the whole history, plus the short-conv tail."""
+        return self.order * n * self.dim + (self.short_kernel - 1) * (self.order + 1) * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         u = self.in_proj(x).transpose(1, 2)  # (B, (order+1)C, N)

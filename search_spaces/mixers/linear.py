@@ -77,6 +77,12 @@ class LinearAttention(Mixer):
             q, k = cos_reweight(q, n), cos_reweight(k, n)  # (B, h, N, 2hd)
         return q, k
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: per head the running sums
+        S = sum phi(k) v^T and z = sum phi(k) (phi doubles with cosFormer); constant in n."""
+        f = 2 * self.head_dim if self.cosformer else self.head_dim
+        return self.heads * (f * self.head_dim + f)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)

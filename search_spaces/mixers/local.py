@@ -61,6 +61,10 @@ class LocalAttention(Mixer):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K and V of the causal window only."""
+        return 2 * min(n, (self.window - 1) * self.dilation + 1) * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)

@@ -86,6 +86,10 @@ class MixtureOfHeadAttention(Mixer):
         a = 2 * torch.softmax(self.router_groups(x).float(), dim=-1)  # (B, N, 2)
         return torch.cat([a[..., :1] * g_shared, a[..., 1:] * g_routed], dim=-1)  # (B, N, heads)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K and V of every head (routing is per query)."""
+        return 2 * n * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)

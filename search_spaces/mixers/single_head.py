@@ -51,6 +51,10 @@ class SingleHeadAttention(Mixer):
         self.qkv = nn.Linear(self.pdim, 2 * qk_dim + self.pdim)
         self.proj = nn.Sequential(nn.ReLU(), nn.Linear(self.pdim, self.pdim))
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K (qk_dim) and V (the attended channels)."""
+        return n * (self.qk_dim + self.pdim)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         x1, x2 = x.split([self.pdim, C - self.pdim], dim=-1)  # (B, N, p), (B, N, C-p)

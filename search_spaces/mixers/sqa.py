@@ -52,6 +52,10 @@ class SparseQueryAttention(Mixer):
         self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim, bias=qkv_bias)
         self.proj = nn.Linear(q_heads * self.head_dim, dim)
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: K and V of the kv_heads."""
+        return 2 * n * self.kv_heads * self.head_dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         q = self.q(x).view(B, N, self.q_heads, self.head_dim).transpose(1, 2)  # (B, Hq, N, d)

@@ -65,6 +65,10 @@ class SubsampledAttention(Mixer):
             start = stop
         return out
 
+    def decode_state(self, n: int) -> int:
+        """Values a decoder keeps per sequence after ``n`` tokens: the K and V cache (full attention at inference)."""
+        return 2 * n * self.dim
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
