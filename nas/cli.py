@@ -347,11 +347,27 @@ _load_command_modules()
 
 
 def main(argv: Optional[List[str]] = None):
+    """Entry point: bad usage (an unknown option, a value out of range) is one line and exit code 2,
+    like every other user error; `nas --help` and `nas CMD --help` stay as they are."""
+    try:  # recent typer vendors click; older ones use click itself
+        from typer._click.exceptions import UsageError as ClickUsageError
+        from typer.exceptions import Abort
+    except ImportError:  # pragma: no cover - depends on the typer version
+        from click.exceptions import Abort, UsageError as ClickUsageError
+
     try:
-        app(args=argv, standalone_mode=True)
+        rv = app(args=argv, standalone_mode=False)
+    except ClickUsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else "nas"
+        err.print(f"error: {e.format_message()} (see `{cmd} --help`)", highlight=False, markup=False)
+        sys.exit(2)
+    except Abort:  # Ctrl-C outside a search
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
     except UserError as e:  # raised outside a command body
         err.print(f"error: {e}", highlight=False, markup=False)
         sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,18 @@ def test_bad_options(tmp_path):
     _check(run_nas("export", "--study", "e", "--storage", url, "--out", tmp_path / "x.xlsx", cwd=tmp_path), ".csv or .parquet")
     _check(run_nas("show", "--study", "e", "--storage", url, "--trial", 99, cwd=tmp_path), "no trial 99")
     _check(run_nas("pareto", "--study", "e", "--storage", url, "--format", "xml", cwd=tmp_path), "--format")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["search", "--trials", "0"], "--trials"),
+    (["show", "--study", "x"], "--trial"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_line(argv, fragment, capsys):
+    from nas.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
