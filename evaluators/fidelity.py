@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
@@ -57,13 +56,8 @@ class FidelityConfig:
 
 
 def family_of(arch) -> str:
-    """The dominant mixer family of ``arch`` (by number of blocks); ``mixed`` on a tie."""
-    from search_spaces import get_mixer_info
-
-    counts = Counter(get_mixer_info(t).family for t in arch.mixer_types()).most_common()
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return "mixed"
-    return counts[0][0]
+    """The dominant mixer family of ``arch``; ``mixed`` on a tie (see ``ArchSpec.dominant_family``)."""
+    return arch.dominant_family()
 
 
 def sample_archs(space, n: int, seed: int) -> list:

@@ -72,7 +72,6 @@ def flatten_arch(arch_json: str) -> dict:
         "arch.depth": arch.depth,
         "arch.width": max(s.dim for s in arch.stages),
     }
-    families: dict[str, int] = {}
     for si, stage in enumerate(arch.stages):
         row[f"arch.s{si}.dim"] = stage.dim
         row[f"arch.s{si}.depth"] = len(stage.blocks)
@@ -86,10 +85,9 @@ def flatten_arch(arch_json: str) -> dict:
                 row[f"{p}.{k}"] = v
             row[f"{p}.ffn"] = block.ffn.type
             row[f"{p}.ffn_ratio"] = block.ffn.ratio
-            fam = get_mixer_info(block.mixer.type).family if known else block.mixer.type
-            families[fam] = families.get(fam, 0) + 1
     row["arch.mixers"] = "+".join(sorted(set(arch.mixer_types())))
-    row["arch.family"] = max(sorted(families), key=lambda f: families[f]) if families else None
+    # a study may hold mixers this installation no longer registers: no family for those
+    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= set(list_mixers()) else None
     return row
 
 

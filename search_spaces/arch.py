@@ -165,6 +165,18 @@ class ArchSpec:
     def mixer_types(self) -> list[str]:
         return [b.mixer.type for s in self.stages for b in s.blocks]
 
+    def dominant_family(self) -> str:
+        """The mixer family with the most blocks (``attention``, ``hyena``, ``spectral``, ...);
+        ``mixed`` when two families tie."""
+        from collections import Counter
+
+        from search_spaces.registry import get_mixer_info
+
+        counts = Counter(get_mixer_info(t).family for t in self.mixer_types()).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            return "mixed"
+        return counts[0][0]
+
     def summary(self) -> str:
         """Compact one-line description, e.g. ``embed | 64: softmax(h=4)+mlp x2``."""
         from search_spaces.registry import get_mixer_info, list_mixers

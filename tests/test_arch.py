@@ -64,3 +64,12 @@ def test_valid_arch_passes():
 def test_summary_mentions_layers():
     s = _arch(params={"heads": 2}).summary()
     assert "softmax(h=2)+mlp x2" in s and "[causal]" in s
+
+
+def test_dominant_family():
+    hyena = BlockSpec(MixerSpec("hyena"))
+    attn = BlockSpec(MixerSpec("softmax", {"heads": 2}))
+    mk = lambda *blocks: ArchSpec(StemSpec("embed"), (StageSpec(32, blocks),), causal=True)  # noqa: E731
+    assert mk(hyena, hyena, attn).dominant_family() == "hyena"
+    assert mk(hyena, attn).dominant_family() == "mixed"
+    assert mk(attn).dominant_family() == "attention"
