@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixers.softmax import SoftmaxAttention
+from search_spaces.registry import Param, divides, register_mixer
 
 
 def moh_heads_rule(dim: int, params: dict):
@@ -31,7 +32,7 @@ def moh_heads_rule(dim: int, params: dict):
     rules=(divides("heads"), moh_heads_rule),
     family="attention",
 )
-class MixtureOfHeadAttention(Mixer):
+class MixtureOfHeadAttention(SoftmaxAttention):
     """Mixture-of-Head attention (Jin et al. 2024, "MoH: Multi-Head Attention as Mixture-of-Head").
 
     Multi-head attention written as a sum over heads, sum_i H_i W_o^i, becomes a per-token weighted
@@ -51,14 +52,11 @@ class MixtureOfHeadAttention(Mixer):
 
     def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, shared: int = 1, topk: int = 2,
                  qkv_bias: bool = False):
-        super().__init__(dim, causal=causal)
         err = moh_heads_rule(dim, {"heads": heads, "shared": shared, "topk": topk})
-        if dim % heads or err:
-            raise ValueError(err[1] if err else f"heads {heads} does not divide dim {dim}")
-        self.heads, self.shared, self.routed, self.topk = heads, shared, heads - shared, topk
-        self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        if err:
+            raise ValueError(err[1])
+        super().__init__(dim, causal=causal, heads=heads, qkv_bias=qkv_bias)  # qkv and proj as in softmax
+        self.shared, self.routed, self.topk = shared, heads - shared, topk
         # a softmax over one entry is constant (no gradient), so such routers are left out
         self.router_shared = nn.Linear(dim, shared, bias=False) if shared > 1 else None
         self.router_routed = nn.Linear(dim, self.routed, bias=False) if self.routed > 1 else None
@@ -86,14 +84,9 @@ class MixtureOfHeadAttention(Mixer):
         a = 2 * torch.softmax(self.router_groups(x).float(), dim=-1)  # (B, N, 2)
         return torch.cat([a[..., :1] * g_shared, a[..., 1:] * g_routed], dim=-1)  # (B, N, heads)
 
-    def decode_state(self, n: int) -> int:
-        """Values a decoder keeps per sequence after ``n`` tokens: K and V of every head (routing is per query)."""
-        return 2 * n * self.dim
-
-    def forward(self, x, hw=None):
+    def forward(self, x, hw=None):  # decode_state: softmax's (every head's K and V; routing is per query)
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._qkv(x)
         y = kernels.attention(q, k, v, causal=self.causal).transpose(1, 2)  # (B, N, h, hd)
         y = y * self.gates(x).to(y.dtype).unsqueeze(-1)
         return self.proj(y.reshape(B, N, C))

@@ -34,10 +34,15 @@ class SoftmaxAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: the K and V cache."""
         return 2 * n * self.dim
 
+    def _qkv(self, x):
+        """Project and split into heads: q, k, v each (B, h, N, hd)."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        return qkv.unbind(0)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._qkv(x)
         y = kernels.attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
         y = y.transpose(1, 2).reshape(B, N, C)
         return self.proj(y)

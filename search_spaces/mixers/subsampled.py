@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixers.softmax import SoftmaxAttention
+from search_spaces.registry import Param, divides, register_mixer
 
 
 @register_mixer(
@@ -21,7 +21,7 @@ from search_spaces.registry import Mixer, Param, divides, register_mixer
     rules=(divides("heads"),),
     family="attention",
 )
-class SubsampledAttention(Mixer):
+class SubsampledAttention(SoftmaxAttention):
     """Stochastically Subsampled self-Attention (Hussain, Zaki & Subramanian, KDD 2023).
 
     Training: for every sample, the tokens are shuffled at random and cut into ``groups`` disjoint
@@ -35,12 +35,8 @@ class SubsampledAttention(Mixer):
     """
 
     def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, groups: int = 2, qkv_bias: bool = False):
-        super().__init__(dim, causal=causal)
-        if dim % heads:
-            raise ValueError(f"heads {heads} does not divide dim {dim}")
-        self.heads, self.head_dim, self.groups = heads, dim // heads, groups
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, causal=causal, heads=heads, qkv_bias=qkv_bias)  # the same weights as softmax
+        self.groups = groups
 
     def _attend_subsets(self, q, k, v):
         """q, k, v (B, h, N, hd) -> (B, h, N, hd), attention restricted to random token subsets."""
@@ -65,14 +61,9 @@ class SubsampledAttention(Mixer):
             start = stop
         return out
 
-    def decode_state(self, n: int) -> int:
-        """Values a decoder keeps per sequence after ``n`` tokens: the K and V cache (full attention at inference)."""
-        return 2 * n * self.dim
-
-    def forward(self, x, hw=None):
+    def forward(self, x, hw=None):  # decode_state: softmax's (full attention at inference)
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._qkv(x)
         if self.training and self.groups > 1:
             y = self._attend_subsets(q, k, v)
         else:
