@@ -117,3 +117,18 @@ def test_spaces_lists_builtins(tmp_path):
     for name in ("tiny", "seq-hybrid", "signal"):
         assert name in r.stdout
     assert "mqar" in r.stdout and "softmax" in r.stdout
+
+
+def test_search_with_baselines(tmp_path):
+    space = write_space(tmp_path, steps=2)
+    url = f"sqlite:///{tmp_path}/b.db"
+    r = run_nas("search", "--space", space, "--study", "b", "--storage", url, "--trials", 5, "--baselines",
+                cwd=tmp_path, check=True)
+    assert "queued baselines:" in r.stderr and "spectformer skipped" in r.stderr  # causal task: no spectral design
+    df = nas.load_trials(url, "b")
+    marked = df[df.baseline.notna()]
+    assert len(marked) >= 3 and set(marked.baseline) <= {"transformer", "shvit", "hyena", "striped_hyena"}
+    # a second search does not queue them again
+    r = run_nas("search", "--space", space, "--study", "b", "--storage", url, "--trials", 6, "--baselines",
+                cwd=tmp_path, check=True)
+    assert "none (already in the study)" in r.stderr
