@@ -24,6 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+LOCK = "rw"  # set from --latency-lock
+
+
 def _load() -> str:
     return os.popen("uptime").read().strip()
 
@@ -47,7 +50,8 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     name = f"{backend}{workers}"
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=f"sqlite:///{tmp}/{name}.db",
                           trials=trials, sampler="random", seed=0, backend=backend, workers=workers,
-                          extra={"cpus_per_trial": cpus_per_trial, "asha": False} if backend == "ray" else {})
+                          extra={"cpus_per_trial": cpus_per_trial, "asha": False, "latency_lock": LOCK}
+                          if backend == "ray" else {})
     study, config, _ = create_or_load_study(config)
     import torch
 
@@ -90,7 +94,12 @@ def main():
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--only", choices=["local", "ray1", "ray2"], action="append")
     ap.add_argument("--steps", type=int, default=None, help="override the space's train steps (shorter runs)")
+    ap.add_argument("--latency-lock", default="rw", choices=["rw", "mutex", "none"],
+                    help="how Ray workers keep latency measurements apart (nas/locks.py)")
     args = ap.parse_args()
+    global LOCK
+    LOCK = args.latency_lock
+    print(f"latency lock: {LOCK}")
     cores = os.cpu_count() or 2
     runs = [("local", "local", 1, cores), ("ray1", "ray", 1, cores), ("ray2", "ray", 2, max(1, cores // 2))]
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; load before: {_load()}")
