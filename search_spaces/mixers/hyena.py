@@ -25,13 +25,8 @@ class ImplicitFilter(nn.Module):
         self.channels = channels
         self.bands = bands
         self.causal = causal
-        emb = 1 + 2 * bands
-        self.mlp = nn.Sequential(
-            nn.Linear(emb, width), _Sin(width), nn.Linear(width, width), _Sin(width), nn.Linear(width, channels)
-        )
-        # decay rates spread log-uniformly: fast-decaying (local) to slow (global) channels
-        fast, slow = math.log(1e-2) / 1.5, math.log(1e-2) / 0.3
-        self.register_buffer("decay", torch.linspace(-fast, -slow, channels).abs(), persistent=False)
+        self.mlp = sine_mlp(1 + 2 * bands, width, channels)
+        self.register_buffer("decay", decay_rates(channels), persistent=False)
         self.bias = nn.Parameter(torch.randn(channels) * 0.02)  # skip term D * u
 
     def forward(self, n: int, device) -> torch.Tensor:
@@ -45,6 +40,18 @@ class ImplicitFilter(nn.Module):
         h = self.mlp(z)  # (L, channels)
         h = h * torch.exp(-t.abs()[:, None] * self.decay[None, :])
         return h.transpose(0, 1)  # (channels, L)
+
+
+def sine_mlp(emb: int, width: int, channels: int) -> nn.Sequential:
+    """The implicit filter's MLP: positional features -> filter taps, sine activations."""
+    return nn.Sequential(nn.Linear(emb, width), _Sin(width), nn.Linear(width, width), _Sin(width),
+                         nn.Linear(width, channels))
+
+
+def decay_rates(channels: int) -> torch.Tensor:
+    """Per-channel exponential decay rates (Hyena's window), from fast (local) to slow (global)."""
+    fast, slow = math.log(1e-2) / 1.5, math.log(1e-2) / 0.3
+    return torch.linspace(-fast, -slow, channels).abs()
 
 
 class _Sin(nn.Module):

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from search_spaces.mixers.hyena import _Sin
+from search_spaces.mixers.hyena import decay_rates, sine_mlp
 from search_spaces.registry import Mixer, Param, register_mixer
 
 
@@ -23,12 +23,8 @@ class ImplicitFilter2D(nn.Module):
     def __init__(self, channels: int, *, width: int = 16, bands: int = 4):
         super().__init__()
         self.bands = bands
-        emb = 2 + 4 * bands
-        self.mlp = nn.Sequential(
-            nn.Linear(emb, width), _Sin(width), nn.Linear(width, width), _Sin(width), nn.Linear(width, channels)
-        )
-        fast, slow = math.log(1e-2) / 1.5, math.log(1e-2) / 0.3
-        self.register_buffer("decay", torch.linspace(-fast, -slow, channels).abs(), persistent=False)
+        self.mlp = sine_mlp(2 + 4 * bands, width, channels)
+        self.register_buffer("decay", decay_rates(channels), persistent=False)
         self.bias = nn.Parameter(torch.randn(channels) * 0.02)  # skip term D * u
 
     @staticmethod
