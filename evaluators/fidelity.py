@@ -2,14 +2,19 @@
 
 ``run_fidelity`` samples N architectures of a space (Optuna's RandomSampler, seeded), scores each
 with every proxy (all zero-cost proxies, params, FLOPs, and a short training at the space's budget
-or ``short_steps``: its accuracy, ``train_loss_sum`` and ``final_loss``), then trains a fresh copy
-(same initialisation) for ``reference_steps`` and takes its test accuracy as the reference.
+or ``short_steps``: its test accuracy, its test loss ``short_test_loss``, ``train_loss_sum`` and
+``final_loss``), then trains a fresh copy (same initialisation) for ``reference_steps`` and takes
+its test accuracy as the reference. With ``reference_seeds`` = K > 1 the reference is the mean
+accuracy of K trainings (seed 0 shares the short run's initialisation; seeds 1.. draw new
+initialisations and data orders), and the rank agreement of seed 1 with seed 0 is reported as the
+noise ceiling: a proxy cannot be expected to rank the reference better than the reference ranks
+itself.
 ``correlations`` gives Kendall's tau-b and Spearman's rho of each proxy against the reference,
 with percentile-bootstrap 95% intervals, over all architectures and within each mixer family
 (the dominant family of an arch's blocks; a tie is ``mixed``).
 
 Orientation: a proxy is *sign-corrected* when lower values predict higher accuracy
-(``train_loss_sum``, ``final_loss``): we correlate ``-proxy``, so for every row a positive tau
+(``train_loss_sum``, ``final_loss``, ``short_test_loss``): we correlate ``-proxy``, so for every row a positive tau
 means "ranks like the reference". ``params`` and ``flops`` are used as "bigger is better"
 (capacity) scores, as in the zero-cost literature, although as search objectives they are
 minimized.
@@ -32,7 +37,7 @@ from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 
-__all__ = ["PROXIES", "FidelityConfig", "run_fidelity", "correlations", "family_of", "to_markdown"]
+__all__ = ["PROXIES", "SEED_AGREEMENT", "FidelityConfig", "run_fidelity", "correlations", "family_of", "to_markdown"]
 
 # proxy -> +1 (higher predicts better) or -1 (lower predicts better: sign-corrected)
 PROXIES: dict[str, int] = {
@@ -42,6 +47,7 @@ PROXIES: dict[str, int] = {
     "short_accuracy": +1,
     "train_loss_sum": -1,
     "final_loss": -1,
+    "short_test_loss": -1,
 }
 
 
@@ -53,6 +59,11 @@ class FidelityConfig:
     reference_steps: int = 0  # 0: 4x the short steps
     zero_cost_batch: int = 64
     bootstrap: int = 1000
+    reference_seeds: int = 1  # >1: the reference is the mean over that many initialisations/data orders
+
+
+# the row of ``correlations`` that ranks one reference seed against another (a noise ceiling)
+SEED_AGREEMENT = "reference seed 1 vs seed 0"
 
 
 def family_of(arch) -> str:
@@ -106,11 +117,23 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
             row["flops"] = flops_per_sample(model, task.io)
             row.update(compute_zero_cost(model, task.io, x, y, tuple(ZERO_COST), seed=cfg.seed))
             r = train_proxy(model, task, short, seed=cfg.seed)
-            row.update(short_accuracy=r.accuracy, train_loss_sum=r.loss_sum, final_loss=r.final_loss)
-            model.load_state_dict(init)  # the same initialisation, trained longer
-            torch.manual_seed(cfg.seed)
-            ref = train_proxy(model, task, reference, seed=cfg.seed)
-            row["reference_accuracy"] = ref.accuracy
+            row.update(short_accuracy=r.accuracy, train_loss_sum=r.loss_sum, final_loss=r.final_loss,
+                       short_test_loss=r.test_loss)
+            accs, losses = [], []
+            for k in range(cfg.reference_seeds):
+                if k == 0:
+                    model.load_state_dict(init)  # the same initialisation, trained longer
+                else:  # another initialisation and data order: how noisy is the reference itself?
+                    torch.manual_seed(cfg.seed + k)
+                    model = search_spaces.build_model(arch, task.io)
+                torch.manual_seed(cfg.seed + k)
+                ref = train_proxy(model, task, reference, seed=cfg.seed + k)
+                accs.append(ref.accuracy)
+                losses.append(ref.test_loss)
+                if cfg.reference_seeds > 1:
+                    row[f"reference_accuracy_seed{k}"] = ref.accuracy
+            row["reference_accuracy"] = float(np.mean(accs))
+            row["reference_loss"] = float(np.mean(losses))
         except Exception as e:  # a failing candidate is a row with a reason, never the end of the run
             row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         row["seconds"] = time.perf_counter() - t0
@@ -124,7 +147,8 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
                 log(f"[{i + 1}/{len(archs)}] {arch.arch_id} {row['family']:<9} short acc {row['short_accuracy']:.3f} "
                     f"| reference acc {row['reference_accuracy']:.3f} | {row['seconds']:.0f}s | {arch.summary()}")
     df = pd.DataFrame(rows)
-    df.attrs.update(short_steps=short.steps, reference_steps=ref_steps, n=cfg.n, seed=cfg.seed)
+    df.attrs.update(short_steps=short.steps, reference_steps=ref_steps, n=cfg.n, seed=cfg.seed,
+                    reference_seeds=cfg.reference_seeds)
     return df
 
 
@@ -171,6 +195,12 @@ def correlations(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0, min_
             vals = sign * g[proxy].to_numpy(dtype=float)
             res = rank_correlation(vals, g["reference_accuracy"].to_numpy(dtype=float), bootstrap=bootstrap, seed=seed)
             rows.append({"proxy": proxy, "group": group, "sign_corrected": sign < 0, **res})
+    if {"reference_accuracy_seed0", "reference_accuracy_seed1"} <= set(ok.columns):
+        # the noise ceiling: one reference seed against another (no proxy can be expected to do better)
+        for group, g in groups:
+            res = rank_correlation(g["reference_accuracy_seed1"].to_numpy(dtype=float),
+                                   g["reference_accuracy_seed0"].to_numpy(dtype=float), bootstrap=bootstrap, seed=seed)
+            rows.append({"proxy": SEED_AGREEMENT, "group": group, "sign_corrected": False, **res})
     return pd.DataFrame(rows)
 
 
@@ -183,8 +213,12 @@ def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", targe
     """The fidelity report: one table over all archs, one per family, and the per-arch rows."""
     lines = [header.rstrip(), ""] if header else []
     n_ok = int(df["reference_accuracy"].notna().sum()) if "reference_accuracy" in df else 0
+    k = int(df.attrs.get("reference_seeds", 1) or 1)
+    ref_what = ("same initialisation, full test set" if k == 1 else
+                f"mean test accuracy over {k} seeds (initialisation and data order; seed 0 shares the short "
+                "run's initialisation), full test set")
     lines.append(f"{len(df)} architectures ({n_ok} scored); short training {df.attrs.get('short_steps')} steps, "
-                 f"reference training {df.attrs.get('reference_steps')} steps (same initialisation, full test set).")
+                 f"reference training {df.attrs.get('reference_steps')} steps ({ref_what}).")
     lines.append("Kendall tau-b and Spearman rho against the reference accuracy, 95% percentile-bootstrap "
                  f"intervals ({bootstrap} resamples). *Sign-corrected* proxies (lower predicts better) are "
                  f"correlated as -proxy. `meets` = tau >= {target}.")
@@ -199,7 +233,8 @@ def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", targe
         lines.append(f"| proxy | orientation | Kendall tau [95% CI] | Spearman rho [95% CI] | meets tau >= {target} |")
         lines.append("|---|---|---|---|---|")
         for _, r in c.sort_values("tau", ascending=False, na_position="last").iterrows():
-            orient = "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better"
+            orient = ("noise ceiling (one reference seed ranks the other)" if r["proxy"] == SEED_AGREEMENT else
+                      "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better")
             meets = "n/a" if math.isnan(r["tau"]) else ("yes" if r["tau"] >= target else "no")
             lines.append(f"| {r['proxy']} | {orient} | {_fmt(r['tau'])} [{_fmt(r['tau_lo'])}, {_fmt(r['tau_hi'])}] "
                          f"| {_fmt(r['rho'])} [{_fmt(r['rho_lo'])}, {_fmt(r['rho_hi'])}] | {meets} |")
@@ -210,7 +245,9 @@ def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", targe
     lines.append("")
     lines.append("<details><summary>per-architecture scores</summary>")
     lines.append("")
-    cols = [c for c in ["arch_id", "family", "reference_accuracy", "short_accuracy", "train_loss_sum", *ZERO_COST,
+    seed_cols = sorted(c for c in df.columns if c.startswith("reference_accuracy_seed"))
+    cols = [c for c in ["arch_id", "family", "reference_accuracy", *seed_cols, "reference_loss", "short_accuracy",
+                        "short_test_loss", "train_loss_sum", *ZERO_COST,
                         "params", "flops", "summary", "error"] if c in df]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from evaluators.errors import NonFiniteLoss
 from evaluators.tasks.base import IGNORE_INDEX, Task
 
-__all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate_accuracy", "evaluate_split"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class TrainResult:
     loss_sum: float  # sum of training losses over all steps (training-speed estimate)
     steps: int
     seconds: float
+    test_loss: float = float("nan")  # mean cross-entropy over the evaluated test targets
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -57,16 +58,28 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: torch.nn.Module, task: Task, max_samples: int = 0, batch_size: int = 256) -> float:
+def evaluate_split(model: torch.nn.Module, task: Task, max_samples: int = 0,
+                   batch_size: int = 256) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy over the targets of the test split (the first
+    ``max_samples`` samples; 0 = all). Per-token tasks count only positions with a target."""
     x, y = task.split("test")
     if max_samples:
         x, y = x[:max_samples], y[:max_samples]
     model.eval()
     correct = total = 0
+    loss_total = 0.0
     for i in range(0, len(x), batch_size):
-        c, n = task.correct(model(x[i : i + batch_size]), y[i : i + batch_size])
+        logits, yb = model(x[i : i + batch_size]), y[i : i + batch_size]
+        c, n = task.correct(logits, yb)
         correct, total = correct + c, total + n
-    return correct / max(total, 1)
+        if n:
+            flat, ty = (logits.flatten(0, 1), yb.flatten()) if logits.dim() == 3 else (logits, yb)
+            loss_total += float(F.cross_entropy(flat.float(), ty, ignore_index=IGNORE_INDEX, reduction="sum"))
+    return correct / max(total, 1), loss_total / max(total, 1)
+
+
+def evaluate_accuracy(model: torch.nn.Module, task: Task, max_samples: int = 0, batch_size: int = 256) -> float:
+    return evaluate_split(model, task, max_samples, batch_size)[0]
 
 
 def train_proxy(
@@ -105,7 +118,7 @@ def train_proxy(
             loss_sum += loss_val
             if on_step is not None:
                 on_step(step, loss_val)
-        acc = evaluate_accuracy(model, task, cfg.eval_samples)
+        acc, test_loss = evaluate_split(model, task, cfg.eval_samples)
     finally:
         torch.set_num_threads(prev_threads)
-    return TrainResult(acc, loss_val, loss_sum, cfg.steps, time.perf_counter() - t0)
+    return TrainResult(acc, loss_val, loss_sum, cfg.steps, time.perf_counter() - t0, test_loss)

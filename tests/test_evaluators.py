@@ -44,6 +44,23 @@ def test_train_proxy_learns_and_is_seeded():
     assert r1.final_loss < math.log(32)  # learned something beyond uniform guessing
 
 
+def test_evaluate_split_loss_is_cross_entropy_over_targets_only():
+    from evaluators.tasks.base import IGNORE_INDEX
+    from evaluators.train import evaluate_split
+
+    task = make_task(*TASK)
+    torch.manual_seed(0)
+    m = build_model(_arch(), task.io).eval()
+    acc, loss = evaluate_split(m, task, batch_size=7)  # batches that do not divide the split
+    x, y = task.split("test")
+    with torch.no_grad():
+        logits = m(x)
+    mask = y != IGNORE_INDEX
+    expect = torch.nn.functional.cross_entropy(logits[mask], y[mask])
+    assert loss == pytest.approx(float(expect), rel=1e-5)
+    assert acc == pytest.approx(float((logits.argmax(-1)[mask] == y[mask]).float().mean()))
+
+
 def test_nan_loss_raises():
     task = make_task(*TASK)
     m = build_model(_arch(), task.io)

@@ -40,6 +40,9 @@ def fidelity(
     reference_steps: Optional[int] = typer.Option(None, "--reference-steps", help="reference training steps [default: 4x the short steps]"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder [default: results/fidelity-<space>/]"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the 95% intervals"),
+    reference_seeds: int = typer.Option(1, "--reference-seeds",
+                                        help="reference trainings per architecture (seeds); >= 2 also reports "
+                                             "how well one seed ranks another (the noise ceiling)"),
 ):
     """Score N sampled architectures with every proxy and a long reference training; report
     Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family."""
@@ -51,6 +54,8 @@ def fidelity(
     for name, v in (("--steps", steps), ("--reference-steps", reference_steps)):
         if v is not None and v < 1:
             raise UserError(f"{name}: {v} must be >= 1")
+    if reference_seeds < 1:
+        raise UserError(f"--reference-seeds: {reference_seeds} must be >= 1")
     if bootstrap < 0:
         raise UserError(f"--bootstrap: {bootstrap} must be >= 0")
     sp = load_space_checked(space)
@@ -60,7 +65,7 @@ def fidelity(
     except OSError as e:
         raise UserError(f"--out: cannot create {out_dir}: {e.strerror}") from None
     cfg = FidelityConfig(n=n, seed=seed, short_steps=steps or 0, reference_steps=reference_steps or 0,
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, reference_seeds=reference_seeds)
     started = datetime.datetime.now()
     err.print(f"fidelity of space {sp.name} (task {sp.task['name']}): {n} architectures, seed {seed}", highlight=False)
     import pandas as pd
