@@ -3,6 +3,8 @@
 CPU: a fixed torch thread count, warm-up runs, then rounds of timed runs; the median is the
 latency and MAD / median (the robust relative spread) is recorded beside it. Rounds continue
 until the spread is under ``target_spread`` or ``max_seconds`` is spent; both are recorded.
+Peak memory (``peak_mem_mb``): on CPU the tensors of one untimed forward, counted by
+``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from evaluators.cost import example_input
+from evaluators.memory import peak_memory_bytes
 from search_spaces.task_io import TaskIO
 
 __all__ = ["LatencyConfig", "measure_latency", "environment"]
@@ -47,7 +50,8 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     """Time ``model(x)`` for a batch of ``cfg.batch_size`` at the task's input shape.
 
     Returns latency_ms (median), latency_mad_ms, latency_spread (MAD/median), latency_runs,
-    latency_rounds and latency_converged (spread under target before the time limit).
+    latency_rounds, latency_converged (spread under target before the time limit) and
+    peak_mem_mb (MiB allocated by one forward above what was allocated before it).
     """
     if cfg.device == "cuda":
         return _measure_cuda(model, io, cfg)
@@ -60,13 +64,14 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     try:
         for _ in range(cfg.warmup):
             model(x)
+        peak_mb = peak_memory_bytes(model, x) / 2**20  # one forward of its own, untimed
 
         def once() -> float:
             t0 = time.perf_counter()
             model(x)
             return (time.perf_counter() - t0) * 1e3
 
-        return _timed_rounds(once, cfg)
+        return {**_timed_rounds(once, cfg), "peak_mem_mb": peak_mb}
     finally:
         torch.set_num_threads(prev_threads)
 

@@ -45,7 +45,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, back
 
     Dispatch (``backend=None``): CUDA tensors go to the fused Triton kernel
     (``kernels.triton_attention``: fp16/bf16/fp32, head dims up to 512; with gradients required,
-    head dims up to 128), everything else to PyTorch's ``scaled_dot_product_attention``. On CPU
+    head dims up to 256), everything else to PyTorch's ``scaled_dot_product_attention``. On CPU
     the PyTorch path is used even under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the
     kernel (ValueError if it cannot take the input), ``backend="torch"`` forces SDPA.
     ``kernels.last_path("attention")`` reports ``"triton"`` or ``"sdpa"``.

@@ -55,7 +55,7 @@ def local_attention(q, k, v, *, window: int, dilation: int = 1, causal: bool = F
 
     Dispatch (``backend=None``): CUDA tensors go to the Triton kernel (``kernels.triton_attention``
     in window mode: visits only the key blocks that meet the window, no N x N mask; with
-    gradients required, head dims up to 128); everything else to SDPA with a boolean window mask.
+    gradients required, head dims up to 256); everything else to SDPA with a boolean window mask.
     CPU stays on SDPA even under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the kernel,
     ``backend="torch"`` forces SDPA. ``kernels.last_path("local_attention")`` reports
     ``"triton"`` or ``"sdpa_masked"``.

@@ -57,6 +57,11 @@ ATTN = [
     (2, 4, 1, 7, 7, 64, 64, False, True),     # MQA
     (1, 2, 1, 7, 20, 32, 48, True, True),     # cross lengths, causal bottom-right, Dv != D
     (1, 2, 2, 20, 33, 16, 16, False, True),
+    # backward above D = 128: the whole head padded to one 256-wide tile
+    (1, 2, 2, 20, 20, 160, 160, False, True),
+    (1, 4, 2, 19, 19, 160, 160, True, True),   # GQA, odd length
+    (1, 2, 1, 7, 20, 256, 256, True, True),    # MQA, cross lengths, causal bottom-right
+    (1, 1, 1, 33, 33, 256, 192, False, True),  # Dv != D
     (1, 1, 1, 7, 7, 512, 512, False, False),  # single head, 4 D chunks x 4 Dv blocks
     (1, 1, 1, 20, 20, 512, 512, True, False),
     (1, 1, 1, 9, 9, 320, 192, True, False),   # ragged last D chunk, 2 Dv blocks
@@ -110,6 +115,7 @@ LOCAL = [
     (33, 32, 4, 1, False),   # even window: +-2
     (20, 16, 1, 1, True),    # only itself
     (33, 64, 7, 4, True),
+    (20, 256, 3, 2, True),   # wide head, backward included
 ]
 
 
@@ -190,9 +196,23 @@ def test_bad_input_raises_value_error(call):
         call()
 
 
-def test_attention_backward_on_wide_heads_falls_back_to_sdpa():
-    """Gradients with D > 128 are not in the Triton backward: the default path stays on PyTorch."""
-    q, k, v = (make(1, 1, 8, 256, seed=s, grad=True) for s in range(3))
+@pytest.mark.parametrize("d, dv, backward", [(128, 128, True), (256, 256, True), (160, 96, True), (320, 64, False),
+                                              (64, 320, False)])
+def test_triton_backward_takes_head_dims_up_to_256(d, dv, backward):
+    """What dispatch asks the kernel on CUDA: with gradients, head dims up to 256 (forward: 512)."""
+    from kernels import triton_attention
+
+    q, v = make(1, 1, 8, d, grad=True), make(1, 1, 8, dv, seed=2, grad=True)
+    assert (triton_attention.supports(q, q, v, needs_grad=True) is None) == backward
+    assert triton_attention.supports(q, q, v, needs_grad=False) is None
+
+
+def test_attention_backward_beyond_256_stays_on_pytorch():
+    """Gradients with D > 256 are not in the Triton backward: forcing the kernel is refused, the
+    default path is PyTorch's."""
+    q, k, v = (make(1, 1, 8, 320, seed=s, grad=True) for s in range(3))
+    with pytest.raises(ValueError, match="backward supports head dims <= 256"):
+        attention(q, k, v, backend="triton")
     out = attention(q, k, v)
     assert kernels.last_path("attention") == "sdpa"
     out.sum().backward()

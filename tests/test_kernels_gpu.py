@@ -51,7 +51,10 @@ ATTN = [
     (2, 8, 2, 1000, 1000, 128, 128, True, True),   # GQA, ragged length
     (2, 8, 1, 777, 1029, 128, 128, False, True),   # MQA, cross lengths
     (1, 4, 4, 513, 513, 96, 96, True, True),
-    (1, 2, 2, 1024, 1024, 256, 256, True, False),
+    (1, 2, 2, 1024, 1024, 256, 256, True, True),    # backward above D = 128: 32 x 32 tiles
+    (2, 4, 2, 1000, 1000, 256, 256, False, True),   # GQA, ragged length
+    (1, 4, 1, 777, 1029, 160, 160, True, True),     # MQA, cross lengths, head padded to 256
+    (1, 2, 2, 513, 513, 192, 256, False, True),     # Dv != D
     (1, 1, 1, 2048, 2048, 512, 512, False, False),  # single head, wide
     (1, 1, 1, 2048, 2048, 512, 512, True, False),
 ]
@@ -105,8 +108,8 @@ def test_linear_attention_gpu(case, dtype):
 
 
 def test_gpu_dispatch_falls_back_where_kernels_do_not_apply():
-    q = make(1, 1, 64, 256, dtype=torch.float16, seed=0, grad=True)
-    attention(q, q, q)  # backward needs D <= 128
+    q = make(1, 1, 64, 320, dtype=torch.float16, seed=0, grad=True)
+    attention(q, q, q)  # backward needs D <= 256
     assert kernels.last_path("attention") == "sdpa"
     linear_attention(q.abs(), q.abs(), q)  # linear kernels are forward-only
     assert kernels.last_path("linear_attention") == "torch_matmul"
