@@ -4,7 +4,8 @@
 with every proxy (all zero-cost proxies, params, FLOPs, and a short training at the space's budget
 or ``short_steps``: its test accuracy, its test loss ``short_test_loss``, ``train_loss_sum`` and
 ``final_loss``), then trains a fresh copy (same initialisation) for ``reference_steps`` and takes
-its test accuracy as the reference. With ``reference_seeds`` = K > 1 the reference is the mean
+its test accuracy as the reference (with the standard cosine decay to 10% of lr, whatever the
+space's short schedule is). With ``reference_seeds`` = K > 1 the reference is the mean
 accuracy of K trainings (seed 0 shares the short run's initialisation; seeds 1.. draw new
 initialisations and data orders), and the rank agreement of seed 1 with seed 0 is reported as the
 noise ceiling: a proxy cannot be expected to rank the reference better than the reference ranks
@@ -102,7 +103,9 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
     if cfg.short_steps:
         short = replace(short, steps=cfg.short_steps, warmup_steps=min(short.warmup_steps, cfg.short_steps))
     ref_steps = cfg.reference_steps or 4 * short.steps
-    reference = replace(short, steps=ref_steps, eval_samples=0)
+    # the reference is a complete training: the standard cosine decay to 10% of lr over its own steps,
+    # whatever schedule the space's short proxy uses (a short run may keep lr flat, as a prefix of a long run)
+    reference = replace(short, steps=ref_steps, eval_samples=0, decay_to=TrainConfig.decay_to)
     x, y = zero_cost_batch(task, cfg.zero_cost_batch, seed=cfg.seed)
     rows = []
     archs = sample_archs(space, cfg.n, cfg.seed)

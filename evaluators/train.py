@@ -22,7 +22,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 10  # linear warm-up, then cosine decay to 10% of lr
+    warmup_steps: int = 10  # linear warm-up, then cosine decay to ``decay_to`` x lr
+    decay_to: float = 0.1  # the lr fraction reached at the last step (1.0: constant after warm-up)
     grad_clip: float = 1.0
     eval_samples: int = 1000  # test samples used for the accuracy (0 = all)
     threads: int = 0  # torch threads while training (0 = leave as is)
@@ -31,7 +32,10 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         from evaluators._settings import settings_from_dict
 
-        return settings_from_dict(cls, d, "train")
+        cfg = settings_from_dict(cls, d, "train")
+        if cfg.decay_to > 1:
+            raise TypeError(f"train.decay_to: {cfg.decay_to!r} must be a fraction of lr in [0, 1]")
+        return cfg
 
 
 @dataclass
@@ -48,7 +52,8 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    floor = cfg.decay_to
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,19 @@ def test_evaluate_split_loss_is_cross_entropy_over_targets_only():
     assert acc == pytest.approx(float((logits.argmax(-1)[mask] == y[mask]).float().mean()))
 
 
+def test_lr_schedule_decays_to_the_configured_fraction():
+    from evaluators.train import _lr_at
+
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
+    assert _lr_at(0, cfg) == pytest.approx(0.1) and _lr_at(9, cfg) == pytest.approx(1.0)
+    assert _lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)  # default: cosine to 10%
+    flat = TrainConfig(steps=100, lr=1.0, warmup_steps=10, decay_to=1.0)
+    assert all(_lr_at(s, flat) == pytest.approx(1.0) for s in range(10, 100))
+    assert TrainConfig.from_dict({"decay_to": 0.5}).decay_to == 0.5
+    with pytest.raises(TypeError, match="train.decay_to"):
+        TrainConfig.from_dict({"decay_to": 2.0})
+
+
 def test_nan_loss_raises():
     task = make_task(*TASK)
     m = build_model(_arch(), task.io)
@@ -86,7 +99,8 @@ def test_evaluate_returns_every_metric():
     s = EvalSettings(task=TASK[0], task_params=TASK[1], train=TrainConfig(steps=5),
                      latency=LatencyConfig(repeats=3, max_seconds=0.2))
     m = evaluate(_arch(), s)
-    for k in ("accuracy", "latency_ms", "latency_spread", "params", "flops", "train_loss_sum", "eval_seconds"):
+    for k in ("accuracy", "latency_ms", "latency_spread", "peak_mem_mb", "params", "flops", "train_loss_sum",
+              "eval_seconds"):
         assert k in m, k
 
 
