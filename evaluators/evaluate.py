@@ -10,6 +10,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from evaluators.cost import count_params, decode_state_mb, flops_per_sample
+from evaluators.decode import measure_decode
 from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
 from evaluators.latency import LatencyConfig, measure_latency
@@ -18,7 +19,7 @@ from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
 
-__all__ = ["METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "zero_cost_requested"]
+__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "zero_cost_requested"]
 
 # every metric evaluate() returns, with its natural direction (for objectives and constraints).
 # train_loss_sum: the sum of the training losses over the proxy run (a training-speed estimate,
@@ -27,12 +28,17 @@ __all__ = ["METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "zero_cos
 METRICS = {
     "accuracy": "maximize",
     "latency_ms": "minimize",
+    # MiB one forward at the latency shape allocates (CPU: evaluators.memory; CUDA: the allocator's peak)
+    "peak_mem_mb": "minimize",
     "params": "minimize",
     "flops": "minimize",
     "train_loss_sum": "minimize",
     "final_loss": "minimize",
     # causal tasks: per-sequence decoding state (KV cache / recurrent state / window) at the task's length
     "state_mb": "minimize",
+    # causal tasks: measured time to decode one more token at the task's length (evaluators/decode.py),
+    # only when a search names it; timed under the latency lock, like latency_ms
+    "decode_ms": "minimize",
     # zero-cost proxies (evaluators/zero_cost.py): computed at initialisation, only when a search
     # names them (objective or constraint), so default searches pay nothing for them
     "synflow": "maximize",
@@ -42,6 +48,7 @@ METRICS = {
     "grad_norm": "maximize",
 }
 ZERO_COST_METRICS = tuple(ZERO_COST)
+CAUSAL_METRICS = ("state_mb", "decode_ms")  # only causal (token-generating) tasks have these
 
 
 def zero_cost_requested(names) -> tuple[str, ...]:
@@ -62,6 +69,7 @@ class EvalSettings:
     zero_cost: tuple = ()  # zero-cost proxies to compute (names in ZERO_COST_METRICS)
     ladder: tuple = ()  # rungs (evaluators.ladder.Rung) tried before the full proxy training
     zero_cost_batch: int = 64  # mini-batch the data-dependent proxies see
+    decode: bool = False  # time per-token decoding (decode_ms)
 
     @classmethod
     def from_space(cls, space, seed: int = 0) -> "EvalSettings":
@@ -77,6 +85,7 @@ class EvalSettings:
             latency=LatencyConfig.from_dict(space.latency),
             seed=seed,
             zero_cost=zero_cost_requested(wanted),
+            decode="decode_ms" in wanted,
             ladder=ladder,
         )
 
@@ -148,6 +157,8 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
         )
         with latency_lock if latency_lock is not None else contextlib.nullcontext():
             metrics.update(measure_latency(model, task.io, settings.latency))
+            if settings.decode:
+                metrics.update(measure_decode(model, task.io, settings.latency))
     except TrialFailure:
         raise
     except (torch.OutOfMemoryError, MemoryError) as e:

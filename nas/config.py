@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from evaluators.evaluate import METRICS, EvalSettings
+from evaluators.evaluate import CAUSAL_METRICS, METRICS, EvalSettings
 from nas.errors import UserError
 
 __all__ = ["SearchConfig", "SAMPLERS", "default_storage", "load_space_checked"]
@@ -77,9 +77,12 @@ def load_space_checked(name_or_path: str, text: Optional[str] = None):
     except SpaceError as e:
         raise UserError(str(e)) from None
     for name in list(space.objectives) + list(space.constraints):
+        where = "objectives" if name in space.objectives else "constraints"
         if name not in METRICS:
-            where = "objectives" if name in space.objectives else "constraints"
             raise UserError(f"{space.source}: {where}.{name}: unknown metric; known: {sorted(METRICS)}")
+        if name in CAUSAL_METRICS and not space.io.causal:
+            raise UserError(f"{space.source}: {where}.{name}: only causal tasks decode token by token; "
+                            f"task {space.task['name']!r} is not causal")
     try:
         EvalSettings.from_space(space)
     except (KeyError, TypeError, ValueError) as e:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from search_spaces.arch import ArchSpec, ArchValidationError, BlockSpec
 from search_spaces.ffn import build_ffn
-from search_spaces.registry import get_mixer
+from search_spaces.registry import MixerCache, get_mixer
 from search_spaces.task_io import STEM_FOR_KIND, TaskIO
 
-__all__ = ["Block", "NASModel", "build_model", "check_compatible"]
+__all__ = ["Block", "DecodeCache", "NASModel", "build_model", "check_compatible"]
 
 
 class Block(nn.Module):
@@ -27,15 +29,29 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim) if self.ffn is not None else None
 
     def forward(self, x, hw=None):
+        return self._run(x, lambda h: (self.mixer(h, hw), None))[0]
+
+    def prefill(self, x, cache: MixerCache):
+        """Forward over the first tokens of a sequence; returns (out, the mixer's cache after them)."""
+        return self._run(x, lambda h: self.mixer.prefill(h, cache))
+
+    def step(self, x, cache: MixerCache):
+        """One token (B, 1, C) at position ``cache.pos``; returns (out, the mixer's next cache)."""
+        return self._run(x, lambda h: self.mixer.step(h, cache))
+
+    def _run(self, x, mix):
+        """The block around ``mix(h) -> (mixer output, extra)``; returns (out, extra)."""
         if self.post:
-            x = self.norm1(x + self.mixer(x, hw))
+            y, extra = mix(x)
+            x = self.norm1(x + y)
             if self.ffn is not None:
                 x = self.norm2(x + self.ffn(x))
-            return x
-        x = x + self.mixer(self.norm1(x), hw)
+            return x, extra
+        y, extra = mix(self.norm1(x))
+        x = x + y
         if self.ffn is not None:
             x = x + self.ffn(self.norm2(x))
-        return x
+        return x, extra
 
 
 class Downsample(nn.Module):
@@ -78,10 +94,26 @@ class Downsample(nn.Module):
         return g.flatten(2).transpose(1, 2), (H2, W2)
 
 
+@dataclass(frozen=True)
+class DecodeCache:
+    """A token model's decoding state after ``pos`` tokens: one :class:`MixerCache` per block, in
+    order. The cache a step started from stays valid and may be stepped again (see
+    :class:`MixerCache`)."""
+
+    pos: int
+    max_len: int
+    mixers: tuple
+
+    def state_bytes(self) -> int:
+        """Per-sequence bytes of all mixers' state (KV caches, recurrent sums, windows, histories)."""
+        return sum(c.state_bytes() for c in self.mixers)
+
+
 class NASModel(nn.Module):
     """Stem -> stages of blocks (optional downsampling / width change between stages) -> head.
 
     tokens: embedding + learned positions; per-token logits (causal tasks) or pooled logits.
+    Causal token models also decode incrementally: :meth:`prefill`, then :meth:`decode_step`.
     signal: Conv1d patch stem; image: Conv2d patch stem; pooled (mean over tokens) logits.
     """
 
@@ -141,6 +173,48 @@ class NASModel(nn.Module):
         if self.io.per_token:
             return self.head(x)  # (B, N, classes)
         return self.head(x.mean(dim=1))  # (B, classes)
+
+    # ------------------------------------------------------------------ incremental decoding
+    # Causal token models only. prefill(x) gives forward(x)'s logits and a cache; each
+    # decode_step(token, cache) gives the logits of the next position, as forward would over the
+    # whole sequence (length-dependent mixers treat max_len as the sequence length; by default
+    # the task's seq_len, also the reach of the learned positions).
+    def init_cache(self, batch: int, max_len: int | None = None) -> DecodeCache:
+        """An empty cache for ``batch`` sequences of up to ``max_len`` (default seq_len) tokens."""
+        if not (self.io.kind == "tokens" and self.io.per_token and self.arch.causal):
+            raise ValueError(f"decoding needs a causal per-token model on tokens; this one reads {self.io.kind} "
+                             f"(causal={self.arch.causal}, per_token={self.io.per_token})")
+        max_len = self.io.seq_len if max_len is None else max_len
+        if not 1 <= max_len <= self.io.seq_len:
+            raise ValueError(f"max_len {max_len} is not between 1 and the learned positions ({self.io.seq_len})")
+        caches = tuple(b.mixer.init_cache(batch, max_len) for blocks in self.stages for b in blocks)
+        return DecodeCache(0, max_len, caches)
+
+    def prefill(self, x: torch.Tensor, max_len: int | None = None) -> tuple[torch.Tensor, DecodeCache]:
+        """Logits (B, n, classes) of the prompt ``x`` (B, n) and the cache after it."""
+        cache = self.init_cache(x.shape[0], max_len)
+        if x.shape[1] > cache.max_len:
+            raise ValueError(f"a prompt of {x.shape[1]} tokens is longer than max_len {cache.max_len}")
+        return self._decode(x, cache, "prefill")
+
+    def decode_step(self, token: torch.Tensor, cache: DecodeCache) -> tuple[torch.Tensor, DecodeCache]:
+        """Logits (B, classes) at position ``cache.pos`` given its token (B,), and the next cache."""
+        if cache.pos >= cache.max_len:
+            raise ValueError(f"the cache is full ({cache.max_len} tokens)")
+        logits, cache = self._decode(token.view(-1, 1), cache, "step")
+        return logits[:, 0], cache
+
+    def _decode(self, tokens, cache: DecodeCache, method: str):
+        p, n = cache.pos, tokens.shape[1]
+        x = self.embed(tokens) + self.pos[:, p : p + n]  # (B, n, C)
+        caches = iter(cache.mixers)
+        new = []
+        for transition, blocks in zip(self.transitions, self.stages):
+            x = transition(x)  # Identity or Linear: per-token tasks never downsample
+            for block in blocks:
+                x, c = getattr(block, method)(x, next(caches))
+                new.append(c)
+        return self.head(self.norm(x)), DecodeCache(p + n, cache.max_len, tuple(new))
 
 
 def check_compatible(arch: ArchSpec, io: TaskIO) -> None:

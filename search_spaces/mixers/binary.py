@@ -29,6 +29,22 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(x)
 
 
+_BITS = 2 ** torch.arange(8, dtype=torch.uint8)  # bit j of a byte has weight 2^j
+
+
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """Sign bits of x (..., D) (1 where binarize gives +1), 8 to a byte: (..., ceil(D / 8)) uint8."""
+    bits = (x >= 0).to(torch.uint8)
+    bits = F.pad(bits, (0, -x.shape[-1] % 8)).unflatten(-1, (-1, 8))  # (..., D8, 8)
+    return (bits * _BITS.to(x.device)).sum(-1, dtype=torch.uint8)
+
+
+def unpack_signs(packed: torch.Tensor, d: int, dtype=torch.float32) -> torch.Tensor:
+    """Inverse of :func:`pack_signs`: (..., ceil(d / 8)) uint8 -> (..., d) of +-1."""
+    bits = (packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1  # (..., D8, 8)
+    return bits.flatten(-2)[..., :d].to(dtype) * 2 - 1
+
+
 @register_mixer(
     "binary",
     causal=True,
@@ -66,14 +82,16 @@ class BinaryAttention(Mixer):
         n_offsets = (max_rel + 1) if causal else (2 * max_rel + 1)
         self.rel_bias = nn.Parameter(torch.randn(heads, n_offsets) * 0.02) if max_rel > 0 else None
 
-    def score_bias(self, n: int, device) -> torch.Tensor:
-        """(h, N, N) additive score bias, -inf above the diagonal in causal mode."""
-        off = torch.arange(n, device=device)[None, :] - torch.arange(n, device=device)[:, None]  # j - i
+    def score_bias(self, n: int, device, n_queries: int | None = None) -> torch.Tensor:
+        """(h, Nq, N) additive score bias of the last ``n_queries`` (default all) of ``n`` positions
+        over all n keys, -inf after the query in causal mode."""
+        nq = n if n_queries is None else n_queries
+        off = torch.arange(n, device=device)[None, :] - torch.arange(n - nq, n, device=device)[:, None]  # j - i
         if self.rel_bias is None:
-            bias = torch.zeros(self.heads, n, n, device=device)
+            bias = torch.zeros(self.heads, nq, n, device=device)
         else:
             idx = off.clamp(-self.max_rel, 0 if self.causal else self.max_rel) + self.max_rel
-            bias = self.rel_bias[:, idx]  # (h, N, N)
+            bias = self.rel_bias[:, idx]  # (h, Nq, N)
         if self.causal:
             bias = bias.masked_fill(off > 0, float("-inf"))
         return bias
@@ -82,12 +100,33 @@ class BinaryAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: V, and K as packed sign bits (32 per value)."""
         return n * self.dim + -(-n * self.dim // 32)
 
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
+    def _qkv(self, x):
+        B, N, _ = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        return qkv.unbind(0)
+
+    def _attend(self, q, kb, v):
+        """q (B, h, N, hd), key signs kb (B, h, M, hd), v (B, h, M, hd) -> (B, N, C); the queries
+        are the last N of the M positions."""
+        B, _, N, _ = q.shape
         qb = binarize(q) * self.tau.view(1, -1, 1, 1)  # (B, h, N, hd), values +-tau_h
-        kb = binarize(k)
-        bias = self.score_bias(N, x.device).to(q.dtype)
+        bias = self.score_bias(kb.shape[2], q.device, n_queries=N).to(q.dtype)
         y = F.scaled_dot_product_attention(qb, kb, v, attn_mask=bias, scale=1.0 / math.sqrt(self.head_dim))
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+        return self.proj(y.transpose(1, 2).reshape(B, N, self.dim))
+
+    def forward(self, x, hw=None):
+        q, k, v = self._qkv(x)
+        return self._attend(q, binarize(k), v)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        h, hd = self.heads, self.head_dim
+        return {"k": torch.zeros(batch, h, max_len, -(-hd // 8), device=device, dtype=torch.uint8),  # sign bits
+                "v": torch.zeros(batch, h, max_len, hd, device=device, dtype=dtype)}, {}
+
+    def _extend(self, x, cache):
+        """The n tokens after the cache's pos: append V and K's packed sign bits, attend to all so far."""
+        q, k, v = self._qkv(x)
+        k_bits, v = cache.append(k=pack_signs(k), v=v)  # (B, h, pos+n, hd/8) uint8, (B, h, pos+n, hd)
+        return self._attend(q, unpack_signs(k_bits, self.head_dim, v.dtype), v), cache.advanced(x.shape[1])
+
+    _prefill = _step = _extend

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -59,3 +60,15 @@ class DepthwiseConv(Mixer):
         p = ((k - 1) // 2, k // 2)
         y = self.conv(F.pad(g, (p[0], p[1], p[0], p[1])))  # (B, C, H, W)
         return y.flatten(2).transpose(1, 2)
+
+    # Decoding: the last kernel_size - 1 inputs (zeros before the sequence, like the left padding).
+    def _init_cache(self, batch, max_len, device, dtype):
+        return {"tail": torch.zeros(batch, self.kernel_size - 1, self.dim, device=device, dtype=dtype)}, {}
+
+    def _extend(self, x, cache):
+        """The n tokens after the cache's pos: the conv over the tail and them, without padding."""
+        xs = torch.cat([cache.state["tail"], x], dim=1)  # (B, k-1+n, C)
+        y = self.conv(xs.transpose(1, 2)).transpose(1, 2)  # (B, n, C)
+        return y, cache.advanced(x.shape[1], tail=xs[:, xs.shape[1] - (self.kernel_size - 1):])
+
+    _prefill = _step = _extend

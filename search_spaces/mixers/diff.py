@@ -74,20 +74,43 @@ class DifferentialAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: K of signal and noise heads, and V."""
         return n * (self.heads + self.noise_heads) * self.d + n * self.dim
 
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
+    def _qkv(self, x):
+        B, N, _ = x.shape
         h, g, d = self.heads, self.noise_heads, self.d
         q = self.q(x).view(B, N, h + g, d).transpose(1, 2)  # (B, h+g, N, d)
         k = self.k(x).view(B, N, h + g, d).transpose(1, 2)
         v = self.v(x).view(B, N, h, 2 * d).transpose(1, 2)  # (B, h, N, 2d)
-        signal = kernels.attention(q[:, :h], k[:, :h], v, causal=self.causal)  # (B, h, N, 2d)
+        return q, k, v
+
+    def _attend(self, q, k, v, causal: bool):
+        """q (B, h+g, N, d), k (B, h+g, M, d), v (B, h, M, 2d) -> (B, N, C); causal is bottom-right
+        aligned when N < M (the last N of M positions query, as when decoding)."""
+        B, N, M = q.shape[0], q.shape[2], k.shape[2]
+        h, g, d = self.heads, self.noise_heads, self.d
+        signal = kernels.attention(q[:, :h], k[:, :h], v, causal=causal)  # (B, h, N, 2d)
         rep = h // g
-        # values of each noise group side by side: (B, g, rep, N, 2d) -> (B, g, N, rep * 2d)
-        v_grp = v.view(B, g, rep, N, 2 * d).permute(0, 1, 3, 2, 4).reshape(B, g, N, rep * 2 * d)
-        noise = kernels.attention(q[:, h:], k[:, h:], v_grp, causal=self.causal, scale=1.0 / math.sqrt(d))
+        # values of each noise group side by side: (B, g, rep, M, 2d) -> (B, g, M, rep * 2d)
+        v_grp = v.reshape(B, g, rep, M, 2 * d).permute(0, 1, 3, 2, 4).reshape(B, g, M, rep * 2 * d)
+        noise = kernels.attention(q[:, h:], k[:, h:], v_grp, causal=causal, scale=1.0 / math.sqrt(d))
         noise = noise.view(B, g, N, rep, 2 * d).permute(0, 1, 3, 2, 4).reshape(B, h, N, 2 * d)
         y = signal - self.lam() * noise  # (B, h, N, 2d)
         if self.norm_weight is not None:
             y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm_weight
             y = y * (1 - self.lambda_init)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+        return self.proj(y.transpose(1, 2).reshape(B, N, self.dim))
+
+    def forward(self, x, hw=None):
+        return self._attend(*self._qkv(x), causal=self.causal)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        h, g, d = self.heads, self.noise_heads, self.d
+        return {"k": torch.zeros(batch, h + g, max_len, d, device=device, dtype=dtype),  # signal and noise keys
+                "v": torch.zeros(batch, h, max_len, 2 * d, device=device, dtype=dtype)}, {}
+
+    def _extend(self, x, cache):
+        """The n tokens after the cache's pos: append their keys and values, attend to all so far."""
+        q, k, v = self._qkv(x)
+        k, v = cache.append(k=k, v=v)  # (B, h+g, pos+n, d), (B, h, pos+n, 2d)
+        return self._attend(q, k, v, causal=x.shape[1] > 1), cache.advanced(x.shape[1])
+
+    _prefill = _step = _extend

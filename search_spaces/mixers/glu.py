@@ -53,3 +53,11 @@ class GLUMixer(Mixer):
     def forward(self, x, hw=None):
         gate, value = self.fc_in(x).chunk(2, dim=-1)  # (B, N, hidden) each
         return self.fc_out(self.act(gate) * value)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        return {}, {}  # token-wise: nothing to keep
+
+    def _extend(self, x, cache):
+        return self(x), cache.advanced(x.shape[1])
+
+    _prefill = _step = _extend

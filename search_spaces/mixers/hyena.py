@@ -96,16 +96,57 @@ class Hyena(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: every long convolution input over the whole history, plus the short-conv tail."""
         return self.order * n * self.dim + (self.short_kernel - 1) * (self.order + 1) * self.dim
 
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
-        u = self.in_proj(x).transpose(1, 2)  # (B, (order+1)C, N)
+    def _short(self, x):
+        """in_proj then the (padded) short conv: x (B, N, C) -> u (B, (order+1)C, N), and the
+        padded projections (B, (order+1)C, k-1+N)."""
         k = self.short_kernel
         pad = (k - 1, 0) if self.causal else ((k - 1) // 2, k // 2)
-        u = self.short_conv(F.pad(u, pad))  # (B, (order+1)C, N)
+        u = F.pad(self.in_proj(x).transpose(1, 2), pad)
+        return self.short_conv(u), u
+
+    def _long(self, u, h, history=None):
+        """The gated long convolutions: u (B, (order+1)C, N), filters h (order, C, >= N) -> (B, N, C).
+        ``history`` (B, order, C, >= N), if given, receives each convolution's input."""
+        C, N = self.dim, u.shape[-1]
         *gates, v = u.split(C, dim=1)  # order gates of (B, C, N), and v
-        h = self.filter(N, x.device).view(self.order, C, -1)  # (order, C, L)
         bias = self.filter.bias.view(self.order, C, 1)
         for i in range(self.order):
+            if history is not None:
+                history[:, i, :, :N] = v
             v = kernels.fft_conv(v, h[i], causal=self.causal) + bias[i] * v
             v = v * gates[self.order - 1 - i]
         return self.out_proj(v.transpose(1, 2))
+
+    def forward(self, x, hw=None):
+        u, _ = self._short(x)
+        h = self.filter(x.shape[1], x.device).view(self.order, self.dim, -1)  # (order, C, L)
+        return self._long(u, h)
+
+    # Decoding: the short conv's last k-1 projections ("tail") and each long convolution's
+    # inputs so far ("history"); a step costs O(t) per channel, a long filter having no
+    # recurrent form. The filters are those of a max_len-token forward (taps 0..max_len-1).
+    def _init_cache(self, batch, max_len, device, dtype):
+        C, k = self.dim, self.short_kernel
+        h = self.filter(max_len, device).view(self.order, C, max_len).to(dtype)  # (order, C, L)
+        state = {"tail": torch.zeros(batch, (self.order + 1) * C, k - 1, device=device, dtype=dtype),
+                 "history": torch.zeros(batch, self.order, C, max_len, device=device, dtype=dtype)}
+        return state, {"h": h, "h_rev": h.flip(-1)}
+
+    def _prefill(self, x, cache):
+        u, padded = self._short(x)
+        y = self._long(u, cache.const["h"], history=cache.state["history"])
+        return y, cache.advanced(x.shape[1], tail=padded[..., padded.shape[-1] - (self.short_kernel - 1):])
+
+    def _step(self, x, cache):
+        C, p, L = self.dim, cache.pos, cache.max_len
+        win = torch.cat([cache.state["tail"], self.in_proj(x[:, 0]).unsqueeze(-1)], dim=-1)  # (B, (order+1)C, k)
+        u = (win * self.short_conv.weight[:, 0]).sum(-1) + self.short_conv.bias  # (B, (order+1)C)
+        *gates, v = u.split(C, dim=1)  # (B, C) each
+        hist, h_rev = cache.state["history"], cache.const["h_rev"]
+        bias = self.filter.bias.view(self.order, C)
+        for i in range(self.order):
+            hist[:, i, :, p] = v
+            # y_p = sum_{m <= p} h[p - m] v_m: taps p..0 are the last p+1 of the reversed filter
+            v = (hist[:, i, :, : p + 1] * h_rev[i, :, L - 1 - p :]).sum(-1) + bias[i] * v
+            v = v * gates[self.order - 1 - i]
+        return self.out_proj(v).unsqueeze(1), cache.advanced(tail=win[..., 1:])

@@ -17,17 +17,18 @@ _FEATURES = {
 }
 
 
-def cos_reweight(phi: torch.Tensor, horizon: int) -> torch.Tensor:
+def cos_reweight(phi: torch.Tensor, horizon: int, start: int = 0) -> torch.Tensor:
     """cosFormer features: (..., N, D) -> (..., N, 2D) = [phi_i cos(a_i), phi_i sin(a_i)].
 
     With a_i = pi/2 * i / horizon, the dot product of the features of i and j is
     phi_i . phi_j * cos(a_i - a_j) (Ptolemy: cos(a - b) = cos a cos b + sin a sin b), i.e. the
     re-weighting cos(pi/2 * (i - j) / horizon) of the kernel, still a product of per-token
     features and so still linear in N. For 0 <= i, j < horizon the angle stays in [0, pi/2], so
-    the features (and the weights) stay non-negative.
+    the features (and the weights) stay non-negative. The N rows are positions start..start+N-1.
     """
     n = phi.shape[-2]
-    a = (math.pi / 2) * torch.arange(n, device=phi.device, dtype=torch.float32) / horizon  # (N,), fp32 positions
+    pos = torch.arange(start, start + n, device=phi.device, dtype=torch.float32)
+    a = (math.pi / 2) * pos / horizon  # (N,), fp32 positions
     cos, sin = torch.cos(a).to(phi.dtype)[:, None], torch.sin(a).to(phi.dtype)[:, None]
     return torch.cat([phi * cos, phi * sin], dim=-1)
 
@@ -68,13 +69,15 @@ class LinearAttention(Mixer):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature-mapped (and, with cosformer, re-weighted) queries and keys, (B, h, N, D')."""
+    def features(self, q: torch.Tensor, k: torch.Tensor, horizon: int | None = None,
+                 start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature-mapped (and, with cosformer, re-weighted) queries and keys, (B, h, N, D'), for
+        positions start..start+N-1 of a sequence of ``horizon`` tokens (default N)."""
         phi = _FEATURES[self.feature]
         q, k = phi(q), phi(k)
         if self.cosformer:
-            n = q.shape[-2]
-            q, k = cos_reweight(q, n), cos_reweight(k, n)  # (B, h, N, 2hd)
+            n = horizon if horizon is not None else q.shape[-2]
+            q, k = cos_reweight(q, n, start), cos_reweight(k, n, start)  # (B, h, N, 2hd)
         return q, k
 
     def decode_state(self, n: int) -> int:
@@ -83,10 +86,44 @@ class LinearAttention(Mixer):
         f = 2 * self.head_dim if self.cosformer else self.head_dim
         return self.heads * (f * self.head_dim + f)
 
+    def _qkv(self, x):
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        return qkv.unbind(0)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._qkv(x)
         q, k = self.features(q, k)
         y = kernels.linear_attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+    # Decoding: the recurrent form. S and z are kept in fp32 (as the kernels accumulate); the
+    # cosFormer horizon is the cache's max_len and each token's angle comes from its position.
+    _EPS = 1e-6  # kernels.linear_attention's
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        f = 2 * self.head_dim if self.cosformer else self.head_dim
+        return {"s": torch.zeros(batch, self.heads, f, self.head_dim, device=device),  # sum phi(k) v^T
+                "z": torch.zeros(batch, self.heads, f, device=device)}, {}  # sum phi(k)
+
+    def _prefill(self, x, cache):
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        q, k = self.features(q, k, horizon=cache.max_len)
+        y = kernels.linear_attention(q, k, v, causal=True, eps=self._EPS)  # (B, h, N, hd)
+        kf = k.float()
+        s = kf.transpose(-2, -1) @ v.float()  # (B, h, D', hd)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C)), cache.advanced(N, s=s, z=kf.sum(2))
+
+    def _step(self, x, cache):
+        B, _, C = x.shape
+        q, k, v = self._qkv(x)  # (B, h, 1, hd)
+        q, k = self.features(q, k, horizon=cache.max_len, start=cache.pos)
+        qf, kf = q.float(), k.float()
+        s = cache.state["s"] + kf.transpose(-2, -1) @ v.float()  # (B, h, D', hd)
+        z = cache.state["z"] + kf[:, :, 0]  # (B, h, D')
+        num = qf @ s  # (B, h, 1, hd)
+        den = (qf[:, :, 0] * z).sum(-1)[..., None, None]  # (B, h, 1, 1)
+        y = (num / (den + self._EPS)).to(v.dtype)
+        return self.proj(y.transpose(1, 2).reshape(B, 1, C)), cache.advanced(s=s, z=z)

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
 
 
 def neighborhood_mask(hw: tuple[int, int], *, window: int, dilation: int = 1, device=None) -> torch.Tensor:
@@ -65,10 +65,14 @@ class LocalAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: K and V of the causal window only."""
         return 2 * min(n, (self.window - 1) * self.dilation + 1) * self.dim
 
+    def _qkv(self, x):
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+        return qkv.unbind(0)
+
     def forward(self, x, hw=None):
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._qkv(x)
         if hw is None or self.causal:
             y = kernels.local_attention(q, k, v, window=self.window, dilation=self.dilation, causal=self.causal)
         else:
@@ -77,3 +81,32 @@ class LocalAttention(Mixer):
             mask = neighborhood_mask(hw, window=self.window, dilation=self.dilation, device=x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+    # Decoding: K and V of the last R = (window - 1) * dilation + 1 positions in a ring buffer
+    # (position p in slot p % R); a step writes its slot, then attends to the window's slots.
+    def _ring(self, max_len: int) -> int:
+        return min(max_len, (self.window - 1) * self.dilation + 1)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        return kv_buffers(batch, self.heads, self._ring(max_len), self.head_dim, device=device, dtype=dtype), {}
+
+    def _prefill(self, x, cache):
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        y = kernels.local_attention(q, k, v, window=self.window, dilation=self.dilation, causal=True)
+        r = self._ring(cache.max_len)
+        keep = torch.arange(max(0, N - r), N, device=x.device)  # the positions the ring holds
+        cache.state["k"][:, :, keep % r] = k[:, :, keep]
+        cache.state["v"][:, :, keep % r] = v[:, :, keep]
+        return self.proj(y.transpose(1, 2).reshape(B, N, C)), cache.advanced(N)
+
+    def _step(self, x, cache):
+        B, _, C = x.shape
+        q, k, v = self._qkv(x)  # (B, h, 1, hd)
+        p, r = cache.pos, self._ring(cache.max_len)
+        kr, vr = cache.state["k"], cache.state["v"]
+        kr[:, :, p % r] = k[:, :, 0]
+        vr[:, :, p % r] = v[:, :, 0]
+        slots = [(p - t * self.dilation) % r for t in range(min(self.window, p // self.dilation + 1))]
+        y = kernels.attention(q, kr[:, :, slots], vr[:, :, slots])  # (B, h, 1, hd) over the window's keys
+        return self.proj(y.transpose(1, 2).reshape(B, 1, C)), cache.advanced()

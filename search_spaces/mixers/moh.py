@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-import kernels
 from search_spaces.mixers.softmax import SoftmaxAttention
 from search_spaces.registry import Param, divides, register_mixer
 
@@ -84,9 +83,7 @@ class MixtureOfHeadAttention(SoftmaxAttention):
         a = 2 * torch.softmax(self.router_groups(x).float(), dim=-1)  # (B, N, 2)
         return torch.cat([a[..., :1] * g_shared, a[..., 1:] * g_routed], dim=-1)  # (B, N, heads)
 
-    def forward(self, x, hw=None):  # decode_state: softmax's (every head's K and V; routing is per query)
-        B, N, C = x.shape
-        q, k, v = self._qkv(x)
-        y = kernels.attention(q, k, v, causal=self.causal).transpose(1, 2)  # (B, N, h, hd)
-        y = y * self.gates(x).to(y.dtype).unsqueeze(-1)
-        return self.proj(y.reshape(B, N, C))
+    def _out(self, y, x):  # forward, decode, decode_state: softmax's (routing is per query)
+        B, _, N, _ = y.shape
+        y = y.transpose(1, 2) * self.gates(x).to(y.dtype).unsqueeze(-1)  # (B, N, h, hd)
+        return self.proj(y.reshape(B, N, self.dim))

@@ -55,11 +55,27 @@ class SingleHeadAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: K (qk_dim) and V (the attended channels)."""
         return n * (self.qk_dim + self.pdim)
 
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
+    def _mix(self, x, cache=None):
+        """Forward over x (B, N, C); with a cache, x is the N tokens after the cache's pos and their
+        K/V are appended first."""
+        _, N, C = x.shape
         x1, x2 = x.split([self.pdim, C - self.pdim], dim=-1)  # (B, N, p), (B, N, C-p)
         q, k, v = self.qkv(self.pre_norm(x1)).split([self.qk_dim, self.qk_dim, self.pdim], dim=-1)
-        # one head: (B, 1, N, qk_dim) and (B, 1, N, p)
-        y = kernels.attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), causal=self.causal)
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # one head: (B, 1, N, qk_dim), (B, 1, N, p)
+        if cache is not None:
+            k, v = cache.append(k=k, v=v)  # (B, 1, pos+N, .)
+        y = kernels.attention(q, k, v, causal=self.causal and N > 1)  # (B, 1, N, p); bottom-right causal
         y = self.proj(y.squeeze(1))  # (B, N, p)
         return torch.cat([y, x2], dim=-1)  # (B, N, C)
+
+    def forward(self, x, hw=None):
+        return self._mix(x)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        return {"k": torch.zeros(batch, 1, max_len, self.qk_dim, device=device, dtype=dtype),
+                "v": torch.zeros(batch, 1, max_len, self.pdim, device=device, dtype=dtype)}, {}
+
+    def _extend(self, x, cache):
+        return self._mix(x, cache), cache.advanced(x.shape[1])
+
+    _prefill = _step = _extend

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
 
 
 @register_mixer(
@@ -40,9 +40,25 @@ class SoftmaxAttention(Mixer):
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
         return qkv.unbind(0)
 
+    def _out(self, y, x):
+        """Attention output y (B, h, N, hd) -> (B, N, C); ``x`` is the mixer's input (MoH routes on it)."""
+        B, _, N, _ = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, N, self.dim))
+
     def forward(self, x, hw=None):
-        B, N, C = x.shape
         q, k, v = self._qkv(x)
-        y = kernels.attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
-        y = y.transpose(1, 2).reshape(B, N, C)
-        return self.proj(y)
+        return self._out(kernels.attention(q, k, v, causal=self.causal), x)  # (B, h, N, hd) -> (B, N, C)
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        return kv_buffers(batch, self.heads, max_len, self.head_dim, device=device, dtype=dtype), {}
+
+    def _extend(self, x, cache):
+        """The n tokens x (B, n, C) after the cache's pos: append their K/V, attend (bottom-right
+        causal: the new queries see every cached key and the new keys up to themselves; one new
+        query sees all keys, so no mask is needed)."""
+        q, k, v = self._qkv(x)
+        k, v = cache.append(k=k, v=v)  # (B, h, pos+n, hd)
+        n = x.shape[1]
+        return self._out(kernels.attention(q, k, v, causal=n > 1), x), cache.advanced(n)
+
+    _prefill = _step = _extend  # inference is dense attention (subsampled's eval() behaviour)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
 
 
 def sqa_heads_rule(dim: int, params: dict):
@@ -56,10 +56,27 @@ class SparseQueryAttention(Mixer):
         """Values a decoder keeps per sequence after ``n`` tokens: K and V of the kv_heads."""
         return 2 * n * self.kv_heads * self.head_dim
 
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
+    def _qkv(self, x):
+        B, N, _ = x.shape
         q = self.q(x).view(B, N, self.q_heads, self.head_dim).transpose(1, 2)  # (B, Hq, N, d)
         kv = self.kv(x).view(B, N, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, Hkv, N, d)
-        k, v = kv.unbind(0)
+        return (q, *kv.unbind(0))
+
+    def forward(self, x, hw=None):
+        B, N, _ = x.shape
+        q, k, v = self._qkv(x)
         y = kernels.attention(q, k, v, causal=self.causal)  # (B, Hq, N, d)
         return self.proj(y.transpose(1, 2).reshape(B, N, self.q_heads * self.head_dim))
+
+    def _init_cache(self, batch, max_len, device, dtype):
+        return kv_buffers(batch, self.kv_heads, max_len, self.head_dim, device=device, dtype=dtype), {}
+
+    def _extend(self, x, cache):
+        """The n tokens after the cache's pos: append their K/V and attend (see softmax)."""
+        B, N, _ = x.shape
+        q, k, v = self._qkv(x)
+        k, v = cache.append(k=k, v=v)  # (B, Hkv, pos+n, d)
+        y = kernels.attention(q, k, v, causal=N > 1)  # (B, Hq, n, d)
+        return self.proj(y.transpose(1, 2).reshape(B, N, self.q_heads * self.head_dim)), cache.advanced(N)
+
+    _prefill = _step = _extend

@@ -61,7 +61,7 @@ class SubsampledAttention(SoftmaxAttention):
             start = stop
         return out
 
-    def forward(self, x, hw=None):  # decode_state: softmax's (full attention at inference)
+    def forward(self, x, hw=None):  # decode_state and decoding: softmax's (full attention at inference)
         B, N, C = x.shape
         q, k, v = self._qkv(x)
         if self.training and self.groups > 1:

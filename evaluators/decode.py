@@ -1,0 +1,79 @@
+"""Measured per-token decode latency of causal token models (``decode_ms``).
+
+Where ``latency_ms`` times the parallel forward over the task's whole sequence (prefill), a
+generating model pays ``decode_ms`` for every further token: one :meth:`NASModel.decode_step`
+through the embedding, every block (mixer against its KV cache / recurrent state / window /
+long-conv history, FFN, norms) and the head. Timed like latency (same :class:`LatencyConfig`,
+threads, warm-up and rounds until the spread is small; see :func:`evaluators.latency._timed_rounds`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from evaluators.cost import example_input
+from evaluators.latency import LatencyConfig, _timed_rounds
+from search_spaces.task_io import TaskIO
+
+__all__ = ["measure_decode"]
+
+
+@torch.inference_mode()
+def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None = None) -> dict:
+    """Median time to decode one token at the end of a ``io.seq_len``-token sequence, for a batch
+    of ``cfg.batch_size`` sequences.
+
+    The prompt (``example_input``'s tokens) is prefilled up to position seq_len - 2; each timed
+    call is one ``decode_step`` of the last token, position seq_len - 1, from that same cache, so
+    every call sees a full context of seq_len - 1 tokens and the cache never grows. No copy or reset
+    is needed between calls: a step writes only its own position and leaves the cache it started
+    from valid. Positions past seq_len are not timed: the learned position embedding and the
+    length-dependent mixers (Hyena's filters, cosFormer's horizon) end at the task's length.
+
+    Returns decode_ms (median), decode_mad_ms, decode_spread (MAD / median), decode_runs,
+    decode_rounds and decode_converged. Raises ValueError for models that do not decode
+    (non-causal, or not a token task).
+    """
+    cfg = cfg if cfg is not None else LatencyConfig()
+    if not (io.kind == "tokens" and io.causal and io.per_token):
+        raise ValueError(f"decode_ms needs a causal per-token task on tokens; this task reads {io.kind} "
+                         f"(causal={io.causal})")
+    if cfg.device not in ("cpu", "cuda"):
+        raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda']")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("latency.device is 'cuda' but no CUDA device is available")
+    dev = torch.device(cfg.device)
+    model = model.to(dev).eval()
+    tokens = example_input(io, cfg.batch_size).to(dev)  # (B, seq_len)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        _, cache = model.prefill(tokens[:, :-1])
+        last = tokens[:, -1]
+        for _ in range(cfg.warmup):
+            model.decode_step(last, cache)
+        if cfg.device == "cuda":
+            torch.cuda.synchronize()
+
+            def once() -> float:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                model.decode_step(last, cache)
+                b.record()
+                b.synchronize()
+                return a.elapsed_time(b)
+        else:
+
+            def once() -> float:
+                t0 = time.perf_counter()
+                model.decode_step(last, cache)
+                return (time.perf_counter() - t0) * 1e3
+
+        timed = _timed_rounds(once, cfg)
+    finally:
+        torch.set_num_threads(prev_threads)
+        if cfg.device == "cuda":
+            model.to("cpu")
+    return {f"decode_{k[len('latency_'):]}": v for k, v in timed.items()}
