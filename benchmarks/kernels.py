@@ -7,7 +7,8 @@ On a CUDA device each row gives the Triton kernel's time, the best PyTorch path'
 attention the fastest SDPA backend that accepts the input), their ratio (>1: the kernel is
 faster), the kernel's TFLOP/s and its share of the device's dense fp16/bf16 peak. Without CUDA the
 Triton kernels cannot run (the interpreter is for tests, not timing), so it times the PyTorch
-reference against the path the public op takes, at small sizes, and says so.
+reference against the path the public op takes, at small sizes, and says so (for local attention:
+against both PyTorch paths, banded and masked SDPA, the public op's marked *).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 
 # This file is itself named kernels.py: drop its folder from the path so `import kernels` is the package.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels  # noqa: E402  (after the sys.path fix above)
+from kernels.local import local_attention_banded
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peaks
 
@@ -130,7 +133,7 @@ def run_gpu(shapes, dtype, peak, rows):
             t_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal,
                                                          backend="torch"), cuda=cuda)
             row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", k_ms, t_ms,
-                "sdpa_masked", 2 * b * h * n * min(w, n) * 2 * d)
+                kernels.last_path("local_attention"), 2 * b * h * n * min(w, n) * 2 * d)
         for b, h, n, d, causal in shapes["linear"]:
             q, k = (rand(b, h, n, d, device=dev, dtype=dtype, positive=True) for _ in range(2))
             v = rand(b, h, n, d, device=dev, dtype=dtype)
@@ -159,9 +162,14 @@ def run_cpu(shapes, rows):
             q, k, v = (rand(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))
             r_ms = bench(lambda: kernels.local_attention_reference(q, k, v, window=w, dilation=dil, causal=causal),
                          cuda=cuda)
-            p_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal), cuda=cuda)
-            row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", r_ms, p_ms,
-                kernels.last_path("local_attention"))
+            kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal)
+            picked = kernels.last_path("local_attention")
+            mask = kernels.local_mask(n, window=w, dilation=dil, causal=causal)
+            paths = {"torch_banded": partial(local_attention_banded, q, k, v, window=w, dilation=dil, causal=causal),
+                     "sdpa_masked": partial(F.scaled_dot_product_attention, q, k, v, attn_mask=mask)}
+            for name, fn in paths.items():  # both PyTorch paths; the public op takes the one marked *
+                row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", r_ms,
+                    bench(fn, cuda=cuda), name + (" *" if name == picked else ""))
         for b, h, n, d, causal in shapes["linear"]:
             q, k = (rand(b, h, n, d, device=dev, dtype=dtype, positive=True) for _ in range(2))
             v = rand(b, h, n, d, device=dev, dtype=dtype)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import kernels
 from search_spaces import get_mixer
 from search_spaces.mixers.hyena2d import fft_conv2d
 
@@ -108,6 +109,25 @@ def test_local_2d_neighborhood(window, dilation):
     ref = m.proj(torch.cat(ys, dim=2).transpose(1, 2).reshape(x.shape))
     with torch.no_grad():
         torch.testing.assert_close(m(x, hw=(H, W)), ref.detach(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("hw,causal", [((16, 16), False), (None, True)], ids=["2d-16x16", "1d-causal-N256"])
+def test_local_banded_path_matches_masked_attention(hw, causal):
+    """At 256 tokens the mixer takes the banded path (no N x N mask) and gives what masked SDPA gives."""
+    n, window, dilation = 256, 3, 2
+    m = _mixer("local", causal, heads=2, window=window, dilation=dilation)
+    x = _x(n, b=1)
+    if hw is None:
+        mask = _window_1d(n, window, dilation, causal)
+    else:
+        rows, cols = _window_1d(hw[0], window, dilation, False), _window_1d(hw[1], window, dilation, False)
+        mask = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(n, n)
+    q, k, v = _qkv(m, x)
+    ref = m.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(x.shape))
+    with torch.no_grad():
+        out = m(x, hw=hw)
+    assert kernels.last_path("local_attention" if hw is None else "neighborhood_attention") == "torch_banded"
+    torch.testing.assert_close(out, ref.detach(), atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- hilo

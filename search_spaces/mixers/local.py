@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from torch import nn
 
 import kernels
 from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
-
-
-def neighborhood_mask(hw: tuple[int, int], *, window: int, dilation: int = 1, device=None) -> torch.Tensor:
-    """Boolean (H*W, H*W) mask of 2-D dilated neighborhoods over a row-major grid.
-
-    Query (r, c) may attend to key (r', c') iff both axes satisfy the 1-D non-causal window rule
-    of ``kernels.local_mask``: r' - r = dilation * t with |t| <= window // 2, likewise for columns
-    (a window x window neighborhood on the dilated lattice through the query, clipped at the
-    borders).
-    """
-    H, W = hw
-    mh = kernels.local_mask(H, window=window, dilation=dilation, causal=False, device=device)  # (H, H)
-    mw = kernels.local_mask(W, window=window, dilation=dilation, causal=False, device=device)  # (W, W)
-    return (mh[:, None, :, None] & mw[None, :, None, :]).reshape(H * W, H * W)
 
 
 @register_mixer(
@@ -42,9 +27,9 @@ class LocalAttention(Mixer):
 
     1-D (``hw`` None): query i attends to keys i + dilation * t, |t| <= window // 2 (non-causal)
     or -(window - 1) <= t <= 0 (causal), via ``kernels.local_attention``. 2-D (``hw`` given,
-    non-causal): the window x window neighborhood on the dilated lattice, see
-    :func:`neighborhood_mask`; dilation spreads the same number of keys over a wider field at
-    no extra cost. Windows are clipped at the borders (fewer keys there) rather than shifted
+    non-causal): the window x window neighborhood on the dilated lattice, via
+    ``kernels.neighborhood_attention``; dilation spreads the same number of keys over a wider
+    field at no extra cost. Windows are clipped at the borders (fewer keys there) rather than shifted
     inward as in NATTEN. In causal mode a grid is read as its row-major sequence (the 1-D causal
     window), so causality holds whatever ``hw`` says.
     """
@@ -76,10 +61,7 @@ class LocalAttention(Mixer):
         if hw is None or self.causal:
             y = kernels.local_attention(q, k, v, window=self.window, dilation=self.dilation, causal=self.causal)
         else:
-            if hw[0] * hw[1] != N:
-                raise ValueError(f"hw {tuple(hw)} does not match {N} tokens")
-            mask = neighborhood_mask(hw, window=self.window, dilation=self.dilation, device=x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
+            y = kernels.neighborhood_attention(q, k, v, hw, window=self.window, dilation=self.dilation)
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
 
     # Decoding: K and V of the last R = (window - 1) * dilation + 1 positions in a ring buffer
