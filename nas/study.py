@@ -194,8 +194,8 @@ def budget_count(study: optuna.Study) -> int:
 
 def reap_stale_trials(study: optuna.Study, config: SearchConfig, log=print) -> None:
     """Trials left RUNNING by a dead process: wait until their heartbeat is older than the grace
-    period, then fail them (the retry callback queues each again). Trials of live workers keep
-    beating and stay RUNNING."""
+    period, then fail them (the retry callback queues each again) and log what became of each.
+    Trials of live workers keep beating and stay RUNNING."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return
@@ -205,6 +205,26 @@ def reap_stale_trials(study: optuna.Study, config: SearchConfig, log=print) -> N
     deadline = time.monotonic() + wait
     while True:
         optuna.storages.fail_stale_trials(study)
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or time.monotonic() >= deadline:
-            return
+        left = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not left or time.monotonic() >= deadline:
+            break
         time.sleep(1.0)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials.values()
+                  if t.system_attrs.get("retry_history")}
+    beating = {t.number for t in left}
+    stale = f"no heartbeat for over {config.grace_period}s, failed"
+    for t in running:
+        if t.number in beating:
+            continue
+        name = f"trial #{t.number}" + (f" ({t.user_attrs['arch_id']})" if t.user_attrs.get("arch_id") else "")
+        now = trials[t.number]
+        if now.state != TrialState.FAIL or now.user_attrs.get("error"):  # its own driver finished it meanwhile
+            log(f"{name}: finished by its driver ({now.state.name})")
+        elif t.number in retried_as:
+            log(f"{name}: {stale}; queued again as #{retried_as[t.number]}")
+        else:
+            log(f"{name}: {stale}; not queued again (already retried {config.max_retry} time(s))")
+    if beating:
+        log(f"trial(s) {', '.join(f'#{n}' for n in sorted(beating))} still have a live heartbeat: "
+            "left to the driver that runs them")

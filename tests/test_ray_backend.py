@@ -124,6 +124,26 @@ def test_killed_worker_and_dead_driver_trials_are_failed_and_retried_once(ray_lo
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
+def test_a_twin_of_a_trial_in_flight_waits_and_reuses_its_result(ray_local, tmp_path):
+    import optuna
+
+    import search_spaces
+
+    config = _config(tmp_path, "twins", trials=3, asha=False)
+    study, config, _ = create_or_load_study(config)
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
+    arch = search_spaces.sample(config.load_space(), draw)
+    for _ in range(2):  # the two workers ask for both at once
+        study.enqueue_trial({}, user_attrs={"fixed_arch": arch.to_json()})
+    ray_backend.run(study, config, log=lambda m: None)
+    first, second, *_ = study.get_trials()
+    assert first.state == second.state == TrialState.COMPLETE
+    assert "worker" in first.user_attrs  # trained ...
+    assert "worker" not in second.user_attrs and second.user_attrs["reused_from"] == first.number  # ... once
+    assert second.values == first.values
+    assert budget_count(study) == 3 and len(study.get_trials()) == 3
+
+
 def test_device_lock_pauses_trainers_during_a_measurement(tmp_path):
     trainer, other = DeviceLock("cpu", lock_dir=tmp_path), DeviceLock("cpu", lock_dir=tmp_path)
     timer = DeviceLock("cpu", lock_dir=tmp_path)

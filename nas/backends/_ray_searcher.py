@@ -4,7 +4,8 @@ The study stays the single system of record, and only the driver writes to it:
 
 - ``suggest``: ``study.ask()``, sample the ArchSpec (or take a retried trial's parameters), store
   ``arch_id`` / ``arch`` / ``summary``; a twin of a finished architecture is told at once (reused
-  metrics, as in the local backend); otherwise the arch JSON goes to a Ray Tune trial;
+  metrics, as in the local backend); a twin of one in flight waits for its result (parked), so no
+  architecture trains twice at the same time; otherwise the arch JSON goes to a Ray Tune trial;
 - ``on_trial_complete``: COMPLETE with the objective values and the same user attrs as the local
   backend; PRUNED (``pruned_at_step``) when the scheduler stopped it; FAIL with ``error``;
 - a worker that died (``on_trial_error`` of :class:`WorkerFailureCallback`): FAIL with the reason and
@@ -33,6 +34,7 @@ from nas.backends.local import _detail, front_size
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
 from nas.study import budget_count
+from search_spaces import ArchSpec
 
 __all__ = ["StudySearcher", "WorkerFailureCallback"]
 
@@ -54,6 +56,10 @@ class StudySearcher(Searcher):
         self.progress = progress
         self.log = log
         self.live: dict[str, optuna.Trial] = {}  # Ray Tune trial id -> Optuna trial in flight
+        self._live_arch: dict[int, str] = {}  # trial number in flight -> its arch_id
+        # twins of a trial in flight, by its number: they reuse its result when it has one, else run
+        self._parked: dict[int, list[tuple[optuna.Trial, ArchSpec]]] = {}
+        self._ready: list[tuple[optuna.Trial, ArchSpec]] = []  # released twins with no result to reuse
         self.ran = 0
         self._started: dict[int, float] = {}
         self._driver = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -76,7 +82,7 @@ class StudySearcher(Searcher):
         storage = self.study._storage
         while not self._stop.wait(self.config.heartbeat_interval):
             with self._lock:
-                ids = [t._trial_id for t in self.live.values()]
+                ids = [t._trial_id for t in self._waiting()]
             for tid in ids:
                 try:
                     storage.record_heartbeat(tid)
@@ -88,28 +94,40 @@ class StudySearcher(Searcher):
         self._beat.join(timeout=5)
 
     # ----------------------------------------------------------------------- asking
+    def _waiting(self) -> list[optuna.Trial]:
+        """Trials this driver owes a result: in flight, parked and released twins."""
+        parked = [t for twins in self._parked.values() for t, _ in twins]
+        return [*self.live.values(), *parked, *(t for t, _ in self._ready)]
+
     def _budget_left(self) -> bool:
         if self.config.timeout is not None and time.monotonic() - self._t0 >= self.config.timeout:
             return False
-        return self._done + len(self.live) < self.config.trials
+        return self._done + len(self._waiting()) < self.config.trials
 
     def suggest(self, trial_id: str):
-        while self._budget_left():
-            trial = self.study.ask()
-            self.study._storage.record_heartbeat(trial._trial_id)
-            arch = self._prepare(trial)
-            if arch is None:  # told already (twin, invalid fixed architecture)
-                continue
+        while self._ready or self._budget_left():
+            if self._ready:
+                with self._lock:
+                    trial, arch = self._ready.pop(0)
+            else:
+                trial = self.study.ask()
+                self.study._storage.record_heartbeat(trial._trial_id)
+                arch = self._prepare(trial)
+                if arch is None:  # told already (twin, invalid fixed architecture) or parked
+                    continue
             with self._lock:
                 self.live[trial_id] = trial
+                self._live_arch[trial.number] = arch.arch_id
             self._started[trial.number] = time.monotonic()
             if self.progress is not None:
                 self.progress.start(self._done, front_size(self.study), trial.number, arch.summary())
             return {**self.trainable_cfg, "arch": arch.to_json(), "number": trial.number}
+        # parked twins wait for a trial in flight, so an empty ``live`` means nothing is owed
         return Searcher.FINISHED if not self.live else None
 
     def _prepare(self, trial: optuna.Trial):
-        """Sample and record the candidate; returns the ArchSpec, or None when the trial was told here."""
+        """Sample and record the candidate; returns the ArchSpec, or None when the trial was told
+        here or parked behind a trial in flight with the same architecture."""
         try:
             arch, twin = self.objective.prepare(trial)
         except TrialError as e:
@@ -120,7 +138,12 @@ class StudySearcher(Searcher):
         if twin is not None and twin.number in retried:  # the run this trial retries is no twin
             twin = None
         if twin is None:
-            return arch
+            running = [n for n, a in self._live_arch.items() if a == arch.arch_id]
+            if not running:
+                return arch
+            with self._lock:
+                self._parked.setdefault(running[0], []).append((trial, arch))
+            return None
         try:
             self._complete(trial, self.objective.reuse(trial, twin))
         except TrialError as e:
@@ -128,19 +151,37 @@ class StudySearcher(Searcher):
         return None
 
     # ----------------------------------------------------------------------- telling
-    def _finished(self, trial: optuna.Trial) -> None:
+    def _finished(self, trial: optuna.Trial, reusable: bool = True) -> None:
         self._done = budget_count(self.study)
         self.ran += 1
+        t = self.study._storage.get_trial(trial._trial_id)
         if self.progress is not None:
-            t = self.study._storage.get_trial(trial._trial_id)
             detail = (f"stopped by the scheduler at step {t.user_attrs.get('pruned_at_step')}"
                       if t.state == TrialState.PRUNED else _detail(t, self.names))
             self.progress.end(self._done, front_size(self.study), t.number, t.state.name, detail)
+        self._release(t, reusable)
 
-    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+    def _release(self, original: optuna.trial.FrozenTrial, reusable: bool) -> None:
+        """``original`` finished: its parked twins reuse its metrics (or failure) as a twin found
+        finished would; when it has none to reuse (stopped by the scheduler, worker died) they run."""
+        with self._lock:
+            twins = self._parked.pop(original.number, [])
+        reuse = reusable and (original.state == TrialState.COMPLETE and "metrics" in original.user_attrs
+                              or original.state == TrialState.FAIL and original.user_attrs.get("error"))
+        for trial, arch in twins:
+            if not reuse:
+                with self._lock:
+                    self._ready.append((trial, arch))
+                continue
+            try:
+                self._complete(trial, self.objective.reuse(trial, original))
+            except TrialError as e:
+                self._fail(trial, str(e))
+
+    def _fail(self, trial: optuna.Trial, reason: str, reusable: bool = True) -> None:
         trial.set_user_attr("error", reason)
         self.study.tell(trial, state=TrialState.FAIL)
-        self._finished(trial)
+        self._finished(trial, reusable)
 
     def _complete(self, trial: optuna.Trial, metrics: dict) -> None:
         try:
@@ -152,7 +193,10 @@ class StudySearcher(Searcher):
 
     def _pop(self, trial_id: str) -> Optional[optuna.Trial]:
         with self._lock:
-            return self.live.pop(trial_id, None)
+            trial = self.live.pop(trial_id, None)
+            if trial is not None:
+                self._live_arch.pop(trial.number, None)
+            return trial
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if error:
@@ -179,7 +223,7 @@ class StudySearcher(Searcher):
         trial = self._pop(trial_id)
         if trial is None:
             return
-        self._fail(trial, f"worker process died at step {step}: {reason}")
+        self._fail(trial, f"worker process died at step {step}: {reason}", reusable=False)
         frozen = self.study._storage.get_trial(trial._trial_id)
         history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
         if len(history) > self.config.max_retry:
@@ -201,8 +245,9 @@ class StudySearcher(Searcher):
 
         numbers = []
         with self._lock:
-            live, self.live = dict(self.live), {}
-        for trial in live.values():
+            owed = self._waiting()
+            self.live, self._live_arch, self._parked, self._ready = {}, {}, {}, []
+        for trial in owed:
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("error", "interrupted (driver stopped); queued again for the next run")
             self.study.tell(trial, state=TrialState.FAIL)
