@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def _start(space, url, study, cwd, trials=3):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # one torch thread: on a loaded machine two threads per process thrash (10x slower steps)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([*NAS, "search", "--space", str(space), "--study", study, "--storage", url,
                              "--trials", str(trials), "--heartbeat", "1", "--sampler", "random"],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -37,7 +38,8 @@ def _wait_running(url, study, min_complete, proc, timeout=240):
         except KeyError:  # the study is not created yet
             pass
         time.sleep(0.2)
-    raise AssertionError("no running trial appeared")
+    proc.kill()  # never leave the search running behind a failed test
+    raise AssertionError(f"no running trial appeared: {proc.communicate()}")
 
 
 def test_sigkill_then_resume(tmp_path):
