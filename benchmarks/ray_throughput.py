@@ -7,7 +7,9 @@ architectures) in a fresh SQLite study, early stopping off so every trial does t
 Torch threads: local and Ray-1 use all cores for their one trial; Ray-2 gives each trial
 cores / 2 threads. Reported per configuration: wall time of the backend's run() (Ray start and
 shutdown included, and separately without them), trials per hour, and for Ray the overhead per
-trial = driver-side wall time of a trial (ask -> tell) minus the worker's own evaluation time.
+trial = driver-side wall time of a trial (ask -> tell) minus the worker's own evaluation time; and
+per trial the evaluation time, the training part of it, and the time the worker was blocked on the
+latency lock (nas/locks.py: a trainer waiting for a measurement, a measurement for trainers).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     done = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get("reused_from") is None]
     evals = [t.user_attrs["metrics"]["eval_seconds"] for t in done]
     overhead = [t.user_attrs["wall_seconds"] - t.user_attrs["metrics"]["eval_seconds"] for t in done]
+    trains = [t.user_attrs["metrics"]["train_seconds"] for t in done]
+    waits = [t.user_attrs.get("worker", {}).get("lock_wait_s", 0.0) for t in done]
     return {
         "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
         "trials": len(done),
@@ -84,6 +88,8 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         "ray_shutdown_s": shutdown,
         "trials_per_hour": 3600 * len(done) / trials_wall,
         "mean_eval_s": statistics.mean(evals),
+        "mean_train_s": statistics.mean(trains),
+        "mean_lock_wait_s": statistics.mean(waits),
         "overhead_s": statistics.median(overhead) if backend == "ray" else float("nan"),
     }
 
@@ -112,12 +118,14 @@ def main():
             print(f"  done {rows[-1]}; load: {_load()}", flush=True)
     steps = f", train steps {args.steps}" if args.steps else ""
     print(f"\n{args.trials} trials of space {args.space!r}{steps}, early stopping off\n")
-    hdr = f"{'config':<26}{'trials/h':>10}{'run() s':>10}{'ray start s':>13}{'shutdown s':>12}{'eval s/trial':>14}{'overhead s/trial':>18}"
+    hdr = (f"{'config':<26}{'trials/h':>10}{'run() s':>10}{'ray start s':>13}{'shutdown s':>12}{'eval s/trial':>14}"
+           f"{'train s/trial':>15}{'lock wait s/trial':>19}{'overhead s/trial':>18}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         print(f"{r['config']:<26}{r['trials_per_hour']:>10.0f}{r['trials_wall_s']:>10.1f}{r['ray_start_s']:>13.1f}"
-              f"{r['ray_shutdown_s']:>12.1f}{r['mean_eval_s']:>14.2f}{r['overhead_s']:>18.2f}")
+              f"{r['ray_shutdown_s']:>12.1f}{r['mean_eval_s']:>14.2f}{r['mean_train_s']:>15.2f}"
+              f"{r['mean_lock_wait_s']:>19.2f}{r['overhead_s']:>18.2f}")
     by = {r["config"].split(" (")[0]: r for r in rows}
     if "ray x1" in by and "ray x2" in by:
         print(f"\nray x2 / ray x1 throughput: {by['ray x2']['trials_per_hour'] / by['ray x1']['trials_per_hour']:.2f}x "

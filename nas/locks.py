@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["DeviceLock", "MODES", "default_lock_dir"]
@@ -44,6 +45,7 @@ class DeviceLock:
             raise ValueError(f"lock mode {mode!r} is not one of {list(MODES)}")
         self.mode = mode
         self._shared = False
+        self.waited_s = 0.0  # time this handle spent blocked on the lock (trainers and measurements)
         if mode == "none":
             return
         d = Path(lock_dir) if lock_dir else default_lock_dir()
@@ -63,9 +65,11 @@ class DeviceLock:
         """Start training: wait for any measurement in progress or waiting, then hold shared."""
         if self.mode != "rw" or self._shared:
             return
+        t0 = time.perf_counter()
         fcntl.flock(self._gate, fcntl.LOCK_SH)  # blocks while a measurement waits or runs
         fcntl.flock(self._gate, fcntl.LOCK_UN)
         fcntl.flock(self._main, fcntl.LOCK_SH)
+        self.waited_s += time.perf_counter() - t0
         self._shared = True
 
     def release_shared(self) -> None:
@@ -104,9 +108,11 @@ class DeviceLock:
             return
         was_shared = self._shared
         self.release_shared()
+        t0 = time.perf_counter()
         fcntl.flock(self._gate, fcntl.LOCK_EX)  # new trainers now wait at the turnstile
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)  # running trainers drain at their next step
+            self.waited_s += time.perf_counter() - t0
             try:
                 yield self
             finally:

@@ -169,5 +169,6 @@ def test_device_lock_pauses_trainers_during_a_measurement(tmp_path):
     for t in threads:
         t.join(10)
     assert measured.is_set() and other_in.is_set()
+    assert timer.waited_s >= 0.15  # blocked behind the training step, and it says so
     for lock in (trainer, other, timer):
         lock.close()

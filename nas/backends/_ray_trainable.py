@@ -92,5 +92,7 @@ def evaluate_trial(cfg: dict) -> None:
     except Exception as e:  # building, training or timing crashed: a trial state, not a worker crash
         result.update(step=reached["step"], error=_reason(e))
     finally:
+        node["lock_wait_s"] = round(lock.waited_s, 4)
+        result["worker"] = json.dumps(node)
         lock.close()
     tune.report(result)
