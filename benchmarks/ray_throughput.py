@@ -79,6 +79,21 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     overhead = [t.user_attrs["wall_seconds"] - t.user_attrs["metrics"]["eval_seconds"] for t in done]
     trains = [t.user_attrs["metrics"]["train_seconds"] for t in done]
     waits = [t.user_attrs.get("worker", {}).get("lock_wait_s", 0.0) for t in done]
+    timing = [t.user_attrs["metrics"]["latency_runs"] * t.user_attrs["metrics"]["latency_ms"] / 1e3 for t in done]
+    converged = [bool(t.user_attrs["metrics"].get("latency_converged")) for t in done]
+    # where a Ray trial's time goes outside the worker: ask -> worker start, worker end -> tell, and
+    # on each worker process the idle time between one trial's end and its next trial's start
+    to_start, to_tell, idle = [], [], []
+    by_pid: dict = {}
+    for t in done:
+        w = t.user_attrs.get("worker", {})
+        if "started" in w and "ended" in w:
+            to_start.append(w["started"] - t.datetime_start.timestamp())
+            to_tell.append(t.datetime_complete.timestamp() - w["ended"])
+            by_pid.setdefault(w.get("pid"), []).append((w["started"], w["ended"]))
+    for spans in by_pid.values():
+        spans.sort()
+        idle += [b[0] - a[1] for a, b in zip(spans, spans[1:])]
     return {
         "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
         "trials": len(done),
@@ -90,6 +105,11 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         "mean_eval_s": statistics.mean(evals),
         "mean_train_s": statistics.mean(trains),
         "mean_lock_wait_s": statistics.mean(waits),
+        "mean_timing_s": statistics.mean(timing),
+        "converged": sum(converged) / len(converged),
+        "ask_to_start_s": statistics.median(to_start) if to_start else float("nan"),
+        "end_to_tell_s": statistics.median(to_tell) if to_tell else float("nan"),
+        "worker_idle_s": statistics.median(idle) if idle else float("nan"),
         "overhead_s": statistics.median(overhead) if backend == "ray" else float("nan"),
     }
 
@@ -126,6 +146,17 @@ def main():
         print(f"{r['config']:<26}{r['trials_per_hour']:>10.0f}{r['trials_wall_s']:>10.1f}{r['ray_start_s']:>13.1f}"
               f"{r['ray_shutdown_s']:>12.1f}{r['mean_eval_s']:>14.2f}{r['mean_train_s']:>15.2f}"
               f"{r['mean_lock_wait_s']:>19.2f}{r['overhead_s']:>18.2f}")
+    if any(r["config"].startswith("ray") for r in rows):
+        print("\nRay timeline per trial (medians): ask -> worker start, worker end -> tell, and a worker's idle time "
+              "between two trials")
+        for r in rows:
+            if r["config"].startswith("ray"):
+                print(f"  {r['config']:<24} ask->start {r['ask_to_start_s']:.2f} s   end->tell {r['end_to_tell_s']:.2f} s"
+                      f"   worker idle between trials {r['worker_idle_s']:.2f} s")
+    print("\nLatency timing per trial (runs x median, warm-up excluded) and share of measurements whose spread "
+          "converged under the target before latency.max_seconds:")
+    for r in rows:
+        print(f"  {r['config']:<24} {r['mean_timing_s']:.2f} s timed, {100 * r['converged']:.0f}% converged")
     by = {r["config"].split(" (")[0]: r for r in rows}
     if "ray x1" in by and "ray x2" in by:
         print(f"\nray x2 / ray x1 throughput: {by['ray x2']['trials_per_hour'] / by['ray x1']['trials_per_hour']:.2f}x "

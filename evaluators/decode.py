@@ -9,12 +9,11 @@ threads, warm-up and rounds until the spread is small; see :func:`evaluators.lat
 
 from __future__ import annotations
 
-import time
 
 import torch
 
 from evaluators.cost import example_input
-from evaluators.latency import LatencyConfig, _timed_rounds
+from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer
 from search_spaces.task_io import TaskIO
 
 __all__ = ["measure_decode"]
@@ -56,22 +55,8 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
             model.decode_step(last, cache)
         if cfg.device == "cuda":
             torch.cuda.synchronize()
-
-            def once() -> float:
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                model.decode_step(last, cache)
-                b.record()
-                b.synchronize()
-                return a.elapsed_time(b)
-        else:
-
-            def once() -> float:
-                t0 = time.perf_counter()
-                model.decode_step(last, cache)
-                return (time.perf_counter() - t0) * 1e3
-
-        timed = _timed_rounds(once, cfg)
+        timer = cuda_timer if cfg.device == "cuda" else cpu_timer
+        timed = _timed_rounds(timer(lambda: model.decode_step(last, cache)), cfg)
     finally:
         torch.set_num_threads(prev_threads)
         if cfg.device == "cuda":

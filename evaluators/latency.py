@@ -2,13 +2,15 @@
 
 CPU: a fixed torch thread count, warm-up runs, then rounds of timed runs; the median is the
 latency and MAD / median (the robust relative spread) is recorded beside it. Rounds continue
-until the spread is under ``target_spread`` or ``max_seconds`` is spent; both are recorded.
+until the spread is under ``target_spread`` or ``max_seconds`` is spent; both are recorded. A
+timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per call).
 Peak memory (``peak_mem_mb``): on CPU the tensors of one untimed forward, counted by
 ``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
@@ -31,6 +33,10 @@ class LatencyConfig:
     repeats: int = 15  # timed runs per round
     target_spread: float = 0.05  # stop when MAD / median is below this ...
     max_seconds: float = 5.0  # ... or when this much time has been spent timing
+    # a timed sample is k back-to-back calls (k chosen once, after warm-up) lasting at least this
+    # long, reported per call: sub-millisecond forwards are otherwise dominated by timer and
+    # scheduler jitter, and their spread rarely converges
+    min_sample_ms: float = 2.0
     device: str = "cpu"  # cpu | cuda
 
     @classmethod
@@ -66,24 +72,50 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
             model(x)
         peak_mb = peak_memory_bytes(model, x) / 2**20  # one forward of its own, untimed
 
-        def once() -> float:
-            t0 = time.perf_counter()
-            model(x)
-            return (time.perf_counter() - t0) * 1e3
-
-        return {**_timed_rounds(once, cfg), "peak_mem_mb": peak_mb}
+        return {**_timed_rounds(cpu_timer(lambda: model(x)), cfg), "peak_mem_mb": peak_mb}
     finally:
         torch.set_num_threads(prev_threads)
 
 
+def cpu_timer(call):
+    """``once(k)``: wall-clock ms of ``k`` back-to-back ``call()``s."""
+
+    def once(k: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(k):
+            call()
+        return (time.perf_counter() - t0) * 1e3
+
+    return once
+
+
+def cuda_timer(call):
+    """``once(k)``: ms between CUDA events recorded around ``k`` back-to-back ``call()``s."""
+
+    def once(k: int) -> float:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(k):
+            call()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+
+    return once
+
+
 def _timed_rounds(once, cfg: LatencyConfig) -> dict:
-    """Rounds of ``cfg.repeats`` calls of ``once()`` (-> ms) until the robust spread (MAD / median)
-    is under ``cfg.target_spread`` or ``cfg.max_seconds`` have passed."""
+    """Rounds of ``cfg.repeats`` samples ``once(k) / k`` (ms per call) until the robust spread
+    (MAD / median) is under ``cfg.target_spread`` or ``cfg.max_seconds`` have passed. ``k`` (calls
+    per sample) is the smallest count whose sample lasts ``cfg.min_sample_ms``, from one probe."""
+    start = time.perf_counter()
+    probe = once(1)
+    k = max(1, min(10_000, math.ceil(cfg.min_sample_ms / probe))) if probe > 0 else 1
     times: list[float] = []
-    start, rounds = time.perf_counter(), 0
+    rounds = 0
     while True:
         rounds += 1
-        times.extend(once() for _ in range(cfg.repeats))
+        times.extend(once(k) / k for _ in range(cfg.repeats))
         med, mad = _median_mad(times)
         spread = mad / med if med > 0 else 0.0
         converged = spread <= cfg.target_spread
@@ -93,7 +125,8 @@ def _timed_rounds(once, cfg: LatencyConfig) -> dict:
         "latency_ms": med,
         "latency_mad_ms": mad,
         "latency_spread": spread,
-        "latency_runs": len(times),
+        "latency_runs": len(times),  # timed samples
+        "latency_calls_per_sample": k,
         "latency_rounds": rounds,
         "latency_converged": bool(converged),
     }
@@ -113,15 +146,7 @@ def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dic
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
 
-    def once() -> float:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        model(x)
-        b.record()
-        b.synchronize()
-        return a.elapsed_time(b)
-
-    result = _timed_rounds(once, cfg)
+    result = _timed_rounds(cuda_timer(lambda: model(x)), cfg)
     result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     model.to("cpu")
     return result

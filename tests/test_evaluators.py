@@ -104,6 +104,23 @@ def test_evaluate_returns_every_metric():
         assert k in m, k
 
 
+def test_timed_samples_batch_calls_to_the_minimum_sample_time():
+    from evaluators.latency import _timed_rounds
+
+    calls = []
+
+    def once(k):  # a call that costs exactly 0.5 ms
+        calls.append(k)
+        return 0.5 * k
+
+    r = _timed_rounds(once, LatencyConfig(repeats=5, min_sample_ms=2.0))
+    assert r["latency_calls_per_sample"] == 4 and calls == [1] + [4] * 5  # one probe, then 5 samples of 4
+    assert r["latency_ms"] == pytest.approx(0.5) and r["latency_converged"] and r["latency_runs"] == 5
+    calls.clear()
+    r = _timed_rounds(once, LatencyConfig(repeats=3, min_sample_ms=0.0))
+    assert r["latency_calls_per_sample"] == 1 and calls == [1, 1, 1, 1]
+
+
 def test_settings_validation():
     with pytest.raises(KeyError, match=r"train\.stpes: unknown setting"):
         TrainConfig.from_dict({"stpes": 3})

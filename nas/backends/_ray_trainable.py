@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import time
 
 __all__ = ["evaluate_trial"]
 
@@ -62,7 +63,9 @@ def evaluate_trial(cfg: dict) -> None:
     lock = DeviceLock(settings.latency.device, mode=cfg["lock_mode"])
     window: list[float] = []
     reached = {"step": 0}
-    node = {"host": socket.gethostname(), "pid": os.getpid()}
+    # started/ended: wall-clock times (s since the epoch) at which the worker began and finished the
+    # trial; with the study's ask/tell times they show where a trial's time went outside the worker
+    node = {"host": socket.gethostname(), "pid": os.getpid(), "started": round(time.time(), 3)}
     try:
         import ray
 
@@ -93,6 +96,7 @@ def evaluate_trial(cfg: dict) -> None:
         result.update(step=reached["step"], error=_reason(e))
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
+        node["ended"] = round(time.time(), 3)
         result["worker"] = json.dumps(node)
         lock.close()
     tune.report(result)
