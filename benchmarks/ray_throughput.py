@@ -15,6 +15,7 @@ latency lock (nas/locks.py: a trainer waiting for a measurement, a measurement f
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -36,12 +37,11 @@ def _load() -> str:
 def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trials: int, tmp: Path,
             steps: int | None = None) -> dict:
     import ray
+    import yaml
 
     from nas.config import SearchConfig, load_space_checked
     from nas.study import create_or_load_study
     from search_spaces.space import _resolve
-
-    import yaml
 
     text = _resolve(space).read_text()
     if steps:
@@ -93,7 +93,7 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
             by_pid.setdefault(w.get("pid"), []).append((w["started"], w["ended"]))
     for spans in by_pid.values():
         spans.sort()
-        idle += [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        idle += [b[0] - a[1] for a, b in itertools.pairwise(spans)]
     return {
         "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
         "trials": len(done),

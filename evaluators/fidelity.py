@@ -238,7 +238,8 @@ def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", targe
         for _, r in c.sort_values("tau", ascending=False, na_position="last").iterrows():
             orient = ("noise ceiling (one reference seed ranks the other)" if r["proxy"] == SEED_AGREEMENT else
                       "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better")
-            meets = "n/a" if math.isnan(r["tau"]) else ("yes" if r["tau"] >= target else "no")
+            meets = ("n/a" if math.isnan(r["tau"]) else "(ceiling)" if r["proxy"] == SEED_AGREEMENT
+                     else "yes" if r["tau"] >= target else "no")
             lines.append(f"| {r['proxy']} | {orient} | {_fmt(r['tau'])} [{_fmt(r['tau_lo'])}, {_fmt(r['tau_hi'])}] "
                          f"| {_fmt(r['rho'])} [{_fmt(r['rho_lo'])}, {_fmt(r['rho_hi'])}] | {meets} |")
         lines.append("")
