@@ -4,7 +4,8 @@ Shared by every backend. What is stored on the trial (user attrs, all JSON primi
 ``arch_id``, ``arch`` (canonical JSON), ``summary``, ``metrics`` (every metric evaluate()
 returned), ``constraints`` (values <= 0 are satisfied), ``fixed_arch`` (set when enqueuing a trial: an
 ArchSpec JSON evaluated instead of sampling), ``reused_from`` (trial number whose
-metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C).
+metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C), ``worker_died`` (the Ray
+worker running it died: not the architecture's outcome, so never reused for a twin).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class Objective:
                 continue
             if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
                 return t
-            if t.state == TrialState.FAIL and t.user_attrs.get("error") and not t.user_attrs.get("interrupted"):
+            # a failure of the architecture is its outcome; a stopped run or a dead worker is not
+            if (t.state == TrialState.FAIL and t.user_attrs.get("error") and not t.user_attrs.get("interrupted")
+                    and not t.user_attrs.get("worker_died")):
                 return t
         return None
 

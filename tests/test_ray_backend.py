@@ -9,6 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from nas.backends import ray as ray_backend  # noqa: E402
@@ -172,3 +173,15 @@ def test_device_lock_pauses_trainers_during_a_measurement(tmp_path):
     assert timer.waited_s >= 0.15  # blocked behind the training step, and it says so
     for lock in (trainer, other, timer):
         lock.close()
+
+
+def test_a_dead_worker_is_not_an_architectures_outcome():
+    """A trial failed because its worker died is not reused for a later twin; a real failure is."""
+    from nas.objective import Objective
+
+    study = optuna.create_study()
+    for attrs in ({"arch_id": "a", "error": "worker process died at step 3: killed", "worker_died": True},
+                  {"arch_id": "b", "error": "training loss became nan at step 2"}):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
+    assert Objective._twin(None, study, "a", 99) is None
+    assert Objective._twin(None, study, "b", 99).user_attrs["arch_id"] == "b"

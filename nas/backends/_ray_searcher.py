@@ -223,6 +223,7 @@ class StudySearcher(Searcher):
         trial = self._pop(trial_id)
         if trial is None:
             return
+        trial.set_user_attr("worker_died", True)  # not the architecture's outcome: twins run themselves
         self._fail(trial, f"worker process died at step {step}: {reason}", reusable=False)
         frozen = self.study._storage.get_trial(trial._trial_id)
         history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
@@ -231,7 +232,7 @@ class StudySearcher(Searcher):
             return
         self.study.add_trial(optuna.create_trial(
             state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
-            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k not in ("error", "worker")},
+            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k not in ("error", "worker", "worker_died")},
                         "retry_of": frozen.number},
             system_attrs={**frozen.system_attrs, "failed_trial": frozen.number, "retry_history": history},
         ))
