@@ -13,7 +13,7 @@ from evaluators.cost import count_params, decode_state_mb, flops_per_sample
 from evaluators.decode import measure_decode
 from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
-from evaluators.latency import LatencyConfig, measure_latency
+from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
@@ -155,8 +155,11 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             train_loss_sum=result.loss_sum,
             train_seconds=result.seconds,
         )
+        cpu = settings.latency.device == "cpu"
+        if cpu:  # counted, not timed: no need to hold the device alone for it
+            metrics["peak_mem_mb"] = peak_memory_mb(model, task.io, settings.latency)
         with latency_lock if latency_lock is not None else contextlib.nullcontext():
-            metrics.update(measure_latency(model, task.io, settings.latency))
+            metrics.update(measure_latency(model, task.io, settings.latency, memory=not cpu))
             if settings.decode:
                 metrics.update(measure_decode(model, task.io, settings.latency))
     except TrialFailure:

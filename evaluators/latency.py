@@ -22,7 +22,7 @@ from evaluators.cost import example_input
 from evaluators.memory import peak_memory_bytes
 from search_spaces.task_io import TaskIO
 
-__all__ = ["LatencyConfig", "measure_latency", "environment"]
+__all__ = ["LatencyConfig", "environment", "measure_latency", "peak_memory_mb"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,16 @@ def _median_mad(xs: list[float]) -> tuple[float, float]:
 
 
 @torch.inference_mode()
-def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = LatencyConfig()) -> dict:
+def peak_memory_mb(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = LatencyConfig()) -> float:
+    """MiB of tensors one forward at the latency shape allocates (CPU, ``evaluators.memory``): exact
+    and independent of machine load, so it needs no quiet device (parallel backends count it
+    outside the latency lock)."""
+    model.eval()
+    return peak_memory_bytes(model, example_input(io, cfg.batch_size)) / 2**20
+
+
+def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = LatencyConfig(), *,
+                    memory: bool = True) -> dict:
     """Time ``model(x)`` for a batch of ``cfg.batch_size`` at the task's input shape.
 
     Returns latency_ms (median), latency_mad_ms, latency_spread (MAD/median), latency_runs,
@@ -70,9 +79,9 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     try:
         for _ in range(cfg.warmup):
             model(x)
-        peak_mb = peak_memory_bytes(model, x) / 2**20  # one forward of its own, untimed
-
-        return {**_timed_rounds(cpu_timer(lambda: model(x)), cfg), "peak_mem_mb": peak_mb}
+        # one forward of its own, untimed (memory=False: the caller counts it, outside a latency lock)
+        extra = {"peak_mem_mb": peak_memory_bytes(model, x) / 2**20} if memory else {}
+        return {**_timed_rounds(cpu_timer(lambda: model(x)), cfg), **extra}
     finally:
         torch.set_num_threads(prev_threads)
 

@@ -289,3 +289,20 @@ def test_search_records_decode_ms(tmp_path):
     df = nas.load_trials(url, "d")
     done = df[df.state == "COMPLETE"]
     assert len(done) == 2 and (done["decode_ms"] > 0).all() and (done["latency_ms"] > 0).all()
+
+
+def test_evaluate_counts_peak_memory_outside_the_latency_lock(monkeypatch):
+    arch = ArchSpec(StemSpec("embed"), (StageSpec(32, (_blk("softmax", heads=2),)),), causal=True)
+    base = {"task": MQAR[0], "task_params": MQAR[1], "train": TrainConfig(steps=2, batch_size=8), "latency": FAST}
+    held, seen = [], []
+
+    @contextlib.contextmanager
+    def lock():
+        held.append(True)
+        yield
+        held.pop()
+
+    real = evaluate_mod.peak_memory_mb
+    monkeypatch.setattr(evaluate_mod, "peak_memory_mb", lambda *a: seen.append(list(held)) or real(*a))
+    m = evaluate(arch, EvalSettings(**base), latency_lock=lock())
+    assert seen == [[]] and m["peak_mem_mb"] > 0  # counted once, not under the lock
