@@ -20,7 +20,10 @@ def _start(space, url, study, cwd, trials=3):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([*NAS, "search", "--space", str(space), "--study", study, "--storage", url,
                              "--trials", str(trials), "--heartbeat", "1", "--sampler", "random"],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell that runs the suite in the background leaves SIGINT ignored, and
+                            # Python then never raises KeyboardInterrupt: give the search the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_running(url, study, min_complete, proc, timeout=240):
