@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
-from pathlib import Path
 
-# the repository root first, and not benchmarks/ (its kernels.py would shadow the kernels package)
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 
 def reference_designs(dim: int, depth: int) -> dict:

@@ -24,9 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-# benchmarks/kernels.py would shadow the kernels package
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 
 def main() -> None:

@@ -23,8 +23,7 @@ import time
 from functools import partial
 
 # This file is itself named kernels.py: drop its folder from the path so `import kernels` is the package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import _repo_path  # noqa: E402, F401
 
 import torch
 import torch.nn.functional as F

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+
 WORKER = r"""
 import json, sys, torch
 from nas.config import load_space_checked

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-# the repository root first, and not benchmarks/ (its kernels.py would shadow the kernels package)
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 import kernels  # after the sys.path fix above
 from kernels import local

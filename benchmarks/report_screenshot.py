@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

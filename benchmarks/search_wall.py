@@ -16,6 +16,8 @@ import platform
 import subprocess
 import sys
 import tempfile
+
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 import time
 from pathlib import Path
 
