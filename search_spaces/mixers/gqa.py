@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-import kernels
-from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
+from search_spaces.mixers.softmax import KVAttention
+from search_spaces.registry import Param, divides, register_mixer
 
 
 def kv_heads_divide_heads(dim: int, params: dict):
@@ -27,7 +27,7 @@ def kv_heads_divide_heads(dim: int, params: dict):
     rules=(divides("heads"), kv_heads_divide_heads),
     family="attention",
 )
-class GroupedQueryAttention(Mixer):
+class GroupedQueryAttention(KVAttention):
     """Grouped-query attention (Ainslie et al. 2023; MQA: Shazeer 2019), the baseline of the SQA paper.
 
     ``heads`` query heads of width ``dim / heads``; ``kv_heads`` key/value heads, each shared by
@@ -57,22 +57,3 @@ class GroupedQueryAttention(Mixer):
         q = self.q(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, hd)
         kv = self.kv(x).view(B, N, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, g, N, hd)
         return (q, *kv.unbind(0))
-
-    def forward(self, x, hw=None):
-        B, N, C = x.shape
-        q, k, v = self._qkv(x)
-        y = kernels.attention(q, k, v, causal=self.causal)  # (B, h, N, hd)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
-
-    def _init_cache(self, batch, max_len, device, dtype):
-        return kv_buffers(batch, self.kv_heads, max_len, self.head_dim, device=device, dtype=dtype), {}
-
-    def _extend(self, x, cache):
-        """The n tokens after the cache's pos: append their K/V and attend (see softmax)."""
-        B, N, C = x.shape
-        q, k, v = self._qkv(x)
-        k, v = cache.append(k=k, v=v)  # (B, g, pos+n, hd)
-        y = kernels.attention(q, k, v, causal=N > 1)  # (B, h, n, hd)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C)), cache.advanced(N)
-
-    _prefill = _step = _extend

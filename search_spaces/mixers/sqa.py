@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-import kernels
-from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
+from search_spaces.mixers.softmax import KVAttention
+from search_spaces.registry import Param, divides, register_mixer
 
 
 def sqa_heads_rule(dim: int, params: dict):
@@ -30,7 +30,7 @@ def sqa_heads_rule(dim: int, params: dict):
     rules=(divides("heads"), sqa_heads_rule),
     family="attention",
 )
-class SparseQueryAttention(Mixer):
+class SparseQueryAttention(KVAttention):
     """Sparse Query Attention (Filipek 2025): reduce query heads instead of K/V heads.
 
     Head width ``d = dim / heads`` is set by the budget H = ``heads``, but only ``q_heads`` query
@@ -61,22 +61,3 @@ class SparseQueryAttention(Mixer):
         q = self.q(x).view(B, N, self.q_heads, self.head_dim).transpose(1, 2)  # (B, Hq, N, d)
         kv = self.kv(x).view(B, N, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, Hkv, N, d)
         return (q, *kv.unbind(0))
-
-    def forward(self, x, hw=None):
-        B, N, _ = x.shape
-        q, k, v = self._qkv(x)
-        y = kernels.attention(q, k, v, causal=self.causal)  # (B, Hq, N, d)
-        return self.proj(y.transpose(1, 2).reshape(B, N, self.q_heads * self.head_dim))
-
-    def _init_cache(self, batch, max_len, device, dtype):
-        return kv_buffers(batch, self.kv_heads, max_len, self.head_dim, device=device, dtype=dtype), {}
-
-    def _extend(self, x, cache):
-        """The n tokens after the cache's pos: append their K/V and attend (see softmax)."""
-        B, N, _ = x.shape
-        q, k, v = self._qkv(x)
-        k, v = cache.append(k=k, v=v)  # (B, Hkv, pos+n, d)
-        y = kernels.attention(q, k, v, causal=N > 1)  # (B, Hq, n, d)
-        return self.proj(y.transpose(1, 2).reshape(B, N, self.q_heads * self.head_dim)), cache.advanced(N)
-
-    _prefill = _step = _extend
