@@ -18,11 +18,10 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _repo_path  # noqa: E402, F401  (repository root first; benchmarks/kernels.py off the path)
 
 
 def _load() -> str:

@@ -19,12 +19,11 @@ import itertools
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _repo_path  # noqa: E402, F401  (repository root first; benchmarks/kernels.py off the path)
 
 
 LOCK = "rw"  # set from --latency-lock

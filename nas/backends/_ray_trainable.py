@@ -83,7 +83,7 @@ def evaluate_trial(cfg: dict) -> None:
             window.clear()
         lock.yield_shared()  # a latency measurement waiting elsewhere goes first
 
-    result = {"step": 0, "loss": float("inf"), "final": True, "worker": json.dumps(node)}
+    result = {"step": 0, "loss": float("inf"), "final": True}  # "worker" is added once the trial ends
     try:
         with lock.shared():
             metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive())
