@@ -18,19 +18,32 @@ import argparse
 import itertools
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: E402, F401  (repository root first; benchmarks/kernels.py off the path)
-
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 LOCK = "rw"  # set from --latency-lock
 
 
 def _load() -> str:
     return os.popen("uptime").read().strip()
+
+
+def steady_rate(spans_by_worker: dict) -> tuple[float, int]:
+    """Trials per hour once every worker is warm: from the moment the last worker finished its
+    first trial (Ray actor start, imports and first-call costs are paid by then) to the end of
+    the last trial, counting the trials that ended in that window. (nan, 0) when it is empty."""
+    firsts = [min(e for _, e in spans) for spans in spans_by_worker.values() if spans]
+    if not firsts:
+        return float("nan"), 0
+    t_a = max(firsts)
+    t_b = max(e for spans in spans_by_worker.values() for _, e in spans)
+    n = sum(1 for spans in spans_by_worker.values() for _, e in spans if t_a < e <= t_b)
+    return (3600 * n / (t_b - t_a), n) if n and t_b > t_a else (float("nan"), 0)
 
 
 def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trials: int, tmp: Path,
@@ -67,8 +80,11 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     else:
         from nas.backends.local import run
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     run(study, config, log=lambda m: None)
     trials_wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    driver_cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     t1 = time.perf_counter()
     if backend == "ray":
         ray.shutdown()
@@ -93,6 +109,9 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     for spans in by_pid.values():
         spans.sort()
         idle += [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+    if backend == "local":  # one worker: the driver process itself
+        by_pid = {"local": sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in done)}
+    steady = steady_rate(by_pid)
     return {
         "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
         "trials": len(done),
@@ -110,13 +129,47 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         "end_to_tell_s": statistics.median(to_tell) if to_tell else float("nan"),
         "worker_idle_s": statistics.median(idle) if idle else float("nan"),
         "overhead_s": statistics.median(overhead) if backend == "ray" else float("nan"),
+        "driver_cpu_s": driver_cpu,
+        "steady_per_hour": steady[0],
+        "steady_trials": steady[1],
     }
+
+
+def report(rows: list[dict]) -> None:
+    """One repeat's table: throughput, where a trial's time goes, the Ray timeline, latency timing."""
+    hdr = (f"{'config':<24}{'trials/h':>9}{'steady/h':>9}{'run() s':>9}{'ray start s':>12}{'shutdown s':>11}"
+           f"{'eval s':>8}{'train s':>8}{'lock wait s':>12}{'overhead s':>11}{'driver cpu s':>13}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['config']:<24}{r['trials_per_hour']:>9.0f}{r['steady_per_hour']:>9.0f}{r['trials_wall_s']:>9.1f}"
+              f"{r['ray_start_s']:>12.1f}{r['ray_shutdown_s']:>11.1f}{r['mean_eval_s']:>8.2f}{r['mean_train_s']:>8.2f}"
+              f"{r['mean_lock_wait_s']:>12.2f}{r['overhead_s']:>11.2f}{r['driver_cpu_s']:>13.1f}")
+    print("(eval, train, lock wait and overhead are per trial; steady/h counts the trials that ended after every "
+          "worker had finished its first one; driver cpu is the driver process's CPU time during run(), which "
+          "for local includes the trials)")
+    for r in rows:
+        if r["config"].startswith("ray"):
+            print(f"  {r['config']:<22} ask->start {r['ask_to_start_s']:.2f} s, end->tell {r['end_to_tell_s']:.2f} s,"
+                  f" worker idle between trials {r['worker_idle_s']:.2f} s (medians)")
+    for r in rows:
+        print(f"  {r['config']:<22} latency timed {r['mean_timing_s']:.2f} s per trial, {100 * r['converged']:.0f}% "
+              "converged before latency.max_seconds")
+    by = {r["config"].split(" (")[0]: r for r in rows}
+    if "ray x1" in by and "ray x2" in by:
+        print(f"  ray x2 / ray x1 throughput: whole run {by['ray x2']['trials_per_hour'] / by['ray x1']['trials_per_hour']:.2f}x"
+              f", steady state {by['ray x2']['steady_per_hour'] / by['ray x1']['steady_per_hour']:.2f}x (target >= 1.7x)")
+    if "local x1" in by and "ray x1" in by:
+        per = (by["ray x1"]["trials_wall_s"] - by["local x1"]["trials_wall_s"]) / by["ray x1"]["trials"]
+        print(f"  ray x1 vs local, extra wall time per trial: {per:.2f} s (target < 1 s)")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="tiny")
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every configuration this many times, alternating the order; medians are reported")
     ap.add_argument("--only", choices=["local", "ray1", "ray2"], action="append")
     ap.add_argument("--steps", type=int, default=None, help="override the space's train steps (shorter runs)")
     ap.add_argument("--latency-lock", default="rw", choices=["rw", "mutex", "none"],
@@ -128,41 +181,36 @@ def main():
     cores = os.cpu_count() or 2
     runs = [("local", "local", 1, cores), ("ray1", "ray", 1, cores), ("ray2", "ray", 2, max(1, cores // 2))]
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; load before: {_load()}")
-    rows = []
+    picked = [r for r in runs if not args.only or r[0] in args.only]
+    reps: list[list[dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for key, backend, workers, cpt in runs:
-            if args.only and key not in args.only:
-                continue
-            rows.append(run_one(args.space, backend, workers, cpt, args.trials, Path(tmp), args.steps))
-            print(f"  done {rows[-1]}; load: {_load()}", flush=True)
+        for rep in range(args.repeats):
+            # the VM's speed drifts over minutes: alternate the order so no configuration always runs first
+            order = picked if rep % 2 == 0 else picked[::-1]
+            got = {}
+            for key, backend, workers, cpt in order:
+                sub = Path(tmp) / f"rep{rep}"
+                sub.mkdir(exist_ok=True)
+                got[key] = run_one(args.space, backend, workers, cpt, args.trials, sub, args.steps)
+                print(f"  repeat {rep + 1}/{args.repeats} done {got[key]}; load: {_load()}", flush=True)
+            reps.append([got[k] for k, *_ in picked])
     steps = f", train steps {args.steps}" if args.steps else ""
-    print(f"\n{args.trials} trials of space {args.space!r}{steps}, early stopping off\n")
-    hdr = (f"{'config':<26}{'trials/h':>10}{'run() s':>10}{'ray start s':>13}{'shutdown s':>12}{'eval s/trial':>14}"
-           f"{'train s/trial':>15}{'lock wait s/trial':>19}{'overhead s/trial':>18}")
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        print(f"{r['config']:<26}{r['trials_per_hour']:>10.0f}{r['trials_wall_s']:>10.1f}{r['ray_start_s']:>13.1f}"
-              f"{r['ray_shutdown_s']:>12.1f}{r['mean_eval_s']:>14.2f}{r['mean_train_s']:>15.2f}"
-              f"{r['mean_lock_wait_s']:>19.2f}{r['overhead_s']:>18.2f}")
-    if any(r["config"].startswith("ray") for r in rows):
-        print("\nRay timeline per trial (medians): ask -> worker start, worker end -> tell, and a worker's idle time "
-              "between two trials")
-        for r in rows:
-            if r["config"].startswith("ray"):
-                print(f"  {r['config']:<24} ask->start {r['ask_to_start_s']:.2f} s   end->tell {r['end_to_tell_s']:.2f} s"
-                      f"   worker idle between trials {r['worker_idle_s']:.2f} s")
-    print("\nLatency timing per trial (runs x median, warm-up excluded) and share of measurements whose spread "
-          "converged under the target before latency.max_seconds:")
-    for r in rows:
-        print(f"  {r['config']:<24} {r['mean_timing_s']:.2f} s timed, {100 * r['converged']:.0f}% converged")
-    by = {r["config"].split(" (")[0]: r for r in rows}
-    if "ray x1" in by and "ray x2" in by:
-        print(f"\nray x2 / ray x1 throughput: {by['ray x2']['trials_per_hour'] / by['ray x1']['trials_per_hour']:.2f}x "
-              f"(target >= 1.7x)")
-    if "local x1" in by and "ray x1" in by:
-        per = (by["ray x1"]["trials_wall_s"] - by["local x1"]["trials_wall_s"]) / by["ray x1"]["trials"]
-        print(f"ray x1 vs local, extra wall time per trial: {per:.2f} s (target < 1 s)")
+    print(f"\n{args.trials} trials of space {args.space!r}{steps}, early stopping off, {args.repeats} repeat(s)")
+    for rep, rows in enumerate(reps):
+        print(f"\nrepeat {rep + 1}" + (" (order reversed)" if rep % 2 else ""))
+        report(rows)
+    keys = [r["config"].split(" (")[0] for r in reps[0]]
+    if args.repeats > 1:
+        print(f"\nmedians over {args.repeats} repeats:")
+        for i, k in enumerate(keys):
+            print(f"  {k:<8} trials/h whole run {statistics.median(r[i]['trials_per_hour'] for r in reps):6.0f},"
+                  f" steady state {statistics.median(r[i]['steady_per_hour'] for r in reps):6.0f}")
+    if "ray x1" in keys and "ray x2" in keys:
+        i1, i2 = keys.index("ray x1"), keys.index("ray x2")
+        for what, field in (("whole run", "trials_per_hour"), ("steady state", "steady_per_hour")):
+            ratios = [r[i2][field] / r[i1][field] for r in reps]
+            print(f"ray x2 / ray x1, {what}: {', '.join(f'{x:.2f}' for x in ratios)} -> median "
+                  f"{statistics.median(ratios):.2f}x (target >= 1.7x)")
     print(f"load after: {_load()}")
 
 

@@ -137,6 +137,7 @@ def search(
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.01, help="ray backend: CPUs (and torch threads) per trial"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="ray backend: GPUs per trial"),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="ray backend: ASHA stops weak candidates (see docs/ray.md)"),
+    latency_lock: str = typer.Option("rw", "--latency-lock", help="ray backend: rw (training pauses while a latency is timed) | mutex (timings one at a time, training goes on) | none"),
     baselines: bool = typer.Option(False, "--baselines", help="also evaluate literature reference designs sized to the space (marked in results)"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
@@ -149,6 +150,10 @@ def search(
 
     if backend not in list_backends():
         raise UserError(f"--backend: {backend!r} is not one of {list_backends()}")
+    from nas.locks import MODES
+
+    if latency_lock not in MODES:
+        raise UserError(f"--latency-lock: {latency_lock!r} is not one of {list(MODES)}")
     path = Path(space)
     text = path.read_text() if path.suffix in (".yaml", ".yml") and path.exists() else None
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
@@ -162,7 +167,7 @@ def search(
                           workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
                           grace_period=4 * heartbeat,
                           extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-                                 "asha": early_stop}
+                                 "asha": early_stop, "latency_lock": latency_lock}
                           if backend == "ray" else {})
     st, stored, created = create_or_load_study(config)
     if not created:

@@ -86,6 +86,8 @@ def test_study_name_reused_with_other_space(tmp_path):
 def test_bad_options(tmp_path):
     _check(run_nas("search", "--sampler", "grid", cwd=tmp_path), "--sampler")
     _check(run_nas("search", "--backend", "slurm", cwd=tmp_path), "--backend")
+    _check(run_nas("search", "--backend", "ray", "--latency-lock", "loose", cwd=tmp_path), "--latency-lock")
+    assert not list(tmp_path.glob("results/*.db")) and not list(tmp_path.glob("*.db"))  # refused before a study
     p = write_space(tmp_path, steps=1)
     url = f"sqlite:///{tmp_path}/e.db"
     run_nas("search", "--space", p, "--study", "e", "--storage", url, "--trials", 1, cwd=tmp_path, check=True)

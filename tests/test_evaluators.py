@@ -95,6 +95,17 @@ def test_latency_fields_and_threads_restored():
     assert isinstance(r["latency_converged"], bool)
 
 
+def test_latency_is_timed_without_recording_autograd():
+    """The timed forward is an inference forward: no autograd graph is built while timing."""
+    task = make_task(*TASK)
+    m = build_model(_arch(), task.io)
+    seen = []
+    m.register_forward_hook(lambda mod, args, out: seen.append((torch.is_inference_mode_enabled(), out.grad_fn)))
+    measure_latency(m, task.io, LatencyConfig(repeats=3, max_seconds=0.1))
+    assert seen and all(inf and fn is None for inf, fn in seen)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()  # restored for the caller
+
+
 def test_evaluate_returns_every_metric():
     s = EvalSettings(task=TASK[0], task_params=TASK[1], train=TrainConfig(steps=5),
                      latency=LatencyConfig(repeats=3, max_seconds=0.2))
@@ -119,6 +130,40 @@ def test_timed_samples_batch_calls_to_the_minimum_sample_time():
     calls.clear()
     r = _timed_rounds(once, LatencyConfig(repeats=3, min_sample_ms=0.0))
     assert r["latency_calls_per_sample"] == 1 and calls == [1, 1, 1, 1]
+
+
+def test_median_ci_covers_the_median_at_the_stated_rate():
+    import random
+
+    from evaluators.latency import median_ci
+
+    rng = random.Random(0)
+    assert median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few samples: the range
+    lo, hi = median_ci(list(range(100)))
+    assert (lo, hi) == (39, 60)  # ranks 40 and 61 of 100: the textbook 95% interval
+    # exponential samples (skewed, true median ln 2): the interval holds it in about 95% of draws
+    covered = sum(lo <= math.log(2) <= hi for lo, hi in
+                  (median_ci([rng.expovariate(1.0) for _ in range(60)]) for _ in range(2000)))
+    assert 0.93 <= covered / 2000 <= 0.99
+
+
+def test_noisy_timings_stop_once_the_median_is_pinned_down():
+    """A spread that never gets under target_spread still stops early when enough samples fix the
+    median to target_ci; without that rule the same samples run to max_seconds."""
+    import random
+
+    from evaluators.latency import _timed_rounds
+
+    def noisy(seed):
+        rng = random.Random(seed)
+        return lambda k: k * rng.uniform(1.0, 1.5)  # MAD / median stays ~0.1
+
+    r = _timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=5.0))
+    assert not r["latency_spread"] <= 0.05 and r["latency_converged"]
+    assert r["latency_ci"] <= 0.05 and r["latency_runs"] < 1000
+    assert 1.2 < r["latency_ms"] < 1.3
+    r = _timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=0.05, target_ci=0.0))
+    assert not r["latency_converged"] and r["latency_ci"] > 0  # only the time limit ended it
 
 
 def test_settings_validation():

@@ -92,7 +92,6 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, config.workers)))
-    reap_stale_trials(study, config, log=log)
 
     import ray
     from ray import tune
@@ -115,7 +114,14 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     else:
         scheduler = FIFOScheduler()
 
+    # Ray starts first, so its start-up overlaps the wait for stale trials' heartbeats to age out
     started = _start_ray(config, opts, log)
+    try:
+        reap_stale_trials(study, config, log=log)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
     searcher = StudySearcher(study, config, trainable_cfg, progress=progress, log=log)
     resources = {"cpu": float(opts["cpus_per_trial"]), "gpu": float(opts["gpus_per_trial"])}
     try:
