@@ -5,7 +5,11 @@
 Every configuration runs the same number of trials (random sampler, same seed, so the same
 architectures) in a fresh SQLite study, early stopping off so every trial does the same work.
 Torch threads: local and Ray-1 use all cores for their one trial; Ray-2 gives each trial
-cores / 2 threads. Reported per configuration: wall time of the backend's run() (Ray start and
+cores / 2 threads; ``ray1-1thr`` is Ray-1 with one thread (whether a second thread helps a trial).
+``--repeats R`` runs every configuration R times, alternating the order (the VM's speed drifts),
+and reports each ratio and its median. Trials per hour are given for the whole run() and for the
+steady state (trials ending after every worker finished its first trial, i.e. once actor
+start-up, imports and first-call costs are paid), as a long search sees it. Reported per configuration: wall time of the backend's run() (Ray start and
 shutdown included, and separately without them), trials per hour, and for Ray the overhead per
 trial = driver-side wall time of a trial (ask -> tell) minus the worker's own evaluation time; and
 per trial the evaluation time, the training part of it, and the time the worker was blocked on the
@@ -61,7 +65,7 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         raw.setdefault("train", {})["steps"] = steps
         text = yaml.safe_dump(raw)
     load_space_checked(space, text=text)
-    name = f"{backend}{workers}"
+    name = f"{backend}{workers}t{int(cpus_per_trial)}"
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=f"sqlite:///{tmp}/{name}.db",
                           trials=trials, sampler="random", seed=0, backend=backend, workers=workers,
                           extra={"cpus_per_trial": cpus_per_trial, "asha": False, "latency_lock": LOCK}
@@ -135,6 +139,12 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     }
 
 
+def _key(r: dict) -> str:
+    """``ray x1``, ``ray x2``, ``local x1``; ``ray x1 1thr`` for Ray x1 run with one thread."""
+    key = r["config"].split(" (")[0]
+    return f"{key} 1thr" if key == "ray x1" and r["config"].endswith("(1 thr/trial)") else key
+
+
 def report(rows: list[dict]) -> None:
     """One repeat's table: throughput, where a trial's time goes, the Ray timeline, latency timing."""
     hdr = (f"{'config':<24}{'trials/h':>9}{'steady/h':>9}{'run() s':>9}{'ray start s':>12}{'shutdown s':>11}"
@@ -155,13 +165,17 @@ def report(rows: list[dict]) -> None:
     for r in rows:
         print(f"  {r['config']:<22} latency timed {r['mean_timing_s']:.2f} s per trial, {100 * r['converged']:.0f}% "
               "converged before latency.max_seconds")
-    by = {r["config"].split(" (")[0]: r for r in rows}
-    if "ray x1" in by and "ray x2" in by:
-        print(f"  ray x2 / ray x1 throughput: whole run {by['ray x2']['trials_per_hour'] / by['ray x1']['trials_per_hour']:.2f}x"
-              f", steady state {by['ray x2']['steady_per_hour'] / by['ray x1']['steady_per_hour']:.2f}x (target >= 1.7x)")
+    by = {_key(r): r for r in rows}
+    for base in ("ray x1", "ray x1 1thr"):
+        if base in by and "ray x2" in by:
+            print(f"  ray x2 / {base} throughput: whole run "
+                  f"{by['ray x2']['trials_per_hour'] / by[base]['trials_per_hour']:.2f}x, steady state "
+                  f"{by['ray x2']['steady_per_hour'] / by[base]['steady_per_hour']:.2f}x (target >= 1.7x)")
     if "local x1" in by and "ray x1" in by:
         per = (by["ray x1"]["trials_wall_s"] - by["local x1"]["trials_wall_s"]) / by["ray x1"]["trials"]
-        print(f"  ray x1 vs local, extra wall time per trial: {per:.2f} s (target < 1 s)")
+        steady = 3600 / by["ray x1"]["steady_per_hour"] - 3600 / by["local x1"]["steady_per_hour"]
+        print(f"  ray x1 vs local, extra wall time per trial: {per:.2f} s whole run, {steady:.2f} s steady state "
+              "(target < 1 s)")
 
 
 def main():
@@ -170,7 +184,8 @@ def main():
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every configuration this many times, alternating the order; medians are reported")
-    ap.add_argument("--only", choices=["local", "ray1", "ray2"], action="append")
+    ap.add_argument("--only", choices=["local", "ray1", "ray2", "ray1-1thr"], action="append",
+                    help="run only these configurations [all]")
     ap.add_argument("--steps", type=int, default=None, help="override the space's train steps (shorter runs)")
     ap.add_argument("--latency-lock", default="rw", choices=["rw", "mutex", "none"],
                     help="how Ray workers keep latency measurements apart (nas/locks.py)")
@@ -179,7 +194,8 @@ def main():
     LOCK = args.latency_lock
     print(f"latency lock: {LOCK}")
     cores = os.cpu_count() or 2
-    runs = [("local", "local", 1, cores), ("ray1", "ray", 1, cores), ("ray2", "ray", 2, max(1, cores // 2))]
+    runs = [("local", "local", 1, cores), ("ray1", "ray", 1, cores), ("ray2", "ray", 2, max(1, cores // 2)),
+            ("ray1-1thr", "ray", 1, 1)]  # x1 with one thread: is the second thread worth anything to a trial?
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; load before: {_load()}")
     picked = [r for r in runs if not args.only or r[0] in args.only]
     reps: list[list[dict]] = []
@@ -199,17 +215,19 @@ def main():
     for rep, rows in enumerate(reps):
         print(f"\nrepeat {rep + 1}" + (" (order reversed)" if rep % 2 else ""))
         report(rows)
-    keys = [r["config"].split(" (")[0] for r in reps[0]]
+    keys = [_key(r) for r in reps[0]]
     if args.repeats > 1:
         print(f"\nmedians over {args.repeats} repeats:")
         for i, k in enumerate(keys):
             print(f"  {k:<8} trials/h whole run {statistics.median(r[i]['trials_per_hour'] for r in reps):6.0f},"
                   f" steady state {statistics.median(r[i]['steady_per_hour'] for r in reps):6.0f}")
-    if "ray x1" in keys and "ray x2" in keys:
-        i1, i2 = keys.index("ray x1"), keys.index("ray x2")
+    for base in ("ray x1", "ray x1 1thr"):
+        if base not in keys or "ray x2" not in keys:
+            continue
+        i1, i2 = keys.index(base), keys.index("ray x2")
         for what, field in (("whole run", "trials_per_hour"), ("steady state", "steady_per_hour")):
             ratios = [r[i2][field] / r[i1][field] for r in reps]
-            print(f"ray x2 / ray x1, {what}: {', '.join(f'{x:.2f}' for x in ratios)} -> median "
+            print(f"ray x2 / {base}, {what}: {', '.join(f'{x:.2f}' for x in ratios)} -> median "
                   f"{statistics.median(ratios):.2f}x (target >= 1.7x)")
     print(f"load after: {_load()}")
 

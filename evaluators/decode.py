@@ -31,7 +31,8 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
     from valid. Positions past seq_len are not timed: the learned position embedding and the
     length-dependent mixers (Hyena's filters, cosFormer's horizon) end at the task's length.
 
-    Returns decode_ms (median), decode_mad_ms, decode_spread (MAD / median), decode_runs,
+    Returns decode_ms (median), decode_mad_ms, decode_spread (MAD / median), decode_ci (the
+    median's 95% confidence interval half-width / median), decode_runs,
     decode_rounds and decode_converged. Raises ValueError for models that do not decode
     (non-causal, or not a token task).
     """

@@ -102,3 +102,31 @@ def test_two_drivers_share_a_postgres_study_on_a_two_node_cluster(postgres_url, 
     assert os.getpid() in drivers  # (whether the second driver got a trial depends on timing)
     assert len(nodes) == 2, "trials should have run on both Ray nodes"
     print(f"drivers {drivers}, nodes {len(nodes)}; {len(trials)} trials; second driver said:\n{out[-500:]}")
+
+
+def test_a_worker_killed_mid_run_on_the_cluster_loses_nothing(postgres_url, two_node_cluster, tmp_path, monkeypatch):
+    """The issue's check: a parallel search on PostgreSQL and the 2-node cluster with a worker killed
+    mid-trial; the study is then inspected for lost, duplicated or stuck trials."""
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial at step 2 kills its worker
+    config = _config(tmp_path, "faulty", trials=4, workers=2, asha=False, ray_address=two_node_cluster.address)
+    config.storage = postgres_url
+    study, config, _ = create_or_load_study(config)
+    ray_backend.run(study, config, log=lambda m: None)
+    assert marker.exists(), "no worker was killed"
+
+    study, _ = load_study(postgres_url, "faulty")
+    trials = study.get_trials()
+    stuck = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not stuck, f"trials left {stuck} RUNNING or WAITING"
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "worker process died at step" in failed[0].user_attrs["error"], \
+        [(t.number, t.state, t.user_attrs.get("error")) for t in trials]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == failed[0].params
+    assert budget_count(study) == 4  # nothing lost: the budget is reached, the retry counting for the killed one
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    trained = [t.user_attrs["arch_id"] for t in done if t.user_attrs.get("reused_from") is None]
+    assert len(trained) == len(set(trained)), "an architecture was trained twice"
+    assert {t.user_attrs["worker"]["ray_node"] for t in done if "worker" in t.user_attrs}, "no worker record"
