@@ -98,6 +98,7 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     overhead = [t.user_attrs["wall_seconds"] - t.user_attrs["metrics"]["eval_seconds"] for t in done]
     trains = [t.user_attrs["metrics"]["train_seconds"] for t in done]
     waits = [t.user_attrs.get("worker", {}).get("lock_wait_s", 0.0) for t in done]
+    measure_waits = [t.user_attrs.get("worker", {}).get("lock_wait_measure_s", 0.0) for t in done]
     timing = [t.user_attrs["metrics"]["latency_runs"] * t.user_attrs["metrics"]["latency_ms"] / 1e3 for t in done]
     converged = [bool(t.user_attrs["metrics"].get("latency_converged")) for t in done]
     # where a Ray trial's time goes outside the worker: ask -> worker start, worker end -> tell, and
@@ -127,6 +128,7 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         "mean_eval_s": statistics.mean(evals),
         "mean_train_s": statistics.mean(trains),
         "mean_lock_wait_s": statistics.mean(waits),
+        "mean_measure_wait_s": statistics.mean(measure_waits),
         "mean_timing_s": statistics.mean(timing),
         "converged": sum(converged) / len(converged),
         "ask_to_start_s": statistics.median(to_start) if to_start else float("nan"),
@@ -162,6 +164,10 @@ def report(rows: list[dict]) -> None:
         if r["config"].startswith("ray"):
             print(f"  {r['config']:<22} ask->start {r['ask_to_start_s']:.2f} s, end->tell {r['end_to_tell_s']:.2f} s,"
                   f" worker idle between trials {r['worker_idle_s']:.2f} s (medians)")
+    for r in rows:
+        if r["config"].startswith("ray x2"):
+            print(f"  {r['config']:<22} lock wait per trial: {r['mean_lock_wait_s']:.2f} s, of which a measurement "
+                  f"waiting for the other trial to reach a step boundary {r['mean_measure_wait_s']:.2f} s")
     for r in rows:
         print(f"  {r['config']:<22} latency timed {r['mean_timing_s']:.2f} s per trial, {100 * r['converged']:.0f}% "
               "converged before latency.max_seconds")

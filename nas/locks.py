@@ -46,6 +46,7 @@ class DeviceLock:
         self.mode = mode
         self._shared = False
         self.waited_s = 0.0  # time this handle spent blocked on the lock (trainers and measurements)
+        self.waited_exclusive_s = 0.0  # the part of it a measurement spent waiting for trainers to drain
         if mode == "none":
             return
         d = Path(lock_dir) if lock_dir else default_lock_dir()
@@ -113,6 +114,7 @@ class DeviceLock:
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)  # running trainers drain at their next step
             self.waited_s += time.perf_counter() - t0
+            self.waited_exclusive_s += time.perf_counter() - t0
             try:
                 yield self
             finally:

@@ -96,6 +96,7 @@ def evaluate_trial(cfg: dict) -> None:
         result.update(step=reached["step"], error=_reason(e))
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
+        node["lock_wait_measure_s"] = round(lock.waited_exclusive_s, 4)  # of which: a measurement waiting
         node["ended"] = round(time.time(), 3)
         result["worker"] = json.dumps(node)
         lock.close()
