@@ -1,6 +1,6 @@
 """Trials per hour on the `tiny` space: local backend, Ray with 1 worker, Ray with 2 workers.
 
-    python benchmarks/ray_throughput.py [--trials 8] [--space tiny]
+    python benchmarks/ray_throughput.py [--trials 48] [--repeats 1] [--space tiny] [--only ray1 --only ray2]
 
 Every configuration runs the same number of trials (random sampler, same seed, so the same
 architectures) in a fresh SQLite study, early stopping off so every trial does the same work.
@@ -187,7 +187,8 @@ def report(rows: list[dict]) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="tiny")
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=48,
+                    help="trials per configuration; short runs are dominated by worker start-up")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every configuration this many times, alternating the order; medians are reported")
     ap.add_argument("--only", choices=["local", "ray1", "ray2", "ray1-1thr"], action="append",
