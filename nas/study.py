@@ -45,6 +45,23 @@ def _sqlite_path(url: str) -> Optional[Path]:
     return None
 
 
+def _sqlite_wal(storage: RDBStorage) -> None:
+    """SQLite studies are journaled with a write-ahead log and ``synchronous=NORMAL``: a commit no
+    longer waits for an fsync (Optuna commits every attribute it writes, some 25 per trial), and
+    readers (``nas pareto``, the dashboard) do not block the writer. A killed process loses no
+    committed trial; a power cut or OS crash may lose the last few commits."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    storage.engine.dispose()  # connections opened while Optuna set up its tables get the pragmas too
+
+
 def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_period: int = 20,
                  max_retry: int = 1) -> RDBStorage:
     """Open an Optuna RDB storage. With ``create=False`` a missing SQLite file is an error (and no
@@ -64,13 +81,16 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
                 raise UserError(f"bad storage URL {url!r}: {path} is a directory")
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
+        storage = RDBStorage(
             url,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
             engine_kwargs={"connect_args": {"timeout": 60}} if path is not None else None,
         )
+        if path is not None:
+            _sqlite_wal(storage)
+        return storage
     except UserError:
         raise
     except Exception as e:  # sqlalchemy: ArgumentError, OperationalError, missing driver, ...

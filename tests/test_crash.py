@@ -123,3 +123,25 @@ def test_failures_inside_trials_are_recorded_and_search_goes_on(tmp_path, monkey
     assert "nan at step 3" in errors
     assert "out of memory" in errors
     assert (df.state == "COMPLETE").sum() >= 1 and len(df) >= 8
+
+
+def test_sqlite_studies_use_a_write_ahead_log(tmp_path):
+    """Commits do not wait for fsync (WAL, synchronous=NORMAL); what is committed is visible to
+    another process at once and survives the writer being killed (test_sigkill_then_resume)."""
+    from sqlalchemy import text
+
+    from nas.study import open_storage
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    storage = open_storage(url, create=True)
+    with storage.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert c.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    study = optuna.create_study(storage=storage, study_name="w")
+    study.enqueue_trial({"x": 1})
+    trial = study.ask()
+    trial.set_user_attr("seen", "yes")
+    out = subprocess.run([*NAS[:1], "-c", "import optuna, sys; t = optuna.load_study(study_name='w', storage=sys.argv[1])"
+                          ".get_trials()[0]; print(t.user_attrs['seen'], t.state.name)", url],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["yes", "RUNNING"]
