@@ -88,6 +88,39 @@ def _front_table(df, title="Pareto front") -> Table:
     return t
 
 
+class _InterruptFallout:
+    """Logging filter: drops records whose exception was raised while a Ctrl-C unwound (a
+    KeyboardInterrupt in its context chain), e.g. SQLAlchemy's "Error closing cursor" when the
+    interrupt lands inside a database read. The interrupt itself is reported, once, by ``_run``."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, KeyboardInterrupt):
+                return False
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+def _quiet_interrupt_fallout() -> None:
+    """Route SQLAlchemy's log records (warnings and errors, as Python's last-resort handler would)
+    through a stderr handler that leaves out the fallout of a Ctrl-C. Idempotent."""
+    import logging
+
+    log = logging.getLogger("sqlalchemy")
+    if any(isinstance(f, _InterruptFallout) for h in log.handlers for f in h.filters):
+        return
+    class _Stderr(logging.StreamHandler):  # whatever sys.stderr is at the time (tests swap it)
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    handler = _Stderr()
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(_InterruptFallout())
+    log.addHandler(handler)
+
+
 def _run(study, config, created: bool):
     from nas.progress import Progress
     from nas.results import load_trials
@@ -105,6 +138,7 @@ def _run(study, config, created: bool):
     if config.backend not in list_backends():
         raise UserError(f"backend {config.backend!r} is not available; choose one of {list_backends()}")
     backend = importlib.import_module(f"nas.backends.{config.backend}")
+    _quiet_interrupt_fallout()
     try:
         with Progress(config.trials, err) as progress:
             backend.run(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))

@@ -145,3 +145,29 @@ def test_sqlite_studies_use_a_write_ahead_log(tmp_path):
                           ".get_trials()[0]; print(t.user_attrs['seen'], t.state.name)", url],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["yes", "RUNNING"]
+
+
+def test_the_fallout_of_a_ctrl_c_is_not_logged_but_other_errors_are(capsys):
+    """A Ctrl-C that lands inside a database read makes SQLAlchemy log "Error closing cursor" with a
+    traceback; the CLI leaves that out (it reports the interrupt itself) and shows other errors."""
+    import logging
+
+    from nas.cli import _quiet_interrupt_fallout
+
+    _quiet_interrupt_fallout()
+    _quiet_interrupt_fallout()  # idempotent: one handler
+    log = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Cannot operate on a closed database.")  # noqa: B904 (as the driver does)
+    except RuntimeError:
+        log.error("Error closing cursor", exc_info=True)
+    assert capsys.readouterr().err == ""
+    try:
+        raise RuntimeError("disk I/O error")
+    except RuntimeError:
+        log.error("Error closing cursor", exc_info=True)
+    err = capsys.readouterr().err
+    assert err.count("Error closing cursor") == 1 and "RuntimeError: disk I/O error" in err
