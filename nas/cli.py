@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-import textwrap
+import logging
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -88,7 +89,7 @@ def _front_table(df, title="Pareto front") -> Table:
     return t
 
 
-class _InterruptFallout:
+class _InterruptFallout(logging.Filter):
     """Logging filter: drops records whose exception was raised while a Ctrl-C unwound (a
     KeyboardInterrupt in its context chain), e.g. SQLAlchemy's "Error closing cursor" when the
     interrupt lands inside a database read. The interrupt itself is reported, once, by ``_run``."""
@@ -104,17 +105,18 @@ class _InterruptFallout:
         return True
 
 
+class _Stderr(logging.StreamHandler):
+    """A stderr handler that writes to whatever ``sys.stderr`` is when it emits (tests swap it)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
 def _quiet_interrupt_fallout() -> None:
     """Route SQLAlchemy's log records (warnings and errors, as Python's last-resort handler would)
     through a stderr handler that leaves out the fallout of a Ctrl-C. Idempotent."""
-    import logging
-
     log = logging.getLogger("sqlalchemy")
     if any(isinstance(f, _InterruptFallout) for h in log.handlers for f in h.filters):
         return
-    class _Stderr(logging.StreamHandler):  # whatever sys.stderr is at the time (tests swap it)
-        stream = property(lambda self: sys.stderr, lambda self, value: None)
-
     handler = _Stderr()
     handler.setLevel(logging.WARNING)
     handler.addFilter(_InterruptFallout())

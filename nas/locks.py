@@ -113,8 +113,9 @@ class DeviceLock:
         fcntl.flock(self._gate, fcntl.LOCK_EX)  # new trainers now wait at the turnstile
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)  # running trainers drain at their next step
-            self.waited_s += time.perf_counter() - t0
-            self.waited_exclusive_s += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            self.waited_s += waited
+            self.waited_exclusive_s += waited
             try:
                 yield self
             finally:
