@@ -1,17 +1,21 @@
 """Fast ops for the token mixers.
 
-Each op has a pure PyTorch reference and one public function that dispatches to the fastest
-path the device supports; ``last_path(op)`` says which path the most recent call took.
-Triton kernels (``triton_attention``: softmax and sliding-window attention; ``triton_linear``:
-linear attention) run for CUDA tensors only; CPU tensors always take PyTorch paths, even under
-``TRITON_INTERPRET=1``. ``backend="triton"`` / ``"torch"`` on the attention ops forces a path
-(tests use the former on CPU through the interpreter). Sliding-window attention (1-D
-``local_attention``, 2-D ``neighborhood_attention``) has two PyTorch paths, banded and masked
-SDPA, picked by size (``kernels.local.uses_banded``). ``fft_conv`` is torch.fft everywhere.
-triton is imported only when a kernel is first needed. Nothing here knows about models.
+Each op has a pure PyTorch reference and one public function that dispatches to the best path
+known to be correct on the device; ``last_path(op)`` says which path the most recent call took.
+By default (``backend=None``) every op takes a PyTorch path on every device: SDPA for attention,
+banded or masked SDPA for sliding windows (``kernels.local.uses_banded`` picks by size), batched
+matmuls for linear attention, torch.fft for ``fft_conv``. The Triton kernels
+(``triton_attention``: softmax and sliding-window attention; ``triton_linear``: linear attention)
+become a CUDA default only on the device kinds where they are verified
+(``kernels.dispatch.VERIFIED_TRITON``: none yet, no GPU has run them); ``backend="triton"`` /
+``"torch"`` on the attention ops forces a path (tests use the former on CPU through the
+interpreter). On CUDA, the first call of each path per dtype and device in a process runs a
+self-check against the reference on a small input and, on a mismatch, warns and falls back
+(``kernels.dispatch.SELF_CHECK``). triton is imported only when a kernel is first needed.
+Nothing here knows about models.
 """
 
-from kernels._dispatch import last_path
+from kernels.dispatch import last_path
 from kernels.attention import attention, attention_reference
 from kernels.fftconv import fft_conv, fft_conv_reference
 from kernels.linear import linear_attention, linear_attention_reference

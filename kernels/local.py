@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._dispatch import needs_grad, record, wants_triton
+from kernels.dispatch import Op, checked_path, needs_grad, probe_tensor, record, register, wants_triton
 
 __all__ = [
     "local_attention",
@@ -233,43 +233,91 @@ def uses_banded(n: int, spans) -> bool:
     return n >= _BANDED_BASE + _BANDED_PER_OFFSET * math.prod(hi - lo + 1 for lo, hi in spans)
 
 
+# ---- paths, as the dispatch and its self-check see them ---------------------------------------
+
+def _local_masked(q, k, v, *, window: int, dilation: int = 1, causal: bool = False, scale=None):
+    """SDPA with the boolean (N, N) window mask."""
+    mask = local_mask(q.shape[2], window=window, dilation=dilation, causal=causal, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _local_triton(q, k, v, *, window: int, dilation: int = 1, causal: bool = False, scale=None):
+    from kernels import triton_attention
+
+    return triton_attention.flash_attention(q, k, v, causal=causal, scale=scale, window=window, dilation=dilation)
+
+
+def _neighborhood_masked(q, k, v, hw, *, window: int, dilation: int = 1, scale=None):
+    """SDPA with the (H*W, H*W) :func:`neighborhood_mask`."""
+    mask = neighborhood_mask(hw, window=window, dilation=dilation, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _qkv(device, dtype, n):
+    return tuple(probe_tensor(1, 2, n, 16, seed=s, device=device, dtype=dtype) for s in range(3))  # (B, H, N, D)
+
+
+def _local_probes(path, device, dtype):
+    """Dilated full windows and a causal one, on a sequence longer than the windows."""
+    qkv = _qkv(device, dtype, 40)
+    return [(qkv, dict(window=7, dilation=2)), (qkv, dict(window=5, causal=True, scale=0.3))]
+
+
+def _neighborhood_probes(path, device, dtype):
+    """A non-square grid, plain and dilated 3 x 3 neighbourhoods."""
+    qkv = _qkv(device, dtype, 30)
+    return [((*qkv, (5, 6)), dict(window=3)), ((*qkv, (5, 6)), dict(window=3, dilation=2))]
+
+
+LOCAL_OP = register(Op("local_attention", paths={"triton": _local_triton, "torch_banded": local_attention_banded,
+                                                 "sdpa_masked": _local_masked, "reference": local_attention_reference},
+                       probes=_local_probes))
+NEIGHBORHOOD_OP = register(Op("neighborhood_attention",
+                              paths={"torch_banded": neighborhood_attention_banded, "sdpa_masked": _neighborhood_masked,
+                                     "reference": neighborhood_attention_reference},
+                              probes=_neighborhood_probes))
+
+
+def _torch_paths(banded: bool) -> list[str]:
+    """The PyTorch path the size rule picks, then the other one, then the reference."""
+    return ["torch_banded", "sdpa_masked", "reference"] if banded else ["sdpa_masked", "torch_banded", "reference"]
+
+
 # ---- public ops -------------------------------------------------------------------------------
 
 def local_attention(q, k, v, *, window: int, dilation: int = 1, causal: bool = False, scale=None,
                     backend: str | None = None):
     """Sliding-window attention (see module docstring for the window rule).
 
-    Dispatch (``backend=None``): CUDA tensors go to the Triton kernel (``kernels.triton_attention``
-    in window mode: visits only the key blocks that meet the window, no N x N mask; with
-    gradients required, head dims up to 256); everything else to a PyTorch path. CPU stays on
-    PyTorch even under ``TRITON_INTERPRET=1``; ``backend="triton"`` forces the kernel,
-    ``backend="torch"`` forces PyTorch. The PyTorch path is either the banded one
+    Dispatch (``backend=None``): a PyTorch path on every device, either the banded one
     (:func:`local_attention_banded`: O(N w D) time, no N x N tensor) or SDPA with a boolean
     (N, N) window mask (O(N^2)), by :func:`uses_banded`: banded iff N >= 128 + 12 w, w the
-    window offsets that fit in the sequence. Call :func:`local_attention_banded` to force the
-    banded path. ``kernels.last_path("local_attention")`` reports ``"triton"``,
-    ``"torch_banded"`` or ``"sdpa_masked"``.
+    window offsets that fit in the sequence. The Triton kernel (``kernels.triton_attention`` in
+    window mode: visits only the key blocks that meet the window; with gradients required, head
+    dims up to 256) becomes the CUDA default only on device kinds listed in
+    ``kernels.dispatch.VERIFIED_TRITON`` (none yet). On CUDA the first call per path, dtype and
+    device self-checks the path against :func:`local_attention_reference` and, on a mismatch,
+    warns and falls back to the other PyTorch path, then the reference. ``backend="triton"``
+    forces the kernel (on CPU under ``TRITON_INTERPRET=1``), ``backend="torch"`` forces PyTorch;
+    neither is self-checked. Call :func:`local_attention_banded` to force the banded path.
+    ``kernels.last_path("local_attention")`` reports ``"triton"``, ``"torch_banded"``,
+    ``"sdpa_masked"`` or ``"reference"``.
     """
     _check(q, k, v)
     _check_window(window, dilation)
+    n = q.shape[2]
+    candidates = _torch_paths(uses_banded(n, (_span(n, window, dilation, causal),)))
     if wants_triton("local_attention", backend, q, k, v):
         from kernels import triton_attention
 
         reason = triton_attention.supports(q, k, v, needs_grad=needs_grad(q, k, v))
         if reason is None:
-            record("local_attention", "triton")
-            return triton_attention.flash_attention(q, k, v, causal=causal, scale=scale,
-                                                    window=window, dilation=dilation)
-        if backend == "triton":
+            candidates.insert(0, "triton")
+        elif backend == "triton":
             raise ValueError(f"local_attention: the Triton kernel does not take this input: {reason}")
-    n = q.shape[2]
-    span = _span(n, window, dilation, causal)
-    if uses_banded(n, (span,)):
-        record("local_attention", "torch_banded")
-        return _banded(q, k, v, (n,), (span,), dilation, scale)
-    mask = local_mask(n, window=window, dilation=dilation, causal=causal, device=q.device)
-    record("local_attention", "sdpa_masked")
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    path = checked_path(LOCAL_OP, candidates, q) if backend is None else candidates[0]
+    record("local_attention", path)
+    return LOCAL_OP.paths[path](q, k, v, window=window, dilation=dilation, causal=causal, scale=scale)
 
 
 def neighborhood_attention(q, k, v, hw: tuple[int, int], *, window: int, dilation: int = 1, scale=None):
@@ -277,16 +325,15 @@ def neighborhood_attention(q, k, v, hw: tuple[int, int], *, window: int, dilatio
 
     No Triton kernel: PyTorch on every device, by the rule of :func:`uses_banded` with w the
     window x window offsets that fit in the grid: banded (:func:`neighborhood_attention_banded`)
-    iff H * W >= 128 + 12 w, else SDPA with the (H*W, H*W) :func:`neighborhood_mask`.
-    ``kernels.last_path("neighborhood_attention")`` reports ``"torch_banded"`` or ``"sdpa_masked"``.
+    iff H * W >= 128 + 12 w, else SDPA with the (H*W, H*W) :func:`neighborhood_mask`. On CUDA the
+    first call per path, dtype and device is self-checked as in :func:`local_attention`.
+    ``kernels.last_path("neighborhood_attention")`` reports ``"torch_banded"``, ``"sdpa_masked"``
+    or ``"reference"``.
     """
     _check(q, k, v, "neighborhood_attention")
     _check_hw(q, hw)
     _check_window(window, dilation)
     spans = tuple(_span(n, window, dilation, False) for n in hw)
-    if uses_banded(q.shape[2], spans):
-        record("neighborhood_attention", "torch_banded")
-        return _banded(q, k, v, tuple(hw), spans, dilation, scale)
-    mask = neighborhood_mask(hw, window=window, dilation=dilation, device=q.device)
-    record("neighborhood_attention", "sdpa_masked")
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    path = checked_path(NEIGHBORHOOD_OP, _torch_paths(uses_banded(q.shape[2], spans)), q)
+    record("neighborhood_attention", path)
+    return NEIGHBORHOOD_OP.paths[path](q, k, v, hw, window=window, dilation=dilation, scale=scale)
