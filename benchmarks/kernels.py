@@ -5,7 +5,10 @@
 
 On a CUDA device each row gives the Triton kernel's time, the best PyTorch path's time (for
 attention the fastest SDPA backend that accepts the input), their ratio (>1: the kernel is
-faster), the kernel's TFLOP/s and its share of the device's dense fp16/bf16 peak. Without CUDA the
+faster), the kernel's TFLOP/s, its share of the device's dense fp16/bf16 peak, and the path the
+public op takes by default there (PyTorch until the kernel is listed in
+``kernels.dispatch.VERIFIED_TRITON``: this table is half of what puts it there, the GPU tests the
+other half). Without CUDA the
 Triton kernels cannot run (the interpreter is for tests, not timing), so it times the PyTorch
 reference against the path the public op takes, at small sizes, and says so (for local attention:
 against both PyTorch paths, banded and masked SDPA, the public op's marked *).
@@ -80,6 +83,15 @@ def best_sdpa(q, k, v, causal: bool, cuda: bool):
     return best
 
 
+def best_local(q, k, v, window, dilation, causal):
+    """(ms, path) of the faster PyTorch path of local attention (banded or masked SDPA), so that the
+    table also shows whether the size rule (fitted on a CPU) picks the faster one on this device."""
+    mask = kernels.local_mask(q.shape[2], window=window, dilation=dilation, causal=causal, device=q.device)
+    paths = {"torch_banded": partial(local_attention_banded, q, k, v, window=window, dilation=dilation, causal=causal),
+             "sdpa_masked": partial(F.scaled_dot_product_attention, q, k, v, attn_mask=mask)}
+    return min((bench(fn, cuda=q.is_cuda), name) for name, fn in paths.items())
+
+
 def rand(*shape, device, dtype, positive=False):
     x = torch.randn(*shape, device=device, dtype=torch.float32)
     return (F.elu(x) + 1 if positive else x).to(dtype)
@@ -109,13 +121,21 @@ def attention_flops(b, h, n, m, d, dv, causal):
     return 2 * b * h * n * m * (d + dv) * (0.5 if causal else 1.0)
 
 
-def run_gpu(shapes, dtype, peak, rows):
-    dev, cuda = "cuda", True
+def default_path(op, fn, *args, **kwargs) -> str:
+    """The path ``fn`` (public op ``op``) takes with ``backend=None``."""
+    fn(*args, **kwargs)
+    return kernels.last_path(op)
 
-    def row(op, shape, k_ms, t_ms, t_name, flops):
+
+def run_gpu(shapes, dtype, peak, rows, dev="cuda"):
+    """The Triton table (``dev="cpu"`` only to check this code under ``TRITON_INTERPRET=1``, tiny shapes)."""
+    cuda = dev == "cuda"
+
+    def row(op, shape, k_ms, t_ms, t_name, flops, default):
         tflops = flops / (k_ms * 1e-3) / 1e12
         pct = f"{100 * tflops / peak:.1f}%" if peak and dtype != torch.float32 else "n/a"
-        rows.append((op, shape, f"{k_ms:.3f}", f"{t_ms:.3f} ({t_name})", f"{t_ms / k_ms:.2f}x", f"{tflops:.1f}", pct))
+        rows.append((op, shape, f"{k_ms:.3f}", f"{t_ms:.3f} ({t_name})", f"{t_ms / k_ms:.2f}x", f"{tflops:.1f}", pct,
+                     default))
 
     with torch.no_grad():
         for b, h, hk, n, d, causal in shapes["attention"]:
@@ -124,15 +144,16 @@ def run_gpu(shapes, dtype, peak, rows):
             k_ms = bench(lambda: kernels.attention(q, k, v, causal=causal, backend="triton"), cuda=cuda)
             t_ms, name = best_sdpa(q, k, v, causal, cuda)
             row("attention", f"B{b} H{h}/{hk} N{n} D{d} {'causal' if causal else 'full'}", k_ms, t_ms, f"sdpa:{name}",
-                attention_flops(b, h, n, n, d, d, causal))
+                attention_flops(b, h, n, n, d, d, causal), default_path("attention", kernels.attention, q, k, v,
+                                                                        causal=causal))
         for b, h, n, d, w, dil, causal in shapes["local"]:
             q, k, v = (rand(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))
             k_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal,
                                                          backend="triton"), cuda=cuda)
-            t_ms = bench(lambda: kernels.local_attention(q, k, v, window=w, dilation=dil, causal=causal,
-                                                         backend="torch"), cuda=cuda)
+            t_ms, name = best_local(q, k, v, w, dil, causal)
             row("local", f"B{b} H{h} N{n} D{d} w{w} dil{dil} {'causal' if causal else 'full'}", k_ms, t_ms,
-                kernels.last_path("local_attention"), 2 * b * h * n * min(w, n) * 2 * d)
+                name, 2 * b * h * n * min(w, n) * 2 * d,
+                default_path("local_attention", kernels.local_attention, q, k, v, window=w, dilation=dil, causal=causal))
         for b, h, n, d, causal in shapes["linear"]:
             q, k = (rand(b, h, n, d, device=dev, dtype=dtype, positive=True) for _ in range(2))
             v = rand(b, h, n, d, device=dev, dtype=dtype)
@@ -140,7 +161,8 @@ def run_gpu(shapes, dtype, peak, rows):
             t_ms = bench(lambda: kernels.linear_attention(q, k, v, causal=causal, backend="torch"), cuda=cuda)
             flops = 4 * b * h * n * d * d + (2 * b * h * n * 64 * 2 * d if causal else 0)  # + intra-chunk part
             row("linear", f"B{b} H{h} N{n} D{d} {'causal' if causal else 'full'}", k_ms, t_ms,
-                kernels.last_path("linear_attention"), flops)
+                kernels.last_path("linear_attention"), flops,
+                default_path("linear_attention", kernels.linear_attention, q, k, v, causal=causal))
 
 
 def run_cpu(shapes, rows):
@@ -211,7 +233,8 @@ def main():
         print(f"device: {name} (dense fp16/bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown'}), "
               f"dtype {args.dtype}\n")
         run_gpu(shapes, getattr(torch, args.dtype), peak, rows)
-        print_table(("op", "shape", "triton ms", "best torch ms (path)", "torch/triton", "TFLOP/s", "% peak"), rows)
+        print_table(("op", "shape", "triton ms", "best torch ms (path)", "torch/triton", "TFLOP/s", "% peak",
+                     "default path"), rows)
         print("\nfft_conv: torch.fft only (no Triton path; one would have to beat cuFFT, unmeasured).")
     else:
         print(f"device: CPU ({platform.processor() or 'unknown'}, {torch.get_num_threads()} threads)")
