@@ -4,11 +4,15 @@ Exact for any number of objectives: a sweep in 2-D, and slicing along the last o
 slab's volume is the (m-1)-D hypervolume of the points at or below it) in 3-D and up, which is
 fine for the fronts a search produces (tens of points).
 
+Only finished trials that satisfy every constraint count (COMPLETE and ``feasible``, see
+:func:`nas.results.feasible_complete`): the hypervolume is that of the front ``nas.pareto_front``
+returns. A study without constraints counts every COMPLETE trial.
+
 Default reference point (stated, because every hypervolume number depends on it): per objective,
-the worst value among the finished trials, moved further in the worse direction by 10% of that
-objective's range (max - min over the finished trials). If the range is 0, the shift is 10% of
-the value's magnitude, or 1.0 when the value is 0. So every finished trial, including the worst,
-adds some volume. Pass ``reference`` to compare studies or runs against one fixed point.
+the worst value among the finished feasible trials, moved further in the worse direction by 10% of
+that objective's range (max - min over those trials). If the range is 0, the shift is 10% of
+the value's magnitude, or 1.0 when the value is 0. So every finished feasible trial, including the
+worst, adds some volume. Pass ``reference`` to compare studies or runs against one fixed point.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+
+from nas.results import feasible_complete
 
 __all__ = ["hypervolume", "hypervolume_history", "reference_point", "hypervolume_of"]
 
@@ -79,8 +85,7 @@ def _objectives(df: pd.DataFrame, objectives: Optional[Mapping[str, str]]) -> di
 
 
 def _finished(df: pd.DataFrame, cols: list) -> pd.DataFrame:
-    done = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
-    done = done.dropna(subset=cols)
+    done = feasible_complete(df, cols)
     return done.sort_values("number") if "number" in done.columns else done
 
 
@@ -91,12 +96,12 @@ def _as_min(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 def reference_point(df: pd.DataFrame, objectives: Optional[Mapping[str, str]] = None) -> dict:
     """The default reference point (column -> value, in the objective's own units and sense):
-    the worst finished value, moved away by 10% of the finished range (see the module docstring)."""
+    the worst finished feasible value, moved away by 10% of their range (see the module docstring)."""
     objectives = _objectives(df, objectives)
     cols = list(objectives)
     done = _finished(df, cols)
     if done.empty:
-        raise ValueError("no finished trials with objective values: no default reference point")
+        raise ValueError("no finished feasible trials with objective values: no default reference point")
     ref = {}
     for c, d in objectives.items():
         v = done[c].to_numpy(dtype=float)
@@ -124,7 +129,7 @@ def _ref_vector(df, objectives: dict, reference: Reference) -> np.ndarray:
 
 def hypervolume(df: pd.DataFrame, reference: Reference = None,
                 objectives: Optional[Mapping[str, str]] = None) -> float:
-    """Hypervolume of the COMPLETE trials of ``df`` (from :func:`nas.load_trials`) in the space of
+    """Hypervolume of the COMPLETE feasible trials of ``df`` (from :func:`nas.load_trials`) in the space of
     its objectives (``df.attrs["objectives"]`` unless given), up to ``reference`` (a mapping
     column -> value or a sequence in objective order, in the objectives' own units; default
     :func:`reference_point`). Only the non-dominated trials matter; it is in the product of the
@@ -141,9 +146,9 @@ def hypervolume(df: pd.DataFrame, reference: Reference = None,
 
 def hypervolume_history(df: pd.DataFrame, reference: Reference = None,
                         objectives: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
-    """Progress of a search: for k = 1..K finished (COMPLETE) trials in trial-number order, the
-    hypervolume of the first k, all against one reference point (default: from all K, so the curve
-    never decreases). Columns: ``k``, ``number`` (the k-th finished trial), ``hypervolume``."""
+    """Progress of a search: for k = 1..K finished (COMPLETE) feasible trials in trial-number order,
+    the hypervolume of the first k, all against one reference point (default: from all K, so the
+    curve never decreases). Columns: ``k``, ``number`` (the k-th such trial), ``hypervolume``."""
     objectives = _objectives(df, objectives)
     cols = list(objectives)
     done = _finished(df, cols)

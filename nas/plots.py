@@ -3,8 +3,9 @@ stars; PNG/SVG through matplotlib (Agg), interactive HTML through plotly (self-c
 
 With three or more objectives and no axes chosen, one panel per pair of objectives. In each panel
 the step line is the front of that pair; trials on the front of *all* objectives get a black ring.
-Failed and pruned trials are grey x markers where their metrics are known, and listed in a note
-under the figure where they are not.
+Fronts count only trials that satisfy the space's constraints; complete trials that violate one
+are hollow grey circles ("violates a constraint"), never on a front. Failed and pruned trials are
+grey x markers where their metrics are known, and listed in a note under the figure where they are not.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import UserError
-from nas.results import pareto_mask
+from nas.results import CONSTRAINT_PREFIX, feasible_complete, pareto_mask
 
 __all__ = ["axes_pairs", "direction", "front_figure", "hypervolume_figure", "compare_figure",
            "write_figure", "front_html", "compare_html", "failed_note"]
 
 FAILED_STATES = ("FAIL", "PRUNED")
+INFEASIBLE_LABEL = "violates a constraint"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f"]
 
@@ -100,6 +102,13 @@ def _full_front_numbers(df: pd.DataFrame) -> set:
     return set(pareto_front(df)["number"].tolist())
 
 
+def _split(df: pd.DataFrame):
+    """(complete and feasible, complete but violating a constraint, failed or pruned) rows."""
+    done = feasible_complete(df)
+    complete = df[df["state"] == "COMPLETE"]
+    return done, complete.drop(index=done.index), df[df["state"].isin(FAILED_STATES)]
+
+
 def _is_baseline(df: pd.DataFrame) -> pd.Series:
     if "baseline" not in df.columns:
         return pd.Series(False, index=df.index)
@@ -155,8 +164,11 @@ def _hv_text(df, pairs) -> str:
 
 def _title(df, pairs) -> str:
     n = int((df["state"] == "COMPLETE").sum())
+    infeasible = len(_split(df)[1])
     front = _full_front_numbers(df)
-    return f"study {df.attrs.get('study', '')}: {n} complete trials, front of {len(front)}{_hv_text(df, pairs)}"
+    return (f"study {df.attrs.get('study', '')}: {n} complete trials"
+            + (f" ({infeasible} {INFEASIBLE_LABEL})" if infeasible else "")
+            + f", front of {len(front)}{_hv_text(df, pairs)}")
 
 
 def _label(df, col):
@@ -181,8 +193,7 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
     rows, cols = _grid(len(pairs))
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows + 0.5), squeeze=False)
     kind, cmap = _colors(df, color)
-    done = df[df["state"] == "COMPLETE"]
-    bad = df[df["state"].isin(FAILED_STATES)]
+    done, infeasible, bad = _split(df)
     full = _full_front_numbers(df)
     base = _is_baseline(df)
     handles = {}
@@ -237,6 +248,11 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
         if len(fb):
             h = ax.scatter(fb[x], fb[y], marker="x", s=40, color="#888888", zorder=3, label="failed / pruned")
             handles.setdefault("failed / pruned", h)
+        inf = infeasible.dropna(subset=[x, y])
+        if len(inf):
+            h = ax.scatter(inf[x], inf[y], marker="o", s=36, facecolors="none", edgecolors="#888888", zorder=3,
+                           label=INFEASIBLE_LABEL)
+            handles.setdefault(INFEASIBLE_LABEL, h)
         ax.set_xlabel(_label(df, x))
         ax.set_ylabel(_label(df, y))
         ax.grid(True, alpha=0.3)
@@ -284,7 +300,7 @@ def compare_figure(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[di
     for ax, (x, y) in zip(axes.flat, pairs):
         for i, (name, df) in enumerate(dfs.items()):
             c = PALETTE[i % len(PALETTE)]
-            d = df[df["state"] == "COMPLETE"].dropna(subset=[x, y])
+            d = feasible_complete(df, [x, y])
             lbl = name + (f" (HV {hvs[name]:.4g})" if hvs else "")
             ax.scatter(d[x], d[y], s=30, color=c, marker=markers[i % len(markers)], alpha=0.55, label=lbl, zorder=3)
             sx, sy = _staircase(_front2d(d, x, y, df), x, y, df)
@@ -344,6 +360,10 @@ def _hover(df: pd.DataFrame, x: str, y: str, color: Optional[str]) -> list[str]:
             lines.append(f"arch_id {r['arch_id']}")
         if isinstance(r.get("error"), str) and r["error"]:
             lines.append("error: " + escape(r["error"][:120]))
+        for name in df.attrs.get("constraints") or []:
+            v = r.get(CONSTRAINT_PREFIX + name)
+            if v is not None and v > 0:
+                lines.append(f"violates {escape(name)} by {v:.4g}")
         out.append("<br>".join(lines))
     return out
 
@@ -365,8 +385,7 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
 
     kind, cmap = _colors(df, color)
     fig = _plotly_fig(pairs, _title(df, pairs))
-    done = df[df["state"] == "COMPLETE"]
-    bad = df[df["state"].isin(FAILED_STATES)]
+    done, infeasible, bad = _split(df)
     full = _full_front_numbers(df)
     base = _is_baseline(df)
     rows, cols = _grid(len(pairs))
@@ -408,6 +427,11 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
             fig.add_trace(go.Scatter(x=fb[x], y=fb[y], mode="markers", name="failed / pruned", legendgroup="failed",
                                      showlegend=first, marker={"symbol": "x", "size": 9, "color": "#888888"},
                                      hovertext=_hover(fb, x, y, color), hoverinfo="text"), **pos)
+        inf = infeasible.dropna(subset=[x, y])
+        if len(inf):
+            fig.add_trace(go.Scatter(x=inf[x], y=inf[y], mode="markers", name=INFEASIBLE_LABEL, legendgroup="infeasible",
+                                     showlegend=first, marker={"symbol": "circle-open", "size": 9, "color": "#888888"},
+                                     hovertext=_hover(inf, x, y, color), hoverinfo="text"), **pos)
         fig.update_xaxes(title_text=_label(df, x), **pos)
         fig.update_yaxes(title_text=_label(df, y), **pos)
     note = failed_note(df, pairs)
@@ -427,7 +451,7 @@ def compare_html(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[dict
         pos = {"row": k // cols + 1, "col": k % cols + 1}
         for i, (name, df) in enumerate(dfs.items()):
             c = PALETTE[i % len(PALETTE)]
-            d = df[df["state"] == "COMPLETE"].dropna(subset=[x, y])
+            d = feasible_complete(df, [x, y])
             lbl = name + (f" (HV {hvs[name]:.4g})" if hvs else "")
             fig.add_trace(go.Scatter(x=d[x], y=d[y], mode="markers", name=lbl, legendgroup=name, showlegend=k == 0,
                                      marker={"color": c, "size": 8, "opacity": 0.6},

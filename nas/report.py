@@ -170,7 +170,7 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
     (``front.png``, ``hypervolume.png``, ``arch_<trial>.svg``) into ``out_dir``. Returns the paths."""
     from nas import plots
     from nas.hypervolume import hypervolume, hypervolume_history, reference_point
-    from nas.results import pareto_front
+    from nas.results import feasible_complete, pareto_front
     from search_spaces import ArchSpec
 
     out_dir = Path(out_dir)
@@ -203,14 +203,17 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
         pass
     counts = df["state"].value_counts().to_dict() if len(df) else {}
     cfg_rows.append(["trials by state", ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "none"])
+    done = feasible_complete(df, list(objectives)) if objectives and len(df) else df.iloc[0:0]
+    front = pareto_front(df) if len(done) else done
+    n_infeasible = int((df["state"] == "COMPLETE").sum()) - len(done) if len(df) else 0
+    if n_infeasible:
+        cfg_rows.append(["feasible trials", f"{len(done)} of {len(done) + n_infeasible} complete trials satisfy the "
+                                            "constraints; only those count for fronts and hypervolume"])
     html.append("<h2>Search</h2>" + _html_table(cfg_rows, ["", ""], "kv"))
     md.append("## Search\n\n" + _md_table(cfg_rows, ["key", "value"]))
     if space_yaml:
         html.append(f"<details><summary>search space file</summary><pre>{escape(space_yaml)}</pre></details>")
         md.append("<details><summary>search space file</summary>\n\n```yaml\n" + space_yaml.rstrip() + "\n```\n</details>")
-
-    done = df[df["state"] == "COMPLETE"].dropna(subset=list(objectives)) if objectives and len(df) else df.iloc[0:0]
-    front = pareto_front(df) if len(done) else done
 
     # ---- progress
     if len(done):
@@ -218,8 +221,9 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
         hist = hypervolume_history(df, reference=ref)
         hv = hypervolume(df, reference=ref)
         ref_txt = ", ".join(f"{k} = {v:.4g}" for k, v in ref.items())
-        note = (f"Hypervolume of the front of the first k complete trials (trial order), against the reference point "
-                f"{ref_txt}: per objective the worst complete value moved by 10% of the range. Final: {hv:.4g}.")
+        what = "complete trials that satisfy the constraints" if n_infeasible else "complete trials"
+        note = (f"Hypervolume of the front of the first k {what} (trial order), against the reference point "
+                f"{ref_txt}: per objective the worst such value moved by 10% of the range. Final: {hv:.4g}.")
         fig = plots.hypervolume_figure(hist)
         fig.savefig(out_dir / "hypervolume.png", dpi=110)
         html.append(f"<h2>Progress</h2><p class='note'>{escape(note)}</p><div class='fig'>{plots.figure_svg(fig)}</div>")
@@ -232,8 +236,9 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
         html.append(f"<h2>Pareto front</h2><div class='fig'>{plots.figure_svg(fig)}</div>")
         md.append("## Pareto front\n\n![front](front.png)")
     else:
-        html.append("<h2>Pareto front</h2><p>No complete trials yet.</p>")
-        md.append("## Pareto front\n\nNo complete trials yet.")
+        none = "No complete trial satisfies the constraints yet." if n_infeasible else "No complete trials yet."
+        html.append(f"<h2>Pareto front</h2><p>{none}</p>")
+        md.append(f"## Pareto front\n\n{none}")
 
     # ---- front table
     if len(front):
@@ -243,9 +248,10 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
         arrows = {k: (" ↑" if v == "maximize" else " ↓") for k, v in objectives.items()}
         header = ["trial" if c == "number" else "architecture" if c == "summary" else c + arrows.get(c, "") for c in cols]
         rows = [[_fmt(int(r["number"])) if c == "number" else _fmt(r[c]) for c in cols] for _, r in front.iterrows()]
-        html.append(f"<p>{len(front)} of {len(done)} complete trials are on the front (sorted by {next(iter(objectives))}).</p>"
+        pool = f"{len(done)} {'feasible ' if n_infeasible else ''}complete trials"
+        html.append(f"<p>{len(front)} of {pool} are on the front (sorted by {next(iter(objectives))}).</p>"
                     + _html_table(rows, header, "front"))
-        md.append(f"{len(front)} of {len(done)} complete trials are on the front.\n\n" + _md_table(rows, header))
+        md.append(f"{len(front)} of {pool} are on the front.\n\n" + _md_table(rows, header))
 
         # ---- diagrams
         fams = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -10,9 +11,12 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch"]
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete",
+           "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 FAMILY_CACHE: dict = {}
+FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
+CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
 
 
 def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -39,15 +43,25 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def feasible_complete(df: pd.DataFrame, cols: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of ``df`` that can rank architectures: COMPLETE (when there is a ``state``
+    column), feasible (when there is a ``feasible`` column; every row of a study without
+    constraints is) and with a value in each of ``cols``."""
+    done = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
+    if FEASIBLE in done.columns:
+        done = done[done[FEASIBLE].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+    return done.dropna(subset=list(cols))
+
+
 def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None) -> pd.DataFrame:
-    """The non-dominated COMPLETE rows of ``df`` (from :func:`load_trials`), sorted by the first
-    objective. ``objectives`` maps column -> direction; default ``df.attrs["objectives"]``."""
+    """The non-dominated COMPLETE and feasible rows of ``df`` (from :func:`load_trials`; see
+    :func:`feasible_complete`), sorted by the first objective: Optuna's ``study.best_trials``.
+    ``objectives`` maps column -> direction; default ``df.attrs["objectives"]``."""
     objectives = objectives or df.attrs.get("objectives")
     if not objectives:
         raise ValueError("no objectives: pass objectives={column: direction} or use load_trials()")
     cols = list(objectives)
-    done = df[(df["state"] == "COMPLETE")] if "state" in df.columns else df
-    done = done.dropna(subset=cols)
+    done = feasible_complete(df, cols)
     if done.empty:
         out = done.copy()
     else:
@@ -91,6 +105,9 @@ def flatten_arch(arch_json: str) -> dict:
     return row
 
 
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
 def _open(storage: Union[str, optuna.storages.BaseStorage]):
     if isinstance(storage, str):
         from nas.study import open_storage
@@ -99,11 +116,40 @@ def _open(storage: Union[str, optuna.storages.BaseStorage]):
     return storage
 
 
-def load_trials(storage: Union[str, optuna.storages.BaseStorage], study: str) -> pd.DataFrame:
+def _is_export(source) -> bool:
+    """A path to a file written by `nas export` (not a storage URL)."""
+    if isinstance(source, os.PathLike):
+        return True
+    return isinstance(source, str) and "://" not in source and source.lower().endswith(EXPORT_SUFFIXES)
+
+
+def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], study: Optional[str] = None) -> pd.DataFrame:
     """One row per trial of ``study``: number, state, arch_id, objective columns, every metric
-    (params, flops, latency_ms, latency_spread, ...), flattened arch columns, error, timing.
-    ``df.attrs["objectives"]`` maps each objective column to its direction."""
-    from nas.study import CONFIG_ATTR, _retried_numbers
+    (params, flops, latency_ms, latency_spread, ...), ``feasible`` and one ``constraint.<name>``
+    column per constraint, flattened arch columns, error, timing.
+
+    ``source`` is an Optuna storage (URL or object), or a file written by ``nas export``
+    (``.csv`` with its ``.csv.meta.json`` sidecar, or ``.parquet``), read back as exported; there
+    ``study`` may be left out. ``df.attrs``: ``objectives`` (column -> direction), ``constraints``
+    (constraint names, in column order), ``study`` and ``config`` (the stored search config)."""
+    if _is_export(source):
+        from nas.export import read_export
+
+        df = read_export(source)
+        if study is not None and df.attrs.get("study") != study:
+            from nas.errors import UserError
+
+            raise UserError(f"{source} holds study {df.attrs.get('study')!r}, not {study!r}")
+        return df
+    if study is None:
+        from nas.errors import UserError
+
+        raise UserError("load_trials: name the study to read from a storage URL")
+    return _load_from_storage(source, study)
+
+
+def _load_from_storage(storage, study: str) -> pd.DataFrame:
+    from nas.study import CONFIG_ATTR
 
     storage = _open(storage)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -113,53 +159,68 @@ def load_trials(storage: Union[str, optuna.storages.BaseStorage], study: str) ->
         raise UserError(f"no study {study!r} in this storage; studies there: {sorted(names) or 'none'}")
     st = optuna.load_study(study_name=study, storage=storage)
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
-    directions = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
     trials = st.get_trials(deepcopy=False)
-    retried = _retried_numbers(trials)
+    rows = [_trial_row(t, metric_names, _retries(trials)) for t in trials]
+    constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["number", "state", "arch_id", *metric_names, FEASIBLE, "error"])
+    df[FEASIBLE] = df[FEASIBLE].astype("boolean")
+    df.attrs["objectives"] = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
+    df.attrs["constraints"] = constraints
+    df.attrs["study"] = study
+    cfg = st.user_attrs.get(CONFIG_ATTR)
+    if cfg:
+        df.attrs["config"] = json.loads(cfg)
+    return df
+
+
+def _retries(trials) -> tuple[set, dict]:
+    """(numbers of trials that were retried, {retried number: number of its retry})."""
+    from nas.study import _retried_numbers
+
     retry_of = {}
     for t in trials:
         for n in t.system_attrs.get("retry_history", []):
             retry_of[n] = t.number
         if t.user_attrs.get("retry_of") is not None:
             retry_of[t.user_attrs["retry_of"]] = t.number
-    rows = []
-    for t in trials:
-        ua = t.user_attrs
-        row = {
-            "number": t.number,
-            "state": t.state.name,
-            "arch_id": ua.get("arch_id"),
-            "summary": ua.get("summary"),
-        }
-        values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
-        for n, v in zip(metric_names, values):
-            row[n] = v
-        for k, v in (ua.get("metrics") or {}).items():
-            row.setdefault(k, v)
-        error = ua.get("error")
-        if t.state == TrialState.FAIL and not error:
-            error = "worker stopped (heartbeat went stale) mid-trial"
-            if t.number in retried:
-                error += f"; retried as trial {retry_of.get(t.number)}"
-        if t.state == TrialState.PRUNED and not error:
-            error = ua.get("pruned_reason")
-        row["error"] = error
-        row["ladder_stopped"] = ua.get("ladder_stopped")
-        row["baseline"] = ua.get("baseline")  # name of an enqueued reference design (nas/baselines.py)
-        row["reused_from"] = ua.get("reused_from")
-        row["retried_as"] = retry_of.get(t.number)
-        row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
-        row["datetime_start"] = t.datetime_start
-        if ua.get("arch"):
-            row.update(flatten_arch(ua["arch"]))
-        row["arch_json"] = ua.get("arch")
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        df = pd.DataFrame(columns=["number", "state", "arch_id", *metric_names, "error"])
-    df.attrs["objectives"] = directions
-    df.attrs["study"] = study
-    cfg = st.user_attrs.get(CONFIG_ATTR)
-    if cfg:
-        df.attrs["config"] = json.loads(cfg)
-    return df
+    return _retried_numbers(trials), retry_of
+
+
+def _feasibility(t) -> dict:
+    """``feasible`` (Optuna's rule: every constraint value <= 0; NA unless COMPLETE) and one
+    ``constraint.<name>`` column per constraint the trial carries."""
+    values = t.constraints
+    row = {FEASIBLE: all(v <= 0 for v in values.values()) if t.state == TrialState.COMPLETE else None}
+    row.update({CONSTRAINT_PREFIX + k: v for k, v in values.items()})
+    return row
+
+
+def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
+    retried, retry_of = retries
+    ua = t.user_attrs
+    row = {"number": t.number, "state": t.state.name, "arch_id": ua.get("arch_id"), "summary": ua.get("summary")}
+    values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
+    row.update(zip(metric_names, values))
+    for k, v in (ua.get("metrics") or {}).items():
+        row.setdefault(k, v)
+    row.update(_feasibility(t))
+    error = ua.get("error")
+    if t.state == TrialState.FAIL and not error:
+        error = "worker stopped (heartbeat went stale) mid-trial"
+        if t.number in retried:
+            error += f"; retried as trial {retry_of.get(t.number)}"
+    if t.state == TrialState.PRUNED and not error:
+        error = ua.get("pruned_reason")
+    row["error"] = error
+    row["ladder_stopped"] = ua.get("ladder_stopped")
+    row["baseline"] = ua.get("baseline")  # name of an enqueued reference design (nas/baselines.py)
+    row["reused_from"] = ua.get("reused_from")
+    row["retried_as"] = retry_of.get(t.number)
+    row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+    row["datetime_start"] = t.datetime_start
+    if ua.get("arch"):
+        row.update(flatten_arch(ua["arch"]))
+    row["arch_json"] = ua.get("arch")
+    return row

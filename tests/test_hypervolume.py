@@ -110,3 +110,19 @@ def test_no_finished_trials():
     assert hypervolume_history(df).empty
     with pytest.raises(ValueError):
         reference_point(df)
+
+
+def test_only_feasible_trials_count():
+    # trial 1 violates a constraint and would dominate everything: it must add no volume, move no
+    # reference point and be no step of the history
+    df = _df([2.0, 6.0, 4.0, 1.0], [3.0, 0.0, 1.0, 5.0])
+    df["feasible"] = pd.array([True, False, True, True], dtype="boolean")
+    pts = np.array([[-2.0, 3.0], [-4.0, 1.0], [-1.0, 5.0]])  # the feasible ones, both objectives minimized
+    ref = reference_point(df)
+    assert ref == {"accuracy": pytest.approx(1.0 - 0.3), "latency_ms": pytest.approx(5.0 + 0.4)}
+    assert nas.hypervolume(df, reference={"accuracy": 0, "latency_ms": 6}) == pytest.approx(grid_count(pts, [0, 6]))
+    everything = nas.hypervolume(df.drop(columns="feasible"), reference={"accuracy": 0, "latency_ms": 6})
+    assert everything == pytest.approx(grid_count(np.vstack([pts, [[-6.0, 0.0]]]), [0, 6]))  # the test can fail
+    h = hypervolume_history(df)
+    assert list(h["number"]) == [0, 2, 3]
+    assert h["hypervolume"].iloc[-1] == pytest.approx(nas.hypervolume(df))

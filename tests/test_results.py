@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.results import pareto_front, pareto_mask
+from nas.results import feasible_complete, pareto_front, pareto_mask
 
 
 def brute_force(values, directions):
@@ -44,3 +44,17 @@ def test_pareto_mask_errors():
         pareto_mask(np.zeros((3, 2)), ["maximize"])
     with pytest.raises(ValueError):
         pareto_mask(np.zeros((3, 1)), ["up"])
+
+
+def test_pareto_front_leaves_out_infeasible_trials():
+    df = pd.DataFrame({
+        "number": [0, 1, 2, 3],
+        "state": ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"],
+        "accuracy": [0.5, 0.99, 0.4, None],
+        "latency_ms": [1.0, 0.1, 2.0, None],
+        "feasible": pd.array([True, False, True, None], dtype="boolean"),
+    })
+    df.attrs["objectives"] = {"accuracy": "maximize", "latency_ms": "minimize"}
+    assert list(pareto_front(df)["number"]) == [0]  # 1 dominates both but violates a constraint
+    assert list(pareto_front(df.drop(columns="feasible"))["number"]) == [1]
+    assert list(feasible_complete(df)["number"]) == [0, 2]

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nas.cli import StorageOpt, StudyOpt, _storage, app, err, out, user_errors
+from nas.cli import StorageOpt, StudyOpt, _front_counts, _storage, app, err, out, user_errors
 from nas.errors import UserError
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".html")
@@ -97,12 +97,13 @@ def compare(
     storage: Optional[List[str]] = typer.Option(None, "--storage", help="storage URL: one shared, or one per --study in the same order [default: sqlite:///results/<study>.db each]"),
     out_path: Optional[Path] = typer.Option(None, "--out", help="also plot the fronts together: FILE.png | FILE.html"),
 ):
-    """Fronts of several studies side by side, with hypervolumes against one common reference point."""
+    """Fronts of several studies side by side, with hypervolumes against one common reference point
+    (only trials that satisfy each study's constraints count)."""
     import pandas as pd
 
     from nas import plots
     from nas.hypervolume import hypervolume, reference_point
-    from nas.results import load_trials, pareto_front
+    from nas.results import feasible_complete, load_trials, pareto_front
 
     if len(study) < 2:
         raise UserError("--study: give at least two studies to compare")
@@ -119,18 +120,16 @@ def compare(
     for (name, df), o in zip(dfs.items(), objs):
         if o != first:
             raise UserError(f"studies optimize different objectives: {study[0]} {first} vs {name} {o}")
-    both = pd.concat([df[df["state"] == "COMPLETE"][list(first)] for df in dfs.values()], ignore_index=True)
-    if both.dropna().empty:
-        raise UserError("none of the studies has complete trials yet")
-    both["state"] = "COMPLETE"
+    both = pd.concat([feasible_complete(df, list(first))[list(first)] for df in dfs.values()], ignore_index=True)
+    if both.empty:
+        raise UserError("none of the studies has complete trials that satisfy its constraints yet")
     ref = reference_point(both, first)
     hvs = {name: hypervolume(df, reference=ref) for name, df in dfs.items()}
     out.print("common reference point: " + ", ".join(f"{k}={v:.4g}" for k, v in ref.items())
-              + " (worst complete value of all studies, moved by 10% of the range)", highlight=False)
+              + " (worst feasible complete value of all studies, moved by 10% of the range)", highlight=False)
     for name, df in dfs.items():
         front = pareto_front(df)
-        n = int((df["state"] == "COMPLETE").sum())
-        t = Table(title=f"{name}: front of {len(front)} of {n} complete trials, hypervolume {hvs[name]:.4g}")
+        t = Table(title=f"{name}: front of {_front_counts(df, front)}, hypervolume {hvs[name]:.4g}")
         t.add_column("trial", justify="right")
         for o, d in first.items():
             t.add_column(f"{o} {'↑' if d == 'maximize' else '↓'}", justify="right")
