@@ -68,12 +68,23 @@ def spaces():
 
 
 # ------------------------------------------------------------------------------ search / resume
+def _front_counts(df, front) -> str:
+    """'3 of 7 complete trials', and how many of those violate a constraint when any do."""
+    from nas.results import feasible_complete
+
+    complete = int((df["state"] == "COMPLETE").sum())
+    infeasible = complete - len(feasible_complete(df))
+    if not infeasible:
+        return f"{len(front)} of {complete} complete trials"
+    return f"{len(front)} of {complete - infeasible} feasible complete trials; {infeasible} violate a constraint"
+
+
 def _front_table(df, title="Pareto front") -> Table:
     from nas.results import pareto_front
 
     front = pareto_front(df)
     objs = list(df.attrs["objectives"])
-    t = Table(title=f"{title} ({len(front)} of {int((df['state'] == 'COMPLETE').sum())} complete trials)")
+    t = Table(title=f"{title} ({_front_counts(df, front)})")
     t.add_column("trial", justify="right")
     for o in objs:
         arrow = "↑" if df.attrs["objectives"][o] == "maximize" else "↓"
@@ -249,8 +260,9 @@ def resume(
 @app.command()
 @user_errors
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
-    """Trials by state, budget, front size, best value per objective, environment."""
-    from nas.results import load_trials, pareto_front
+    """Trials by state, budget, front size, best value per objective, environment (fronts, bests
+    and hypervolume count only trials that satisfy the space's constraints)."""
+    from nas.results import feasible_complete, load_trials, pareto_front
     from nas.study import ENV_ATTR, budget_count, load_study
 
     url = _storage(study, storage)
@@ -266,14 +278,16 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     for state, n in sorted(df["state"].value_counts().items()):
         t.add_row(f"  {state.lower()}", str(n))
     front = pareto_front(df)
-    t.add_row("front size", str(len(front)))
+    if df.attrs.get("constraints"):
+        t.add_row("constraints", ", ".join(df.attrs["constraints"]))
+    t.add_row("front size", f"{len(front)} ({_front_counts(df, front)})")
     if len(front):
         from nas.hypervolume import hypervolume, reference_point
 
         ref = reference_point(df)
         t.add_row("hypervolume", f"{hypervolume(df):.4g} (reference {', '.join(f'{k}={v:.4g}' for k, v in ref.items())})")
     for o, d in df.attrs["objectives"].items():
-        col = df.loc[df["state"] == "COMPLETE", o].dropna()
+        col = feasible_complete(df)[o].dropna()
         if len(col):
             best = col.max() if d == "maximize" else col.min()
             t.add_row(f"best {o} ({d})", f"{best:.4g}")
@@ -299,8 +313,8 @@ def pareto(
         out.print(_front_table(df))
         return
     front = pareto_front(df)
-    cols = ["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary"]
-    front = front[[c for c in cols if c in front.columns]]
+    cols = dict.fromkeys(["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary"])
+    front = front[[c for c in cols if c in front.columns]]  # an objective such as params is listed once
     if format == "csv":
         sys.stdout.write(front.to_csv(index=False))
     else:
@@ -311,23 +325,17 @@ def pareto(
 @user_errors
 def export(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
            out_path: Path = typer.Option(..., "--out", help="FILE.csv or FILE.parquet")):
-    """Every trial as a table file (.csv or .parquet)."""
+    """Every trial as a table file (.csv or .parquet) that keeps the objectives, constraints and
+    config: parquet in its metadata, CSV in a FILE.csv.meta.json beside it. Read back with
+    nas.load_trials(FILE)."""
+    from nas.export import write_export
     from nas.results import load_trials
 
     if out_path.suffix not in (".csv", ".parquet"):
         raise UserError(f"--out: {out_path} must end in .csv or .parquet")
     df = load_trials(_storage(study, storage), study)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if out_path.suffix == ".csv":
-        df.to_csv(out_path, index=False)
-    else:
-        df = df.copy()
-        for c in df.columns:  # parquet needs one type per column
-            if df[c].dtype == object:
-                df[c] = df[c].map(lambda v: None if v is None else str(v) if not isinstance(v, str) else v)
-        df.attrs = {}
-        df.to_parquet(out_path, index=False)
-    err.print(f"wrote {len(df)} trials to {out_path}", highlight=False)
+    written = write_export(df, out_path)
+    err.print(f"wrote {len(df)} trials to {' and '.join(map(str, written))}", highlight=False)
 
 
 @app.command()
