@@ -18,6 +18,7 @@ __all__ = ["run", "run_local", "front_size"]
 
 def front_size(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]  # feasible, as nas.pareto_front
     if not trials:
         return 0
     from nas.results import pareto_mask
