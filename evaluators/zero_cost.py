@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluators.tasks.base import IGNORE_INDEX
+from search_spaces.registries import Registry
 from search_spaces.task_io import TaskIO
 
 __all__ = ["ZERO_COST", "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "compute_zero_cost"]
@@ -211,28 +212,25 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------ registry
-# name -> fn(model, io, x, y)
-ZERO_COST: dict[str, Callable] = {
-    "synflow": lambda model, io, x, y: synflow(model, io),
-    "naswot": lambda model, io, x, y: naswot(model, x),
-    "jacob_cov": lambda model, io, x, y: jacob_cov(model, x, io),
-    "snip": lambda model, io, x, y: snip(model, x, y),
-    "grad_norm": lambda model, io, x, y: grad_norm(model, x, y),
-}
+# name -> fn(model, io, x, y) -> float (higher is better); each is also a metric (evaluators.metrics)
+ZERO_COST: Registry[Callable] = Registry("zero-cost proxy")
+ZERO_COST.add("synflow", lambda model, io, x, y: synflow(model, io))
+ZERO_COST.add("naswot", lambda model, io, x, y: naswot(model, x))
+ZERO_COST.add("jacob_cov", lambda model, io, x, y: jacob_cov(model, x, io))
+ZERO_COST.add("snip", lambda model, io, x, y: snip(model, x, y))
+ZERO_COST.add("grad_norm", lambda model, io, x, y: grad_norm(model, x, y))
 
 
 def compute_zero_cost(model: nn.Module, io: TaskIO, x: torch.Tensor, y: torch.Tensor,
                       names=tuple(ZERO_COST), seed: int = 0) -> dict[str, float]:
     """The named zero-cost scores of ``model`` on the mini-batch ``(x, y)``. Runs under a forked
     RNG (seeded with ``seed``) so that computing proxies does not change what training does next."""
-    unknown = sorted(set(names) - set(ZERO_COST))
-    if unknown:
-        raise ValueError(f"unknown zero-cost proxy {unknown[0]!r}; known: {sorted(ZERO_COST)}")
+    proxies = {name: ZERO_COST.get(name) for name in names}  # UnknownName before any work
     out = {}
     with torch.random.fork_rng(devices=[]):
-        for name in names:
+        for name, proxy in proxies.items():
             torch.manual_seed(seed)
-            out[name] = ZERO_COST[name](model, io, x, y)
+            out[name] = proxy(model, io, x, y)
     return out
 
 

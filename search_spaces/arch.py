@@ -206,8 +206,9 @@ class ArchSpec:
     # ----------------------------------------------------------------- validation
     def validate(self) -> "ArchSpec":
         """Check every rule; raise ArchValidationError naming the path. Returns self."""
-        from search_spaces.ffn import list_ffns
-        from search_spaces.registry import get_mixer_info, list_mixers
+        from search_spaces.ffn import FFNS
+        from search_spaces.registries import UnknownName
+        from search_spaces.registry import get_mixer_info
 
         stem = self.stem
         if stem.type not in STEM_TYPES:
@@ -240,9 +241,10 @@ class ArchSpec:
             for bi, block in enumerate(stage.blocks):
                 bp = f"{sp}.blocks[{bi}]"
                 mixer = block.mixer
-                if mixer.type not in list_mixers():
-                    raise ArchValidationError(f"{bp}.mixer.type", f"unknown mixer {mixer.type!r}; registered: {list_mixers()}")
-                info = get_mixer_info(mixer.type)
+                try:
+                    info = get_mixer_info(mixer.type)
+                except UnknownName as e:
+                    raise ArchValidationError(f"{bp}.mixer.type", str(e)) from None
                 if self.causal and not info.causal:
                     raise ArchValidationError(f"{bp}.mixer.type", f"{mixer.type} does not support causal use")
                 if stem.type != "patch2d" and info.needs_2d:
@@ -261,8 +263,10 @@ class ArchSpec:
                     if err:
                         field_name, msg = err
                         raise ArchValidationError(f"{bp}.mixer.{field_name}", msg)
-                if block.ffn.type not in list_ffns():
-                    raise ArchValidationError(f"{bp}.ffn.type", f"unknown FFN {block.ffn.type!r}; registered: {list_ffns()}")
+                try:
+                    FFNS.get(block.ffn.type)
+                except UnknownName as e:
+                    raise ArchValidationError(f"{bp}.ffn.type", str(e)) from None
                 if not isinstance(block.ffn.ratio, (int, float)) or block.ffn.ratio <= 0:
                     raise ArchValidationError(f"{bp}.ffn.ratio", f"{block.ffn.ratio!r} must be a number > 0")
                 if block.norm not in NORM_PLACEMENTS:

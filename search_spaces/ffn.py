@@ -7,27 +7,25 @@ from typing import Callable
 import torch.nn as nn
 from timm.layers import GluMlp, Mlp
 
-__all__ = ["build_ffn", "list_ffns", "register_ffn"]
+from search_spaces.registries import Registry
 
-_FFNS: dict[str, Callable[[int, float], nn.Module]] = {}
+__all__ = ["FFNS", "build_ffn", "list_ffns", "register_ffn"]
+
+# name -> fn(dim, ratio) -> nn.Module | None; the built-ins are defined below
+FFNS: Registry[Callable[[int, float], nn.Module | None]] = Registry("FFN")
 
 
 def register_ffn(name: str):
-    def deco(fn):
-        _FFNS[name] = fn
-        return fn
-
-    return deco
+    """Decorator: register ``fn(dim, ratio) -> nn.Module | None`` as the FFN ``name``."""
+    return FFNS.register(name)
 
 
 def list_ffns() -> list[str]:
-    return sorted(_FFNS)
+    return FFNS.names()
 
 
 def build_ffn(name: str, dim: int, ratio: float) -> nn.Module | None:
-    if name not in _FFNS:
-        raise KeyError(f"unknown FFN {name!r}; registered: {list_ffns()}")
-    return _FFNS[name](dim, ratio)
+    return FFNS.get(name)(dim, ratio)
 
 
 @register_ffn("mlp")

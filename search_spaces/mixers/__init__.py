@@ -1,9 +1,24 @@
-"""Built-in token mixers: every module in this package is imported, which registers its mixers
-(see ``search_spaces.registry``). Add a mixer by adding a module here."""
+"""Built-in token mixers. Importing a module registers its mixers (``search_spaces.registry``);
+add a mixer by adding a module here and importing it below."""
 
-import importlib
-import pkgutil
-
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if not _mod.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod}")
+from search_spaces.mixers import (  # noqa: F401  (registration)
+    binary,
+    conv,
+    diff,
+    fnet,
+    gfnet,
+    glu,
+    gqa,
+    hilo,
+    hyena,
+    hyena2d,
+    linear,
+    local,
+    moh,
+    routing,
+    single_head,
+    softmax,
+    sqa,
+    strip,
+    subsampled,
+)

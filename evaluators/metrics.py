@@ -1,0 +1,165 @@
+"""The metric registry: every name a space may use as an objective, a constraint or a ladder bound.
+
+Built-in metrics are computed by :func:`evaluators.evaluate.evaluate` itself (``fn`` is None);
+a user metric is a function registered with :func:`register_metric`::
+
+    from evaluators.metrics import register_metric
+
+    @register_metric("mixer_params", "minimize", at="init")
+    def mixer_params(model, task, settings) -> float:
+        return sum(p.numel() for s in model.stages for b in s for p in b.mixer.parameters())
+
+``fn(model, task, settings)`` gets the model, the task (``task.io``, ``task.split("test")``) and
+the :class:`~evaluators.evaluate.EvalSettings` of the search, and returns a number. ``at="trained"``
+(the default) runs it after the proxy training, on the trained model in eval mode; ``at="init"``
+runs it on the freshly initialised model before training, which also makes the metric usable as a
+bound of a ``filter`` rung of the proxy ladder. A user metric is computed only in searches that
+name it; it runs under a forked RNG seeded with the search's seed, so it changes nothing that
+follows. Gradients are enabled (use ``torch.no_grad()`` inside ``fn`` if none are needed). If
+``fn`` raises or returns something that is not a number (or NaN), the trial fails with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional
+
+import torch
+
+from evaluators.errors import TrialFailure
+from evaluators.zero_cost import ZERO_COST
+from search_spaces.registries import Registry
+
+__all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric"]
+
+DIRECTION_NAMES = ("maximize", "minimize")
+STAGES = ("init", "trained")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric: its natural ``direction``; ``fn`` for a user metric (None: computed by evaluate);
+    ``at``: known at initialisation or after training; ``causal``: only causal tasks have it;
+    ``zero_cost``: a zero-cost proxy (computed only when named)."""
+
+    name: str
+    direction: str
+    fn: Optional[Callable] = None
+    at: str = "trained"
+    causal: bool = False
+    zero_cost: bool = False
+    doc: str = ""
+
+    @property
+    def filterable(self) -> bool:
+        """Usable as a bound of a ladder ``filter`` rung (known before training, for every task)."""
+        return self.at == "init" and not self.zero_cost and not self.causal
+
+
+METRIC_REGISTRY: Registry[Metric] = Registry("metric")
+
+
+def _builtin(name: str, direction: str, doc: str, *, at: str = "trained", causal: bool = False) -> None:
+    METRIC_REGISTRY.add(name, Metric(name, direction, at=at, causal=causal, doc=doc))
+
+
+_builtin("params", "minimize", "trainable parameters", at="init")
+_builtin("flops", "minimize", "multiply-accumulates x 2 of one forward pass per sample", at="init")
+_builtin("state_mb", "minimize", "MiB a decoder keeps per sequence at the task's length", at="init", causal=True)
+_builtin("accuracy", "maximize", "test accuracy after the proxy training")
+_builtin("train_loss_sum", "minimize", "sum of the training losses over the proxy run (a training-speed "
+                                       "estimate, Ru et al. 2021)")
+_builtin("final_loss", "minimize", "training loss at the end of the proxy run")
+_builtin("latency_ms", "minimize", "median forward latency at the latency shape")
+_builtin("peak_mem_mb", "minimize", "MiB one forward at the latency shape allocates")
+_builtin("decode_ms", "minimize", "time to decode one more token at the task's length", causal=True)
+for _name in ZERO_COST:  # zero-cost proxies: scores at initialisation, higher is better
+    METRIC_REGISTRY.add(_name, Metric(_name, "maximize", at="init", zero_cost=True,
+                                      doc="zero-cost proxy (evaluators/zero_cost.py)"))
+
+
+def register_metric(name: str, direction: str, fn: Optional[Callable] = None, *, at: str = "trained",
+                    doc: str = ""):
+    """Register ``fn(model, task, settings) -> float`` as the metric ``name`` with its natural
+    ``direction`` (``maximize`` or ``minimize``). Without ``fn``, a decorator. See the module
+    docstring for ``at``. Returns ``fn``."""
+    if direction not in DIRECTION_NAMES:
+        raise ValueError(f"metric {name!r}: direction {direction!r} is not one of {list(DIRECTION_NAMES)}")
+    if at not in STAGES:
+        raise ValueError(f"metric {name!r}: at={at!r} is not one of {list(STAGES)}")
+
+    def deco(f: Callable) -> Callable:
+        if not callable(f):
+            raise TypeError(f"metric {name!r}: fn must be callable, got {f!r}")
+        METRIC_REGISTRY.add(name, Metric(name, direction, fn=f, at=at, doc=doc or _first_line(f)))
+        return f
+
+    return deco if fn is None else deco(fn)
+
+
+def _first_line(f: Callable) -> str:
+    return ((getattr(f, "__doc__", None) or "").strip().splitlines() or [""])[0]
+
+
+class _Directions(Mapping):
+    """Metric name -> natural direction, read live from the registry (user metrics included)."""
+
+    def __getitem__(self, name: str) -> str:
+        return METRIC_REGISTRY.get(name).direction
+
+    def __iter__(self):
+        return iter(METRIC_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(METRIC_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+DIRECTIONS: Mapping[str, str] = _Directions()
+
+
+def filter_metrics() -> tuple[str, ...]:
+    """Metrics a ladder ``filter`` rung may bound: the built-in costs known before training and
+    user metrics registered with ``at="init"``."""
+    return tuple(n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].filterable)
+
+
+def compute_user_metrics(names: Iterable[str], model: torch.nn.Module, task, settings, *, at: str) -> dict:
+    """The values of the user metrics among ``names`` that run ``at`` this point. A metric that
+    raises or returns something other than a number is a :class:`TrialFailure` naming it."""
+    out = {}
+    for name in names:
+        metric = METRIC_REGISTRY.get(name)
+        if metric.fn is None or metric.at != at:
+            continue
+        was_training = model.training
+        if at == "trained":
+            model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(settings.seed)
+                value = metric.fn(model, task, settings)
+        except TrialFailure:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise TrialFailure(f"metric {name} failed: {type(e).__name__}: {first}".rstrip(": ")) from e
+        finally:
+            model.train(was_training)
+        out[name] = _number(name, value)
+    return out
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TrialFailure(f"metric {name} returned {value!r}, not a number")
+    value = float(value)
+    if math.isnan(value):
+        raise TrialFailure(f"metric {name} returned NaN")
+    return value
