@@ -6,11 +6,19 @@ import inspect
 
 import torch
 
+from search_spaces.registries import Registry
 from search_spaces.task_io import TaskIO
 
 IGNORE_INDEX = -100
 
-_TASKS: dict[str, type] = {}
+
+def _task_entry(name: str, cls: type) -> type:
+    cls.name = name
+    return cls
+
+
+# the built-in tasks are the modules that evaluators/tasks/__init__.py imports
+TASKS: Registry[type] = Registry("task", builtins=("evaluators.tasks",), entry=_task_entry)
 
 
 class Task:
@@ -48,25 +56,16 @@ class Task:
 
 
 def register_task(name: str):
-    def deco(cls):
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        cls.name = name
-        _TASKS[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: register a :class:`Task` subclass as the task ``name``."""
+    return TASKS.register(name)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def get_task(name: str) -> type:
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; registered: {list_tasks()}") from None
+    return TASKS.get(name)
 
 
 def _check_params(cls, params: dict) -> None:
