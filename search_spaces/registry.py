@@ -21,7 +21,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
+from search_spaces.registries import Registry
+
 __all__ = [
+    "MIXERS",
     "Mixer",
     "MixerCache",
     "MixerInfo",
@@ -102,7 +105,23 @@ class MixerInfo:
         return {k: p.default for k, p in self.params.items()}
 
 
-_REGISTRY: dict[str, MixerInfo] = {}
+def _mixer_entry(name: str, cls: type, *, params: Optional[dict] = None, causal: bool, needs_2d: bool = False,
+                 rules: tuple = (), family: str = "attention") -> MixerInfo:
+    cls.supports_causal = causal
+    return MixerInfo(
+        name=name,
+        cls=cls,
+        params=dict(params or {}),
+        causal=causal,
+        needs_2d=needs_2d,
+        rules=tuple(rules),
+        doc=" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()),  # first paragraph
+        family=family,
+    )
+
+
+# the built-in mixers are the modules that search_spaces/mixers/__init__.py imports
+MIXERS: Registry[MixerInfo] = Registry("mixer", builtins=("search_spaces.mixers",), entry=_mixer_entry)
 
 
 @dataclass(frozen=True)
@@ -251,43 +270,16 @@ def register_mixer(
     rules: tuple = (),
     family: str = "attention",
 ):
-    """Class decorator that adds a mixer to the registry under ``name``."""
-
-    def deco(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"mixer {name!r} is registered twice")
-        cls.supports_causal = causal
-        _REGISTRY[name] = MixerInfo(
-            name=name,
-            cls=cls,
-            params=dict(params or {}),
-            causal=causal,
-            needs_2d=needs_2d,
-            rules=tuple(rules),
-            doc=" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()),  # first paragraph
-            family=family,
-        )
-        return cls
-
-    return deco
-
-
-def _ensure_loaded():
-    # Importing the package registers the built-in mixers.
-    import search_spaces.mixers  # noqa: F401
+    """Class decorator that adds a mixer to the registry under ``name`` (see the module docstring)."""
+    return MIXERS.register(name, params=params, causal=causal, needs_2d=needs_2d, rules=rules, family=family)
 
 
 def list_mixers() -> list[str]:
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return MIXERS.names()
 
 
 def get_mixer_info(name: str) -> MixerInfo:
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown mixer {name!r}; registered: {sorted(_REGISTRY)}") from None
+    return MIXERS.get(name)
 
 
 def get_mixer(name: str) -> type:
