@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from nas.config import SAMPLERS, SearchConfig
 from nas.errors import UserError
+from nas.storage_drivers import missing_driver
 
 __all__ = [
     "CONFIG_ATTR",
@@ -80,6 +81,8 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
             if path.exists() and path.is_dir():
                 raise UserError(f"bad storage URL {url!r}: {path} is a directory")
             path.parent.mkdir(parents=True, exist_ok=True)
+    if (no_driver := missing_driver(url)) is not None:
+        raise UserError(no_driver)
     try:
         storage = RDBStorage(
             url,
