@@ -89,12 +89,14 @@ def _front_table(df, title="Pareto front") -> Table:
     for o in objs:
         arrow = "↑" if df.attrs["objectives"][o] == "maximize" else "↓"
         t.add_column(f"{o} {arrow}", justify="right")
-    for col in ("params", "arch_id", "architecture"):
+    extra = ("arch_id", "architecture") if "params" in objs else ("params", "arch_id", "architecture")
+    for col in extra:  # params once, also when it is an objective
         t.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
     for _, r in front.iterrows():
         cells = [str(int(r["number"]))] + [f"{r[o]:.4g}" for o in objs]
-        cells += [f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "",
-                  str(r.get("arch_id", "")),
+        if "params" not in objs:
+            cells.append(f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "")
+        cells += [str(r.get("arch_id", "")),
                   escape((f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else "") + str(r.get("summary", "")))]
         t.add_row(*cells)
     return t

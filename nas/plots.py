@@ -167,7 +167,7 @@ def _title(df, pairs) -> str:
     infeasible = len(_split(df)[1])
     front = _full_front_numbers(df)
     return (f"study {df.attrs.get('study', '')}: {n} complete trials"
-            + (f" ({infeasible} {INFEASIBLE_LABEL})" if infeasible else "")
+            + (f" ({infeasible} violating a constraint)" if infeasible else "")
             + f", front of {len(front)}{_hv_text(df, pairs)}")
 
 

@@ -67,6 +67,8 @@ def test_front_is_optunas_best_trials(bounded):
     assert expected and _numbers(nas.pareto_front(df).itertuples()) == expected
     r = run_nas("pareto", "--study", "b", "--storage", url, "--format", "json", cwd=d, check=True)
     assert sorted(row["number"] for row in json.loads(r.stdout)) == expected
+    r = run_nas("pareto", "--study", "b", "--storage", url, cwd=d, check=True)
+    assert r.stdout.count("params") == 1  # the objective column, not a second params column
     # ignoring the constraints would put an infeasible trial on the front: the check above can fail
     done = df[df.state == "COMPLETE"]
     unconstrained = done[pareto_mask(done[["accuracy", "params"]].to_numpy(float), ["maximize", "minimize"])]
