@@ -138,3 +138,17 @@ def test_export_read_errors(bounded, tmp_path):
     nas.load_trials(url, "b")[["number", "accuracy", "params"]].to_parquet(plain)
     with pytest.raises(nas.errors.UserError, match="no mixer-nas metadata"):
         nas.load_trials(plain)
+
+
+def test_report_and_compare_count_feasible_trials_only(bounded, tmp_path):
+    d, url, study = bounded
+    from nas.report import write_report
+
+    df = nas.load_trials(url, "b")
+    n_ok, n_bad = int(df.feasible.sum()), int((~df.feasible).sum())
+    md = write_report(df, tmp_path / "rep")["md"].read_text()
+    assert f"{len(study.best_trials)} of {n_ok} feasible complete trials are on the front" in md
+    assert f"{n_ok} of {n_ok + n_bad} complete trials satisfy the constraints" in md
+    r = run_nas("compare", "--study", "b", "--study", "b", "--storage", url, "--storage", url, cwd=d, check=True)
+    assert f"b: front of {len(study.best_trials)} of {n_ok} feasible complete trials; {n_bad} violate" in r.stdout
+    assert f"largest hypervolume: b ({nas.hypervolume(df):.4g})" in r.stdout  # common reference = this study's own
