@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from evaluators.flops import count_flops
 from search_spaces.task_io import TaskIO
 
 __all__ = ["count_params", "flops_per_sample", "example_input", "decode_state_mb"]
@@ -22,15 +22,13 @@ def example_input(io: TaskIO, batch: int = 1, seed: int = 0) -> torch.Tensor:
     return torch.randn(shape, generator=g)
 
 
-@torch.no_grad()
 def flops_per_sample(model: torch.nn.Module, io: TaskIO) -> int:
-    """Forward FLOPs for one sample, counted by ``torch.utils.flop_counter`` (matmuls, convs,
-    attention; FFTs and elementwise ops are not counted by PyTorch's counter)."""
+    """Forward FLOPs for one sample in eval mode, by :func:`evaluators.flops.count_flops`:
+    matmuls, convolutions, attention (the pairs its mask leaves open) and FFTs (5 n log2 n per
+    complex transform of n points, half for real ones); elementwise ops, softmax, norms and
+    pooling are not counted. The conventions are in :mod:`evaluators.flops`."""
     model.eval()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(example_input(io, 1))
-    return int(counter.get_total_flops())
+    return count_flops(model, example_input(io, 1))
 
 
 def decode_state_mb(model: torch.nn.Module, n: int, bytes_per_value: int = 4):
