@@ -14,41 +14,25 @@ from evaluators.decode import measure_decode
 from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
+from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
 from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
 
-__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "zero_cost_requested"]
+__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "user_metrics_requested",
+           "zero_cost_requested"]
 
-# every metric evaluate() returns, with its natural direction (for objectives and constraints).
-# train_loss_sum: the sum of the training losses over the proxy run (a training-speed estimate,
-# Ru et al. 2021 "Speedy Performance Estimation"): lower means the candidate learned faster; it is
-# recorded for every trial and usable as an objective or constraint like any other metric.
-METRICS = {
-    "accuracy": "maximize",
-    "latency_ms": "minimize",
-    # MiB one forward at the latency shape allocates (CPU: evaluators.memory; CUDA: the allocator's peak)
-    "peak_mem_mb": "minimize",
-    "params": "minimize",
-    "flops": "minimize",
-    "train_loss_sum": "minimize",
-    "final_loss": "minimize",
-    # causal tasks: per-sequence decoding state (KV cache / recurrent state / window) at the task's length
-    "state_mb": "minimize",
-    # causal tasks: measured time to decode one more token at the task's length (evaluators/decode.py),
-    # only when a search names it; timed under the latency lock, like latency_ms
-    "decode_ms": "minimize",
-    # zero-cost proxies (evaluators/zero_cost.py): computed at initialisation, only when a search
-    # names them (objective or constraint), so default searches pay nothing for them
-    "synflow": "maximize",
-    "naswot": "maximize",
-    "jacob_cov": "maximize",
-    "snip": "maximize",
-    "grad_norm": "maximize",
-}
+# every metric name a space may use, with its natural direction (objectives, constraints, plots):
+# a live view of the metric registry (evaluators/metrics.py), user metrics included
+METRICS = DIRECTIONS
 ZERO_COST_METRICS = tuple(ZERO_COST)
-CAUSAL_METRICS = ("state_mb", "decode_ms")  # only causal (token-generating) tasks have these
+CAUSAL_METRICS = tuple(n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].causal)  # only causal tasks have these
+
+
+def user_metrics_requested(names) -> tuple[str, ...]:
+    """The user metrics (registered with a function) among metric ``names``, each once, in order."""
+    return tuple(n for n in dict.fromkeys(names) if n in METRIC_REGISTRY and METRIC_REGISTRY[n].fn is not None)
 
 
 def zero_cost_requested(names) -> tuple[str, ...]:
@@ -70,14 +54,16 @@ class EvalSettings:
     ladder: tuple = ()  # rungs (evaluators.ladder.Rung) tried before the full proxy training
     zero_cost_batch: int = 64  # mini-batch the data-dependent proxies see
     decode: bool = False  # time per-token decoding (decode_ms)
+    metrics: tuple = ()  # user metrics to compute (registered with evaluators.metrics.register_metric)
 
     @classmethod
     def from_space(cls, space, seed: int = 0) -> "EvalSettings":
         wanted = list(space.objectives) + list(space.constraints)
         train = TrainConfig.from_dict(space.train)
         ladder = parse_ladder(space.raw.get("ladder"), train_steps=train.steps,
-                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=("params", "flops"))
+                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=filter_metrics())
         wanted += [r.metric for r in ladder if r.kind == "zero_cost"]
+        wanted += [m for r in ladder if r.kind == "filter" for m in (*r.max, *r.min)]
         return cls(
             task=space.task["name"],
             task_params=dict(space.task.get("params", {})),
@@ -87,6 +73,7 @@ class EvalSettings:
             zero_cost=zero_cost_requested(wanted),
             decode="decode_ms" in wanted,
             ladder=ladder,
+            metrics=user_metrics_requested(wanted),
         )
 
 
@@ -108,6 +95,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             state = decode_state_mb(model, task.io.seq_len)
             if state is not None:
                 metrics["state_mb"] = state
+        metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="init"))
         history = ladder_history or {}
         values, passed = {}, []
         zc_done = False
@@ -155,6 +143,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             train_loss_sum=result.loss_sum,
             train_seconds=result.seconds,
         )
+        metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
         cpu = settings.latency.device == "cpu"
         if cpu:  # counted, not timed: no need to hold the device alone for it
             metrics["peak_mem_mb"] = peak_memory_mb(model, task.io, settings.latency)

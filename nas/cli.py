@@ -24,6 +24,8 @@ err = Console(stderr=True, soft_wrap=True)  # never break a command the user may
 
 StudyOpt = typer.Option(..., "--study", help="study name")
 StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL [default: sqlite:///results/<study>.db]")
+PluginOpt = typer.Option([], "--plugin", help="module name or .py file that registers mixers, tasks or metrics "
+                                              "(repeatable; a study stores its plugins)")
 
 
 def _fail(msg: str, code: int = 2):
@@ -37,6 +39,12 @@ def user_errors(fn):
         try:
             return fn(*a, **kw)
         except UserError as e:
+            _fail(str(e))
+        except KeyError as e:
+            from search_spaces.registries import UnknownName
+
+            if not isinstance(e, UnknownName):  # e.g. a mixer of a plugin that was not loaded
+                raise
             _fail(str(e))
 
     return wrapper
@@ -146,17 +154,17 @@ def _run(study, config, created: bool):
     err.print(f"{verb} study [bold]{config.study}[/] in {config.storage}: space {config.space}, "
               f"sampler {config.sampler}, {done}/{config.trials} trials finished", highlight=False)
     resume_cmd = f"nas resume --study {config.study} --storage {config.storage}"
-    import importlib
+    from nas.backends import get_backend
+    from search_spaces.registries import UnknownName
 
-    from nas.backends import list_backends
-
-    if config.backend not in list_backends():
-        raise UserError(f"backend {config.backend!r} is not available; choose one of {list_backends()}")
-    backend = importlib.import_module(f"nas.backends.{config.backend}")
+    try:
+        run_backend = get_backend(config.backend)
+    except UnknownName as e:
+        raise UserError(f"study {config.study!r}: {e}") from None
     _quiet_interrupt_fallout()
     try:
         with Progress(config.trials, err) as progress:
-            backend.run(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
+            run_backend(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: {budget_count(study)}/{config.trials} trials finished and saved. "
                   f"Resume with:\n  {resume_cmd}", highlight=False)
@@ -188,6 +196,7 @@ def search(
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="ray backend: ASHA stops weak candidates (see docs/ray.md)"),
     latency_lock: str = typer.Option("rw", "--latency-lock", help="ray backend: rw (training pauses while a latency is timed) | mutex (timings one at a time, training goes on) | none"),
     baselines: bool = typer.Option(False, "--baselines", help="also evaluate literature reference designs sized to the space (marked in results)"),
+    plugin: List[str] = PluginOpt,
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
     from nas.config import SAMPLERS, SearchConfig, load_space_checked
@@ -195,16 +204,22 @@ def search(
 
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
-    from nas.backends import list_backends
+    from nas.backends import get_backend
+    from search_spaces.registries import UnknownName
 
-    if backend not in list_backends():
-        raise UserError(f"--backend: {backend!r} is not one of {list_backends()}")
+    try:
+        get_backend(backend)
+    except UnknownName as e:
+        raise UserError(f"--backend: {e}") from None
     from nas.locks import MODES
 
     if latency_lock not in MODES:
         raise UserError(f"--latency-lock: {latency_lock!r} is not one of {list(MODES)}")
     path = Path(space)
     text = path.read_text() if path.suffix in (".yaml", ".yml") and path.exists() else None
+    from nas.plugins import check_same_plugins, load_cli_plugins, study_plugins
+
+    cli_plugins = load_cli_plugins(plugin)  # before the space: it may name what they register
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
     if text is None:
         from search_spaces.space import _resolve
@@ -217,9 +232,10 @@ def search(
                           grace_period=4 * heartbeat,
                           extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                                  "asha": early_stop, "latency_lock": latency_lock}
-                          if backend == "ray" else {})
+                          if backend == "ray" else {}, plugins=study_plugins(cli_plugins, sp))
     st, stored, created = create_or_load_study(config)
     if not created:
+        check_same_plugins(stored, config)
         from nas.study import save_budget
 
         ignored = [f"--{k} {v}" for k, v, was in (("sampler", sampler, stored.sampler), ("seed", seed, stored.seed),

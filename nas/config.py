@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from evaluators.evaluate import CAUSAL_METRICS, METRICS, EvalSettings
+from evaluators.evaluate import EvalSettings
 from nas.errors import UserError
 
 __all__ = ["SearchConfig", "SAMPLERS", "default_storage", "load_space_checked"]
@@ -40,6 +40,9 @@ class SearchConfig:
     grace_period: int = 20
     max_retry: int = 1
     extra: dict = field(default_factory=dict)
+    # plugins the space needs (search_spaces.plugins.Plugin.to_dict(): a module name, or a .py
+    # file's path and text), loaded by every process that builds models, Ray workers included
+    plugins: list = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -49,7 +52,11 @@ class SearchConfig:
         return cls(**json.loads(s))
 
     def load_space(self):
-        """The space parsed from the stored YAML text (validated and bound to its task)."""
+        """The space parsed from the stored YAML text (validated and bound to its task), after
+        loading the study's plugins; UserError naming a plugin that cannot be loaded."""
+        from nas.plugins import load_study_plugins
+
+        load_study_plugins(self.plugins, study=self.study)
         return load_space_checked(self.space, text=self.space_yaml)
 
     def eval_settings(self):
@@ -76,11 +83,16 @@ def load_space_checked(name_or_path: str, text: Optional[str] = None):
             space.bind(io)
     except SpaceError as e:
         raise UserError(str(e)) from None
+    from evaluators.metrics import METRIC_REGISTRY
+    from search_spaces.registries import UnknownName
+
     for name in list(space.objectives) + list(space.constraints):
         where = "objectives" if name in space.objectives else "constraints"
-        if name not in METRICS:
-            raise UserError(f"{space.source}: {where}.{name}: unknown metric; known: {sorted(METRICS)}")
-        if name in CAUSAL_METRICS and not space.io.causal:
+        try:
+            metric = METRIC_REGISTRY.get(name)  # built-in or registered by a plugin
+        except UnknownName as e:
+            raise UserError(f"{space.source}: {where}.{name}: {e}") from None
+        if metric.causal and not space.io.causal:
             raise UserError(f"{space.source}: {where}.{name}: only causal tasks decode token by token; "
                             f"task {space.task['name']!r} is not causal")
     try:

@@ -49,7 +49,8 @@ from search_spaces.arch import (
     NORM_PLACEMENTS,
 )
 from search_spaces.ffn import list_ffns
-from search_spaces.registry import get_mixer_info, list_mixers
+from search_spaces.registries import UnknownName
+from search_spaces.registry import get_mixer_info
 from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "SPACES_DIR"]
@@ -57,7 +58,8 @@ __all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "S
 SPACES_DIR = Path(__file__).parent / "spaces"
 
 TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
-            "ladder"}  # ladder: validated by evaluators.ladder
+            "ladder",  # ladder: validated by evaluators.ladder
+            "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}
 STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn", "head_budget"}
@@ -157,6 +159,7 @@ class Space:
     norm: tuple
     stages: tuple
     io: Optional[TaskIO] = field(default=None, repr=False)
+    plugins: tuple = field(default=(), repr=False)  # search_spaces.plugins.Plugin, loaded by load_space
 
     # --------------------------------------------------------------- summaries
     def mixer_names(self) -> list[str]:
@@ -262,6 +265,7 @@ def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
     """Load a built-in space by name or a YAML file by path; validate it; bind it to its task.
 
     The task's I/O comes from ``io`` or, by default, from the task registry of ``evaluators``.
+    The plugins the file names (``plugins:``, paths relative to the file) are loaded first.
     """
     path = _resolve(name_or_path)
     source = path.name if path.parent == SPACES_DIR else str(path)
@@ -271,7 +275,9 @@ def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpaceError(source, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    plugins = _load_plugins(raw, path.parent, source)
     space = parse_space(raw, source=source, default_name=path.stem)
+    space.plugins = tuple(plugins)
     if io is None:
         from evaluators.tasks import task_io_for  # the task registry lives with the evaluators
 
@@ -281,6 +287,17 @@ def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
             msg = e.args[0] if e.args else str(e)
             raise SpaceError(source, "task", str(msg)) from None
     return space.bind(io)
+
+
+def _load_plugins(raw, base_dir: Path, source: str) -> list:
+    """Load the installed plugins and those the file's ``plugins:`` names (before its mixers,
+    tasks and metrics are looked up); a plugin that cannot be loaded is a SpaceError naming it."""
+    from search_spaces.plugins import PluginError, load_space_plugins
+
+    try:
+        return load_space_plugins(raw, base_dir)
+    except PluginError as e:
+        raise SpaceError(source, e.key, e.message) from None
 
 
 def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space") -> Space:
@@ -363,9 +380,10 @@ def _parse_mixer_group(choices, source: str, mp: str) -> tuple:
     mixers = []
     for mtype, params in choices.items():
         p = f"{mp}.{mtype}"
-        if mtype not in list_mixers():
-            raise SpaceError(source, p, f"unknown mixer; registered: {list_mixers()}")
-        info = get_mixer_info(mtype)
+        try:
+            info = get_mixer_info(mtype)
+        except UnknownName as e:
+            raise SpaceError(source, p, str(e)) from None
         params = params or {}
         if not isinstance(params, dict):
             raise SpaceError(source, p, "must be a mapping of parameter: value or [choices]")

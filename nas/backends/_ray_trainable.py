@@ -1,7 +1,9 @@
 """What a Ray Tune worker runs for one trial: evaluate an ArchSpec, report training loss per rung.
 
-The worker never touches the Optuna study: it gets the architecture JSON and the evaluation
-settings from the driver and reports plain results back through ``ray.tune.report``:
+The worker never touches the Optuna study: it gets the architecture JSON, the evaluation
+settings and the study's plugins (module names, or ``.py`` files' text, so a node needs no copy of
+the user's files) from the driver, loads the plugins, and reports plain results back through
+``ray.tune.report``:
 
 - every ``report_every`` steps: ``{"step": s, "loss": mean loss of the last steps, "final": False}``
   (what the ASHA scheduler compares at its rungs);
@@ -55,7 +57,14 @@ def evaluate_trial(cfg: dict) -> None:
     from nas.locks import DeviceLock
     from search_spaces import ArchSpec
 
-    settings = _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
+    from search_spaces.plugins import load_plugins
+
+    try:  # the study's plugins first (each once per worker process), from the text in cfg
+        load_plugins(cfg.get("plugins") or ())
+        settings = _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
+    except Exception as e:  # e.g. a plugin module not installed on this node: the trial's reason
+        tune.report({"step": 0, "loss": float("inf"), "final": True, "error": f"on {socket.gethostname()}: {_reason(e)}"})
+        return
     arch = ArchSpec.from_json(cfg["arch"])
     every = max(1, int(cfg["report_every"]))
     steps = settings.train.steps

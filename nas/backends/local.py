@@ -8,6 +8,7 @@ from typing import Optional
 import optuna
 from optuna.trial import TrialState
 
+from nas.backends import register_backend
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
 from nas.progress import Progress
@@ -37,6 +38,7 @@ def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
     return str(t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or t.state.name)
 
 
+@register_backend("local")
 def run_local(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progress] = None,
               log=print) -> int:
     """Run trials until ``budget_count(study) >= config.trials`` (or ``config.timeout`` seconds).

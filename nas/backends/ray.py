@@ -29,6 +29,7 @@ from typing import Optional
 
 import optuna
 
+from nas.backends import register_backend
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.progress import Progress
@@ -67,13 +68,15 @@ def _start_ray(config: SearchConfig, opts: dict, log) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot connect to Ray at {opts['ray_address']}: {str(e).splitlines()[0]}") from None
         return True
-    ray.init(num_cpus=max(1, int(round(config.workers * float(opts["cpus_per_trial"])))),
+    ray.init(address="local",  # a new instance, even where `ray start` left a cluster running
+             num_cpus=max(1, int(round(config.workers * float(opts["cpus_per_trial"])))),
              num_gpus=int(round(config.workers * float(opts["gpus_per_trial"]))),
              object_store_memory=int(opts["object_store_mb"]) * 1024 * 1024,
              include_dashboard=False, **kw)
     return True
 
 
+@register_backend("ray")
 def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progress] = None, log=print) -> int:
     """Run trials on Ray Tune until ``budget_count(study) >= config.trials`` (or the timeout).
     Returns the number of trials this call finished. Ctrl-C: trials in flight are recorded FAIL
@@ -105,7 +108,7 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     every = int(opts["report_every"] or max(1, steps // 10)) if opts["asha"] else steps
     trainable_cfg = {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
                      "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
-                     "lock_mode": opts["latency_lock"],
+                     "lock_mode": opts["latency_lock"], "plugins": list(config.plugins),
                      "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE")}
     if opts["asha"] and steps > every:
         scheduler = ASHAScheduler(time_attr="step", metric=METRIC, mode=MODE, max_t=steps,

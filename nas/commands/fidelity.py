@@ -6,11 +6,11 @@ import datetime
 import platform
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from nas.cli import app, err, user_errors
+from nas.cli import PluginOpt, app, err, user_errors
 from nas.errors import UserError
 
 
@@ -43,11 +43,13 @@ def fidelity(
     reference_seeds: int = typer.Option(1, "--reference-seeds",
                                         help="reference trainings per architecture (seeds); >= 2 also reports "
                                              "how well one seed ranks another (the noise ceiling)"),
+    plugin: List[str] = PluginOpt,
 ):
     """Score N sampled architectures with every proxy and a long reference training; report
     Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family."""
     from evaluators.fidelity import FidelityConfig, correlations, run_fidelity, to_markdown
     from nas.config import load_space_checked
+    from nas.plugins import load_cli_plugins
 
     if n < 3:
         raise UserError(f"--n: {n} is too few to rank; give at least 3")
@@ -58,6 +60,7 @@ def fidelity(
         raise UserError(f"--reference-seeds: {reference_seeds} must be >= 1")
     if bootstrap < 0:
         raise UserError(f"--bootstrap: {bootstrap} must be >= 0")
+    load_cli_plugins(plugin)
     sp = load_space_checked(space)
     out_dir = out_dir or Path("results") / f"fidelity-{sp.name}"
     try:
