@@ -1,7 +1,8 @@
 """Several drivers share one study in PostgreSQL while their trials run on a 2-node Ray cluster.
 
 A throwaway PostgreSQL cluster (initdb / pg_ctl, run as the ``postgres`` user when we are root)
-listens on a free loopback port; ``ray.cluster_utils.Cluster`` starts two Ray nodes on this machine.
+listens on a free loopback port, reached through the URL spelling the README shows
+(``postgresql://``, psycopg 3); ``ray.cluster_utils.Cluster`` starts two Ray nodes on this machine.
 One driver runs in this process, a second one is ``nas resume`` in a subprocess, at the same time.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
-pytest.importorskip("psycopg2")
+pytest.importorskip("psycopg")  # the postgres extra: psycopg 3, what postgresql:// URLs use
 
 from optuna.trial import TrialState  # noqa: E402
 
@@ -57,7 +58,7 @@ def postgres_url():
     run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"])
     try:
         run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "nas"])
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/nas"
+        yield f"postgresql://postgres@127.0.0.1:{port}/nas"  # the README's spelling
     finally:
         run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(root, ignore_errors=True)
