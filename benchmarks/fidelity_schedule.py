@@ -56,7 +56,7 @@ def main() -> None:
     if missing:
         sys.exit(f"error: {len(missing)} sampled architectures are not in {args.reference} "
                  f"(another --space, --seed or --n?): {missing[:3]}")
-    task = make_task(sp.task["name"], sp.task.get("params", {}), seed=args.seed)
+    task = make_task(sp.task.name, sp.task.params, seed=args.seed)
     base = TrainConfig.from_dict(sp.train)
     print(f"space {sp.name}, {len(archs)} architectures (seed {args.seed}), reference: {args.reference}")
     print(f"space train settings: {sp.train}")

@@ -95,11 +95,11 @@ def main():
 
     from nas.config import load_space_checked
     from evaluators.evaluate import EvalSettings
-    from search_spaces.space import _resolve
+    from search_spaces.space import resolve_space
 
     import yaml
 
-    text = _resolve(args.space).read_text()
+    text = resolve_space(args.space).read_text()
     if args.steps:
         raw = yaml.safe_load(text)
         raw.setdefault("train", {})["steps"] = args.steps

@@ -57,9 +57,9 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
 
     from nas.config import SearchConfig, load_space_checked
     from nas.study import create_or_load_study
-    from search_spaces.space import _resolve
+    from search_spaces.space import resolve_space
 
-    text = _resolve(space).read_text()
+    text = resolve_space(space).read_text()
     if steps:
         raw = yaml.safe_load(text)
         raw.setdefault("train", {})["steps"] = steps

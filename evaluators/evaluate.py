@@ -65,8 +65,8 @@ class EvalSettings:
         wanted += [r.metric for r in ladder if r.kind == "zero_cost"]
         wanted += [m for r in ladder if r.kind == "filter" for m in (*r.max, *r.min)]
         return cls(
-            task=space.task["name"],
-            task_params=dict(space.task.get("params", {})),
+            task=space.task.name,
+            task_params=dict(space.task.params),
             train=train,
             latency=LatencyConfig.from_dict(space.latency),
             seed=seed,

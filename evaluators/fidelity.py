@@ -98,7 +98,7 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
     (e.g. to save partial results of a long run)."""
     import search_spaces
 
-    task = make_task(space.task["name"], space.task.get("params", {}), seed=cfg.seed)
+    task = make_task(space.task.name, space.task.params, seed=cfg.seed)
     short = TrainConfig.from_dict(space.train)
     if cfg.short_steps:
         short = replace(short, steps=cfg.short_steps, warmup_steps=min(short.warmup_steps, cfg.short_steps))

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from search_spaces.schema import Check, SettingError, check_keys
+
 __all__ = ["Rung", "LadderPruned", "parse_ladder", "promote"]
 
 KINDS = ("filter", "zero_cost", "train")
@@ -53,71 +55,52 @@ class LadderPruned(Exception):
         self.rung, self.reason, self.values, self.passed = rung, reason, dict(values), list(passed)
 
 
+RUNG_KEYS = {"filter": {"rung", "max", "min"}, "zero_cost": {"rung", "metric", "keep", "min_trials"},
+             "train": {"rung", "steps", "keep", "min_trials"}}
+KIND = Check(str, choices=KINDS)
+KEEP = Check(float, above=0, high=1)
+MIN_TRIALS = Check(int, low=1)
+BOUND = Check(float)
+
+
 def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filter_metrics: Sequence[str]) -> tuple:
-    """Validate the ``ladder`` list of a space file; errors name ``ladder[i].key``."""
+    """Validate the ``ladder`` list of a space file; a :class:`SettingError` names ``ladder[i].key``."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise ValueError("ladder: must be a list of rungs")
+        raise SettingError("ladder", "must be a list of rungs")
     rungs = []
     prev_steps = 0
     for i, r in enumerate(raw):
         p = f"ladder[{i}]"
         if not isinstance(r, dict) or "rung" not in r:
-            raise ValueError(f"{p}: each rung is a mapping with a 'rung' key ({list(KINDS)})")
-        kind = r["rung"]
-        allowed = {"filter": {"rung", "max", "min"}, "zero_cost": {"rung", "metric", "keep", "min_trials"},
-                   "train": {"rung", "steps", "keep", "min_trials"}}.get(kind)
-        if allowed is None:
-            raise ValueError(f"{p}.rung: {kind!r} is not one of {list(KINDS)}")
-        unknown = sorted(set(r) - allowed)
-        if unknown:
-            raise ValueError(f"{p}.{unknown[0]}: unknown key for a {kind} rung; allowed: {sorted(allowed)}")
-        keep, min_trials = r.get("keep", 0.5), r.get("min_trials", 4)
-        if not isinstance(keep, (int, float)) or isinstance(keep, bool) or not 0 < keep <= 1:
-            raise ValueError(f"{p}.keep: {keep!r} must be a fraction in (0, 1]")
-        if not isinstance(min_trials, int) or isinstance(min_trials, bool) or min_trials < 1:
-            raise ValueError(f"{p}.min_trials: {min_trials!r} must be an integer >= 1")
+            raise SettingError(p, f"each rung is a mapping with a 'rung' key ({list(KINDS)})")
+        kind = KIND.coerce(r["rung"], f"{p}.rung")
+        check_keys(r, RUNG_KEYS[kind], p, f"key for a {kind} rung")
+        keep = KEEP.coerce(r.get("keep", 0.5), f"{p}.keep")
+        min_trials = MIN_TRIALS.coerce(r.get("min_trials", 4), f"{p}.min_trials")
         if kind == "filter":
-            bounds = {}
-            for b in ("max", "min"):
-                d = r.get(b, {}) or {}
-                if not isinstance(d, dict):
-                    raise ValueError(f"{p}.{b}: must be a mapping metric: number")
-                for m, v in d.items():
-                    if m not in filter_metrics:
-                        raise ValueError(f"{p}.{b}.{m}: a filter rung can bound {list(filter_metrics)}")
-                    if _number(v) is None:
-                        raise ValueError(f"{p}.{b}.{m}: {v!r} must be a number")
-                bounds[b] = {m: _number(v) for m, v in d.items()}
-            if not bounds["max"] and not bounds["min"]:
-                raise ValueError(f"{p}: a filter rung needs max or min bounds")
-            rungs.append(Rung("filter", max=bounds["max"], min=bounds["min"]))
+            rungs.append(_filter_rung(r, p, filter_metrics))
         elif kind == "zero_cost":
-            m = r.get("metric")
-            if m not in zero_cost_names:
-                raise ValueError(f"{p}.metric: {m!r} is not one of {list(zero_cost_names)}")
-            rungs.append(Rung("zero_cost", metric=m, keep=float(keep), min_trials=min_trials))
+            metric = Check(str, choices=tuple(zero_cost_names)).coerce(r.get("metric"), f"{p}.metric")
+            rungs.append(Rung("zero_cost", metric=metric, keep=keep, min_trials=min_trials))
         else:
-            steps = r.get("steps")
-            if not isinstance(steps, int) or isinstance(steps, bool) or not prev_steps < steps < train_steps:
-                raise ValueError(f"{p}.steps: {steps!r} must be an integer between the previous train rung "
-                                 f"({prev_steps}) and train.steps ({train_steps}), exclusive")
+            steps = Check(int, above=prev_steps, below=train_steps,
+                          what=f"an int between the previous train rung ({prev_steps}) and train.steps "
+                               f"({train_steps}), exclusive").coerce(r.get("steps"), f"{p}.steps")
             prev_steps = steps
-            rungs.append(Rung("train", steps=steps, keep=float(keep), min_trials=min_trials))
+            rungs.append(Rung("train", steps=steps, keep=keep, min_trials=min_trials))
     return tuple(rungs)
 
 
-def _number(v) -> Optional[float]:
-    """A number, also from a string such as "2.0e7" (YAML 1.1 reads exponents without a sign as text)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+def _filter_rung(r: dict, p: str, filter_metrics: Sequence[str]) -> Rung:
+    bounds = {}
+    for b in ("max", "min"):
+        d = check_keys(r.get(b), filter_metrics, f"{p}.{b}", "metric for a filter rung")
+        bounds[b] = {m: BOUND.coerce(v, f"{p}.{b}.{m}") for m, v in d.items()}
+    if not bounds["max"] and not bounds["min"]:
+        raise SettingError(p, "a filter rung needs max or min bounds")
+    return Rung("filter", max=bounds["max"], min=bounds["min"])
 
 
 def promote(value: float, history: Sequence[float], keep: float, min_trials: int) -> bool:

@@ -21,34 +21,38 @@ import torch
 
 from evaluators.cost import example_input
 from evaluators.memory import peak_memory_bytes
+from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["LatencyConfig", "environment", "measure_latency", "peak_memory_mb"]
+__all__ = ["DEVICES", "LatencyConfig", "environment", "measure_latency", "peak_memory_mb"]
+
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    batch_size: int = 1
-    threads: int = 1
-    warmup: int = 3
-    repeats: int = 15  # timed runs per round
-    target_spread: float = 0.05  # stop when MAD / median is below this ...
+    """The ``latency:`` section of a space file, declared: each setting's type and range."""
+
+    batch_size: int = setting(1, low=1)
+    threads: int = setting(1, low=1, doc="torch threads while timing (CPU)")
+    warmup: int = setting(3, low=0, doc="untimed runs first")
+    repeats: int = setting(15, low=1, doc="timed runs per round")
+    target_spread: float = setting(0.05, low=0, doc="stop when MAD / median is below this ...")
     # ... or when the median is pinned down to within this fraction (half-width of its 95%
     # confidence interval over median): a noisy machine's spread never gets under
     # target_spread, but enough samples still fix the median ...
-    target_ci: float = 0.05
-    max_seconds: float = 5.0  # ... or when this much time has been spent timing
+    target_ci: float = setting(0.05, low=0)
+    max_seconds: float = setting(5.0, above=0, doc="... or when this much time has been spent timing")
     # a timed sample is k back-to-back calls (k chosen once, after warm-up) lasting at least this
     # long, reported per call: sub-millisecond forwards are otherwise dominated by timer and
     # scheduler jitter, and their spread rarely converges
-    min_sample_ms: float = 2.0
-    device: str = "cpu"  # cpu | cuda
+    min_sample_ms: float = setting(2.0, low=0)
+    device: str = setting("cpu", choices=DEVICES)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyConfig":
-        from evaluators._settings import settings_from_dict
-
-        return settings_from_dict(cls, d, "latency")
+        """From a space file's ``latency:`` mapping; :class:`SettingError` names ``latency.<key>``."""
+        return from_mapping(cls, d, "latency")
 
 
 def _median_mad(xs: list[float]) -> tuple[float, float]:

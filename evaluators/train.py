@@ -12,30 +12,29 @@ import torch.nn.functional as F
 
 from evaluators.errors import NonFiniteLoss
 from evaluators.tasks.base import IGNORE_INDEX, Task
+from search_spaces.schema import from_mapping, setting
 
 __all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate_accuracy", "evaluate_split"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 100
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 10  # linear warm-up, then cosine decay to ``decay_to`` x lr
-    decay_to: float = 0.1  # the lr fraction reached at the last step (1.0: constant after warm-up)
-    grad_clip: float = 1.0
-    eval_samples: int = 1000  # test samples used for the accuracy (0 = all)
-    threads: int = 0  # torch threads while training (0 = leave as is)
+    """The ``train:`` section of a space file, declared: each setting's type and range."""
+
+    steps: int = setting(100, low=1, doc="optimizer steps")
+    batch_size: int = setting(32, low=1)
+    lr: float = setting(3e-3, above=0, doc="peak learning rate (AdamW)")
+    weight_decay: float = setting(0.01, low=0)
+    warmup_steps: int = setting(10, low=0, doc="linear warm-up, then cosine decay to decay_to x lr")
+    decay_to: float = setting(0.1, low=0, high=1, doc="the lr fraction reached at the last step (1: constant)")
+    grad_clip: float = setting(1.0, low=0, doc="gradient norm clip (0 = none)")
+    eval_samples: int = setting(1000, low=0, doc="test samples used for the accuracy (0 = all)")
+    threads: int = setting(0, low=0, doc="torch threads while training (0 = leave as is)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        from evaluators._settings import settings_from_dict
-
-        cfg = settings_from_dict(cls, d, "train")
-        if cfg.decay_to > 1:
-            raise TypeError(f"train.decay_to: {cfg.decay_to!r} must be a fraction of lr in [0, 1]")
-        return cfg
+        """From a space file's ``train:`` mapping; :class:`SettingError` names ``train.<key>``."""
+        return from_mapping(cls, d, "train")
 
 
 @dataclass

@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nas.config import SearchConfig
 from nas.errors import UserError
+from nas.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, checked_option
+from search_spaces.schema import check_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural architecture search for efficient transformer token mixers.")
@@ -70,7 +73,7 @@ def spaces():
     for name in search_spaces.list_spaces():
         s = load_space_checked(name)
         n, exact = s.count()
-        t.add_row(name, s.task["name"], ", ".join(s.mixer_names()), f"{'' if exact else '<= '}{n:,}", str(s.trials),
+        t.add_row(name, s.task.name, ", ".join(s.mixer_names()), f"{'' if exact else '<= '}{n:,}", str(s.trials),
                   textwrap.shorten(s.description, 100, placeholder=" ..."))
     out.print(t)
 
@@ -177,29 +180,40 @@ def _run(study, config, created: bool):
               highlight=False)
 
 
+def _print_dry_run(config, sp) -> None:
+    """What `nas search` would run; everything has been checked, nothing written."""
+    n, exact = sp.count()
+    count = f"{n:,}" if n < 10**15 else f"about 10^{int(n.bit_length() * 0.30103)}"
+    err.print(f"ok: space {sp.source} (task {sp.task.name}, {'' if exact else '<= '}{count} architectures), "
+              f"study {config.study} in {config.storage}, {config.trials} trials, sampler {config.sampler}, "
+              f"backend {config.backend}; nothing written (--dry-run)", highlight=False, markup=False)
+
+
 @app.command()
 @user_errors
 def search(
     space: str = typer.Option("tiny", "--space", help="built-in space name or path to a space YAML file"),
     study: Optional[str] = typer.Option(None, "--study", help="study name [default: the space's name]"),
     storage: Optional[str] = StorageOpt,
-    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="total finished trials the study should reach [default: the space's]"),
+    trials: Optional[int] = checked_option(None, "--trials", check=check_of(SearchConfig, "trials"), help="total finished trials the study should reach (default: the space's)"),
     backend: str = typer.Option("local", "--backend", help="local | ray"),
-    workers: int = typer.Option(1, "--workers", min=1, help="parallel workers (ray backend)"),
+    workers: int = checked_option(1, "--workers", check=check_of(SearchConfig, "workers"), help="parallel workers (ray backend)"),
     sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | gp"),
     seed: int = typer.Option(0, "--seed"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting new trials after this many seconds"),
-    heartbeat: int = typer.Option(5, "--heartbeat", min=1, help="seconds between trial heartbeats; a trial silent for 4x this is stale and retried"),
+    timeout: Optional[float] = checked_option(None, "--timeout", check=check_of(SearchConfig, "timeout"), help="stop starting new trials after this many seconds"),
+    heartbeat: int = checked_option(5, "--heartbeat", check=check_of(SearchConfig, "heartbeat_interval"), help="seconds between trial heartbeats; a trial silent for 4x this is stale and retried"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray backend: Ray cluster to join (e.g. auto, HOST:6379) [default: start a local Ray]"),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.01, help="ray backend: CPUs (and torch threads) per trial"),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="ray backend: GPUs per trial"),
+    cpus_per_trial: float = checked_option(1.0, "--cpus-per-trial", check=CPUS_PER_TRIAL, help="ray backend: CPUs (and torch threads) per trial"),
+    gpus_per_trial: float = checked_option(0.0, "--gpus-per-trial", check=GPUS_PER_TRIAL, help="ray backend: GPUs per trial"),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="ray backend: ASHA stops weak candidates (see docs/ray.md)"),
     latency_lock: str = typer.Option("rw", "--latency-lock", help="ray backend: rw (training pauses while a latency is timed) | mutex (timings one at a time, training goes on) | none"),
     baselines: bool = typer.Option(False, "--baselines", help="also evaluate literature reference designs sized to the space (marked in results)"),
     plugin: List[str] = PluginOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="check the space file and the options (and that the "
+                                 "space's models fit this machine), print what would run, write nothing"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
-    from nas.config import SAMPLERS, SearchConfig, load_space_checked
+    from nas.config import SAMPLERS, check_runs_here, load_space_checked
     from nas.study import create_or_load_study
 
     if sampler not in SAMPLERS:
@@ -215,16 +229,12 @@ def search(
 
     if latency_lock not in MODES:
         raise UserError(f"--latency-lock: {latency_lock!r} is not one of {list(MODES)}")
-    path = Path(space)
-    text = path.read_text() if path.suffix in (".yaml", ".yml") and path.exists() else None
     from nas.plugins import check_same_plugins, load_cli_plugins, study_plugins
 
     cli_plugins = load_cli_plugins(plugin)  # before the space: it may name what they register
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
-    if text is None:
-        from search_spaces.space import _resolve
-
-        text = _resolve(space).read_text()
+    text = sp.text  # the file as read and checked, stored with the study
+    check_runs_here(sp)
     name = study or sp.name
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
                           trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
@@ -233,6 +243,9 @@ def search(
                           extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                                  "asha": early_stop, "latency_lock": latency_lock}
                           if backend == "ray" else {}, plugins=study_plugins(cli_plugins, sp))
+    if dry_run:
+        _print_dry_run(config, sp)
+        return
     st, stored, created = create_or_load_study(config)
     if not created:
         check_same_plugins(stored, config)
@@ -260,8 +273,8 @@ def search(
 def resume(
     study: str = StudyOpt,
     storage: Optional[str] = StorageOpt,
-    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="new total of finished trials"),
-    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    trials: Optional[int] = checked_option(None, "--trials", check=check_of(SearchConfig, "trials"), help="new total of finished trials"),
+    timeout: Optional[float] = checked_option(None, "--timeout", check=check_of(SearchConfig, "timeout"), help="stop starting new trials after this many seconds"),
 ):
     """Continue a study from its storage; the stored config says everything else."""
     from nas.study import load_study
@@ -290,7 +303,7 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
     t.add_row("storage", url)
-    t.add_row("space", f"{config.space} (task {config.load_space().task['name']})")
+    t.add_row("space", f"{config.space} (task {config.load_space().task.name})")
     t.add_row("sampler / seed", f"{config.sampler} / {config.seed}")
     t.add_row("budget", f"{budget_count(st)}/{config.trials} finished")
     for state, n in sorted(df["state"].value_counts().items()):

@@ -7,12 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from evaluators.evaluate import EvalSettings
 from nas.errors import UserError
+from search_spaces.schema import SettingError, setting
 
-__all__ = ["SearchConfig", "SAMPLERS", "default_storage", "load_space_checked"]
+__all__ = ["SearchConfig", "SAMPLERS", "check_runs_here", "default_storage", "load_space_checked"]
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 
@@ -30,13 +28,14 @@ class SearchConfig:
     space_yaml: str  # the space file's text at creation time
     study: str
     storage: str
-    trials: int
-    sampler: str = "nsga2"
+    trials: int = setting(kind=int, low=1, doc="total finished trials the study should reach")
+    sampler: str = setting("nsga2", choices=SAMPLERS)
     seed: int = 0
     backend: str = "local"
-    workers: int = 1
-    timeout: Optional[float] = None
-    heartbeat_interval: int = 5
+    workers: int = setting(1, low=1, doc="parallel workers (ray backend)")
+    timeout: Optional[float] = setting(None, kind=float, above=0, optional=True,
+                                       doc="stop starting new trials after this many seconds")
+    heartbeat_interval: int = setting(5, low=1, doc="seconds between trial heartbeats")
     grace_period: int = 20
     max_retry: int = 1
     extra: dict = field(default_factory=dict)
@@ -60,43 +59,62 @@ class SearchConfig:
         return load_space_checked(self.space, text=self.space_yaml)
 
     def eval_settings(self):
+        from evaluators.evaluate import EvalSettings  # torch: only where models are evaluated
+
         return EvalSettings.from_space(self.load_space(), seed=self.seed)
 
 
 def load_space_checked(name_or_path: str, text: Optional[str] = None):
-    """Load and fully validate a space (arch section, task, objectives, settings) or raise UserError."""
+    """Load a space (from ``text`` if given: a study's stored YAML) and check every setting it
+    declares, arch, task, objectives, constraints, train, latency and ladder, before anything is
+    written; the first one that is wrong is a UserError naming the file, the key, the value and
+    what is allowed."""
     import search_spaces
-    from search_spaces.space import SpaceError, parse_space
+    from evaluators.evaluate import EvalSettings
+    from search_spaces.space import SpaceError, parse_space_text, task_io
 
+    source = Path(name_or_path).name
     try:
         if text is None:
             space = search_spaces.load_space(name_or_path)
         else:
-            raw = yaml.safe_load(text)
-            from evaluators.tasks import task_io_for
-
-            space = parse_space(raw, source=Path(name_or_path).name, default_name=Path(name_or_path).stem)
-            try:
-                io = task_io_for(space.task["name"], space.task.get("params", {}))
-            except (KeyError, ValueError, TypeError) as e:
-                raise SpaceError(space.source, "task", e.args[0] if e.args else str(e)) from None
-            space.bind(io)
+            space = parse_space_text(text, source=source, default_name=Path(name_or_path).stem)
+            space.bind(task_io(space))
+        source = space.source
+        _check_metrics(space)
+        EvalSettings.from_space(space)
     except SpaceError as e:
         raise UserError(str(e)) from None
+    except SettingError as e:
+        raise UserError(f"{source}: {e}") from None
+    return space
+
+
+def check_runs_here(space) -> None:
+    """UserError if no model of ``space`` can run on this machine: a width, depth or batch size
+    too large for its memory, or latency on a CUDA device it lacks (``evaluators.fit``)."""
+    from evaluators.evaluate import EvalSettings
+    from evaluators.fit import available_memory, check_fits
+
+    settings = EvalSettings.from_space(space)
+    try:
+        check_fits(space, settings.train, settings.latency, available_memory())
+    except SettingError as e:
+        raise UserError(f"{space.source}: {e}") from None
+
+
+def _check_metrics(space) -> None:
+    """Objectives and constraints name metrics that ``evaluate`` returns for this task."""
     from evaluators.metrics import METRIC_REGISTRY
     from search_spaces.registries import UnknownName
+    from search_spaces.space import SpaceError
 
     for name in list(space.objectives) + list(space.constraints):
-        where = "objectives" if name in space.objectives else "constraints"
+        where = f"{'objectives' if name in space.objectives else 'constraints'}.{name}"
         try:
             metric = METRIC_REGISTRY.get(name)  # built-in or registered by a plugin
         except UnknownName as e:
-            raise UserError(f"{space.source}: {where}.{name}: {e}") from None
+            raise SpaceError(space.source, where, str(e)) from None
         if metric.causal and not space.io.causal:
-            raise UserError(f"{space.source}: {where}.{name}: only causal tasks decode token by token; "
-                            f"task {space.task['name']!r} is not causal")
-    try:
-        EvalSettings.from_space(space)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{space.source}: {e.args[0] if e.args else e}") from None
-    return space
+            raise SpaceError(space.source, where, f"only causal tasks decode token by token; "
+                                                  f"task {space.task.name!r} is not causal")

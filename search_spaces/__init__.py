@@ -1,41 +1,49 @@
-"""What can be searched: ArchSpec, the mixer and FFN registries, the model builder, space files."""
+"""What can be searched: ArchSpec, the mixer and FFN registries, the model builder, space files.
 
-from search_spaces.arch import (
-    ArchSpec,
-    ArchValidationError,
-    BlockSpec,
-    FFNSpec,
-    MixerSpec,
-    StageSpec,
-    StemSpec,
-)
-from search_spaces.builder import build_model
-from search_spaces.ffn import list_ffns
-from search_spaces.registry import Mixer, Param, get_mixer, get_mixer_info, list_mixers, register_mixer
-from search_spaces.sampling import sample
-from search_spaces.space import Space, SpaceError, list_spaces, load_space
-from search_spaces.task_io import TaskIO
+The public names below are imported on first use (PEP 562), so importing a light submodule
+(``search_spaces.schema``, ``search_spaces.task_io``) does not import torch and timm.
+"""
 
-__all__ = [
-    "ArchSpec",
-    "ArchValidationError",
-    "BlockSpec",
-    "FFNSpec",
-    "Mixer",
-    "MixerSpec",
-    "Param",
-    "Space",
-    "SpaceError",
-    "StageSpec",
-    "StemSpec",
-    "TaskIO",
-    "build_model",
-    "get_mixer",
-    "get_mixer_info",
-    "list_ffns",
-    "list_mixers",
-    "list_spaces",
-    "load_space",
-    "register_mixer",
-    "sample",
-]
+import importlib
+import importlib.util
+
+_EXPORTS = {
+    "ArchSpec": "search_spaces.arch",
+    "ArchValidationError": "search_spaces.arch",
+    "BlockSpec": "search_spaces.arch",
+    "FFNSpec": "search_spaces.arch",
+    "MixerSpec": "search_spaces.arch",
+    "StageSpec": "search_spaces.arch",
+    "StemSpec": "search_spaces.arch",
+    "build_model": "search_spaces.builder",
+    "list_ffns": "search_spaces.ffn",
+    "Mixer": "search_spaces.registry",
+    "Param": "search_spaces.registry",
+    "get_mixer": "search_spaces.registry",
+    "get_mixer_info": "search_spaces.registry",
+    "list_mixers": "search_spaces.registry",
+    "register_mixer": "search_spaces.registry",
+    "sample": "search_spaces.sampling",
+    "Space": "search_spaces.space",
+    "SpaceError": "search_spaces.space",
+    "list_spaces": "search_spaces.space",
+    "load_space": "search_spaces.space",
+    "TaskIO": "search_spaces.task_io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:  # a submodule (search_spaces.space, ...), as when the package imported them all
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from search_spaces.registries import Registry
+from search_spaces.schema import Check
 
 __all__ = [
     "MIXERS",
@@ -53,25 +54,13 @@ class Param:
     high: Optional[float] = None
     doc: str = ""
 
+    def as_check(self) -> Check:
+        """The parameter's :class:`search_spaces.schema.Check` (type, bounds, choices)."""
+        return Check(self.kind, low=self.low, high=self.high, choices=self.choices)
+
     def check(self, value) -> Optional[str]:
         """None if ``value`` is allowed, else a message saying what is allowed."""
-        if self.kind is bool:
-            ok = isinstance(value, bool)
-        elif self.kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif self.kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, self.kind)
-        if not ok:
-            return f"{value!r} must be of type {self.kind.__name__}"
-        if self.choices is not None and value not in self.choices:
-            return f"{value!r} is not one of {list(self.choices)}"
-        if self.low is not None and value < self.low:
-            return f"{value!r} is below the minimum {self.low}"
-        if self.high is not None and value > self.high:
-            return f"{value!r} is above the maximum {self.high}"
-        return None
+        return self.as_check().error(value)
 
 
 Rule = Callable[[int, dict], Optional[tuple]]

@@ -51,56 +51,28 @@ from search_spaces.arch import (
 from search_spaces.ffn import list_ffns
 from search_spaces.registries import UnknownName
 from search_spaces.registry import get_mixer_info
+from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
-__all__ = ["Space", "SpaceError", "load_space", "list_spaces", "parse_space", "SPACES_DIR"]
+__all__ = ["Space", "SpaceError", "TaskRef", "load_space", "list_spaces", "parse_space", "parse_space_text",
+           "resolve_space", "task_io", "valid_params", "with_heads", "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
-TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
-            "ladder",  # ladder: validated by evaluators.ladder
-            "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
-ARCH_KEYS = {"stem", "norm", "stages"}
-STEM_KEYS = {"patch", "stride"}
-STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn", "head_budget"}
-MIXER_KEYS = {"per_layer", "choices", "pattern", "a", "b", "split", "every"}
-FFN_KEYS = {"type", "ratio", "per_layer"}
 
-
-class SpaceError(ValueError):
+class SpaceError(SettingError):
     """A space file is wrong. The message names the file, the key path and what is allowed."""
 
     def __init__(self, source: str, path: str, message: str):
-        self.source, self.path = source, path
-        where = f"{source}: {path}" if path else source
-        super().__init__(f"{where}: {message}")
+        super().__init__(path, message)
+        self.source = source
+        self.args = (f"{source}: {path}: {message}" if path else f"{source}: {message}",)
 
+    def __str__(self) -> str:
+        return self.args[0]
 
-def _as_choices(value, source, path, kind, *, allowed=None, low=None) -> tuple:
-    """Scalar -> (scalar,), list -> tuple; every element checked."""
-    values = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not value:
-        raise SpaceError(source, path, "empty choice list; give at least one value")
-    for v in values:
-        ok = isinstance(v, kind) and not (kind in (int, float) and isinstance(v, bool))
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            ok = True
-        if not ok:
-            raise SpaceError(source, path, f"{v!r} must be of type {kind.__name__}")
-        if allowed is not None and v not in allowed:
-            raise SpaceError(source, path, f"{v!r} is not one of {list(allowed)}")
-        if low is not None and v < low:
-            raise SpaceError(source, path, f"{v!r} must be >= {low}")
-    return tuple(values)
-
-
-def _check_keys(d, allowed, source, path):
-    if not isinstance(d, dict):
-        raise SpaceError(source, path, f"expected a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(allowed))
-    if unknown:
-        raise SpaceError(source, f"{path}.{unknown[0]}" if path else unknown[0],
-                         f"unknown key; allowed: {sorted(allowed)}")
+    def __reduce__(self):
+        return type(self), (self.source, self.path, self.message)
 
 
 @dataclass(frozen=True)
@@ -140,15 +112,27 @@ class StageChoices:
         return None if self.head_budget is None else self.head_budget // depth
 
 
+@dataclass(frozen=True)
+class TaskRef:
+    """The task a space is searched on: a registered task name and its parameters."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+
 @dataclass
 class Space:
-    """A parsed, validated search space. ``raw`` is the YAML mapping as written."""
+    """A parsed, validated search space. ``raw`` is the YAML mapping as written, ``text`` the
+    file's text (empty when parsed from a mapping). ``train`` and ``latency`` are the sections as
+    written; their declarations (types, ranges) live with the evaluators that read them
+    (``evaluators.train.TrainConfig``, ``evaluators.latency.LatencyConfig``), and
+    ``nas.config.load_space_checked`` checks them together with everything else."""
 
     name: str
     source: str
     raw: dict
     description: str
-    task: dict
+    task: TaskRef
     objectives: dict
     constraints: dict
     trials: int
@@ -159,6 +143,7 @@ class Space:
     norm: tuple
     stages: tuple
     io: Optional[TaskIO] = field(default=None, repr=False)
+    text: str = field(default="", repr=False)
     plugins: tuple = field(default=(), repr=False)  # search_spaces.plugins.Plugin, loaded by load_space
 
     # --------------------------------------------------------------- summaries
@@ -200,13 +185,13 @@ class Space:
                 path = f"arch.stages[{si}].mixer.{group}.{m.type}"
                 if io.causal and not info.causal:
                     raise SpaceError(src, path, f"{m.type} does not support causal use, and task "
-                                                f"{self.task['name']!r} is causal")
+                                                f"{self.task.name!r} is causal")
                 if info.needs_2d and io.kind != "image":
-                    raise SpaceError(src, path, f"{m.type} needs 2-D tokens; task {self.task['name']!r} is {io.kind}")
+                    raise SpaceError(src, path, f"{m.type} needs 2-D tokens; task {self.task.name!r} is {io.kind}")
             for d in s.downsample:
                 if d != "none" and (io.per_token or io.causal):
                     raise SpaceError(src, f"arch.stages[{si}].downsample",
-                                     f"{d!r} merges tokens; task {self.task['name']!r} predicts per token")
+                                     f"{d!r} merges tokens; task {self.task.name!r} predicts per token")
         if io.kind == "tokens" and (self.stem_patch != (1,) or self.stem_stride != (0,)):
             raise SpaceError(src, "arch.stem", "a token task uses an embedding stem; remove patch/stride")
         limit = io.seq_len if io.kind == "signal" else (min(io.image_size) if io.kind == "image" else 1)
@@ -238,9 +223,15 @@ def with_heads(choice: MixerChoice, heads: Optional[int]) -> MixerChoice:
     return MixerChoice(choice.type, {**choice.params, "heads": (heads,)})
 
 
-def _count_params(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
+def valid_params(choice: MixerChoice, dim: int, heads: Optional[int] = None):
+    """The parameter combinations of ``choice`` that the registry's rules allow at width ``dim``
+    (with the head count fixed to ``heads`` in a width-vs-depth stage)."""
     choice = with_heads(choice, heads)
-    return sum(1 for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
+    return (p for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
+
+
+def _count_params(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
+    return sum(1 for _ in valid_params(choice, dim, heads))
 
 
 # ------------------------------------------------------------------------- parsing
@@ -249,7 +240,9 @@ def list_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 
-def _resolve(name_or_path: str) -> Path:
+def resolve_space(name_or_path: str) -> Path:
+    """The file of a built-in space name, or ``name_or_path`` itself when it names a file (or
+    ends in .yaml/.yml); :class:`SpaceError` when neither exists."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
@@ -261,109 +254,144 @@ def _resolve(name_or_path: str) -> Path:
     return builtin
 
 
+def _read_text(path: Path, source: str) -> str:
+    """The text of a space file, or one :class:`SpaceError` saying why it cannot be read as one
+    (a directory, unreadable, binary, not UTF-8)."""
+    if path.is_dir():
+        raise SpaceError(source, "", "is a directory, not a space file (give a .yaml file)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SpaceError(source, "", f"cannot be read: {e.strerror or e}") from None
+    if b"\0" in data:
+        raise SpaceError(source, "", "is a binary file, not a YAML space file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(source, "", f"is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                                     "save the space file as UTF-8") from None
+
+
+def parse_space_text(text: str, *, source: str = "<space>", default_name: str = "space") -> Space:
+    """Parse the YAML text of a space file and validate it (not yet bound to its task)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise SpaceError(source, where, f"invalid YAML: {problem}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an int with more digits than Python converts
+        raise SpaceError(source, "", f"invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    space = parse_space(raw, source=source, default_name=default_name)
+    space.text = text
+    return space
+
+
 def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
     """Load a built-in space by name or a YAML file by path; validate it; bind it to its task.
 
     The task's I/O comes from ``io`` or, by default, from the task registry of ``evaluators``.
     The plugins the file names (``plugins:``, paths relative to the file) are loaded first.
     """
-    path = _resolve(name_or_path)
+    path = resolve_space(name_or_path)
     source = path.name if path.parent == SPACES_DIR else str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpaceError(source, where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
-    plugins = _load_plugins(raw, path.parent, source)
-    space = parse_space(raw, source=source, default_name=path.stem)
+    text = _read_text(path, source)
+    plugins = _load_plugins(text, path.parent, source)
+    space = parse_space_text(text, source=source, default_name=path.stem)
     space.plugins = tuple(plugins)
-    if io is None:
-        from evaluators.tasks import task_io_for  # the task registry lives with the evaluators
-
-        try:
-            io = task_io_for(space.task["name"], space.task.get("params", {}))
-        except (KeyError, ValueError, TypeError) as e:
-            msg = e.args[0] if e.args else str(e)
-            raise SpaceError(source, "task", str(msg)) from None
-    return space.bind(io)
+    return space.bind(io if io is not None else task_io(space))
 
 
-def _load_plugins(raw, base_dir: Path, source: str) -> list:
+def _load_plugins(text: str, base_dir: Path, source: str) -> list:
     """Load the installed plugins and those the file's ``plugins:`` names (before its mixers,
     tasks and metrics are looked up); a plugin that cannot be loaded is a SpaceError naming it."""
     from search_spaces.plugins import PluginError, load_space_plugins
 
+    try:
+        raw = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        raw = None  # parse_space_text reports it
     try:
         return load_space_plugins(raw, base_dir)
     except PluginError as e:
         raise SpaceError(source, e.key, e.message) from None
 
 
+def task_io(space: Space) -> TaskIO:
+    """The I/O of the space's task, from the task registry of ``evaluators`` (which checks the
+    task's parameters); errors become :class:`SpaceError` naming ``task``."""
+    from evaluators.tasks import task_io_for  # the task registry lives with the evaluators
+
+    try:
+        return task_io_for(space.task.name, space.task.params)
+    except SettingError as e:
+        raise SpaceError(space.source, e.path, e.message) from None
+    except (KeyError, ValueError, TypeError) as e:
+        msg = e.args[0] if e.args else str(e)
+        raise SpaceError(space.source, "task", " ".join(str(msg).split())) from None
+
+
+# The space file, declared: its keys, and the type and range of each setting.
+TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
+            "ladder",  # train, latency, ladder: declared and checked by the evaluators that read them
+            "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
+ARCH_KEYS = {"stem", "norm", "stages"}
+STEM_KEYS = {"patch", "stride"}
+STAGE_KEYS = {"depth", "dim", "downsample", "mixer", "ffn", "head_budget"}
+MIXER_KEYS = {"per_layer", "choices", "pattern", "a", "b", "split", "every"}
+FFN_KEYS = {"type", "ratio", "per_layer"}
+NAME = Check(str, nonempty=True)
+DESCRIPTION = Check(str)
+TRIALS = Check(int, low=1)
+DIRECTION = Check(str, choices=("maximize", "minimize"))
+BOUND = Check(float)
+PATCH, STRIDE = Check(int, low=1), Check(int, low=0)
+NORM = Check(str, choices=NORM_PLACEMENTS)
+DEPTH, DIM, HEAD_BUDGET, EVERY = Check(int, low=1), Check(int, low=1), Check(int, low=1), Check(int, low=1)
+DOWNSAMPLE = Check(str, choices=DOWNSAMPLE_TYPES)
+PATTERN = Check(str, choices=PATTERNS)
+SPLIT = Check(float, low=0, high=1)
+FLAG = Check(bool)
+FFN_RATIO = Check(float, above=0)
+
+
+def _choices(value, path: str, check: Check) -> tuple:
+    """A scalar (one fixed value) or a non-empty list (a choice), every element checked."""
+    if isinstance(value, list) and not value:
+        raise SettingError(path, "empty choice list; give at least one value")
+    return tuple(check.coerce(v, path) for v in (value if isinstance(value, list) else [value]))
+
+
 def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space") -> Space:
     """Validate the mapping read from a space file and build a :class:`Space` (not yet bound)."""
+    try:
+        return _parse(raw, source, default_name)
+    except SpaceError:
+        raise
+    except SettingError as e:
+        raise SpaceError(source, e.path, e.message) from None
+
+
+def _parse(raw, source: str, default_name: str) -> Space:
     if not isinstance(raw, dict):
-        raise SpaceError(source, "", "a space file must be a YAML mapping")
-    _check_keys(raw, TOP_KEYS, source, "")
+        raise SettingError("", "a space file must be a YAML mapping")
+    check_keys(raw, TOP_KEYS, "")
     for key in ("task", "arch"):
         if key not in raw:
-            raise SpaceError(source, key, "missing required key")
-    task = raw["task"]
-    if isinstance(task, str):
-        task = {"name": task, "params": {}}
-    _check_keys(task, {"name", "params"}, source, "task")
-    if not isinstance(task.get("name"), str):
-        raise SpaceError(source, "task.name", "missing or not a string")
-    if not isinstance(task.get("params", {}) or {}, dict):
-        raise SpaceError(source, "task.params", "must be a mapping")
-    task = {"name": task["name"], "params": dict(task.get("params") or {})}
-
-    objectives = raw.get("objectives", {"accuracy": "maximize", "latency_ms": "minimize"})
-    if not isinstance(objectives, dict) or not objectives:
-        raise SpaceError(source, "objectives", "must be a non-empty mapping of metric: maximize|minimize")
-    for k, v in objectives.items():
-        if v not in ("maximize", "minimize"):
-            raise SpaceError(source, f"objectives.{k}", f"{v!r} is not one of ['maximize', 'minimize']")
-    constraints = raw.get("constraints", {}) or {}
-    if not isinstance(constraints, dict):
-        raise SpaceError(source, "constraints", "must be a mapping of metric: {max: X} or {min: X}")
-    for k, v in constraints.items():
-        _check_keys(v, {"max", "min"}, source, f"constraints.{k}")
-        for bound, x in list(v.items()):
-            if isinstance(x, str):  # YAML 1.1 reads 2e6 as text
-                try:
-                    v[bound] = x = float(x)
-                except ValueError:
-                    pass
-            if not isinstance(x, (int, float)) or isinstance(x, bool):
-                raise SpaceError(source, f"constraints.{k}.{bound}", f"{x!r} must be a number")
-    trials = raw.get("trials", 10)
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise SpaceError(source, "trials", f"{trials!r} must be an integer >= 1")
-    for key in ("train", "latency"):
-        if not isinstance(raw.get(key, {}) or {}, dict):
-            raise SpaceError(source, key, "must be a mapping")
-
-    arch = raw["arch"]
-    _check_keys(arch, ARCH_KEYS, source, "arch")
-    stem = arch.get("stem", {}) or {}
-    _check_keys(stem, STEM_KEYS, source, "arch.stem")
-    stem_patch = _as_choices(stem.get("patch", 1), source, "arch.stem.patch", int, low=1)
-    stem_stride = _as_choices(stem.get("stride", 0), source, "arch.stem.stride", int, low=0)
-    norm = _as_choices(arch.get("norm", "pre"), source, "arch.norm", str, allowed=NORM_PLACEMENTS)
-    stages_raw = arch.get("stages")
-    if not isinstance(stages_raw, list) or not stages_raw:
-        raise SpaceError(source, "arch.stages", "must be a non-empty list of stages")
-    stages = tuple(_parse_stage(s, si, source) for si, s in enumerate(stages_raw))
+            raise SettingError(key, "missing required key")
+    for key in ("train", "latency"):  # their settings are checked by evaluators' declarations
+        as_mapping(raw.get(key), key)
+    stem_patch, stem_stride, norm, stages = _parse_arch(raw["arch"])
     return Space(
-        name=raw.get("name", default_name),
+        name=NAME.coerce(raw.get("name", default_name), "name"),
         source=source,
         raw=raw,
-        description=str(raw.get("description", "")).strip(),
-        task=task,
-        objectives=dict(objectives),
-        constraints=dict(constraints),
-        trials=trials,
+        description=DESCRIPTION.coerce(raw.get("description") or "", "description").strip(),
+        task=_parse_task(raw["task"]),
+        objectives=_parse_objectives(raw.get("objectives", {"accuracy": "maximize", "latency_ms": "minimize"})),
+        constraints=_parse_constraints(raw.get("constraints")),
+        trials=TRIALS.coerce(raw.get("trials", 10), "trials"),
         train=dict(raw.get("train") or {}),
         latency=dict(raw.get("latency") or {}),
         stem_patch=stem_patch,
@@ -373,97 +401,131 @@ def parse_space(raw: Any, *, source: str = "<space>", default_name: str = "space
     )
 
 
-def _parse_mixer_group(choices, source: str, mp: str) -> tuple:
+def _parse_task(task) -> TaskRef:
+    if isinstance(task, str):
+        task = {"name": task}
+    check_keys(task, {"name", "params"}, "task")
+    if "name" not in task:
+        raise SettingError("task.name", "missing required key")
+    params = as_mapping(task.get("params"), "task.params")
+    return TaskRef(NAME.coerce(task["name"], "task.name"), dict(params))
+
+
+def _parse_objectives(objectives) -> dict:
+    if not isinstance(objectives, dict) or not objectives:
+        raise SettingError("objectives", "must be a non-empty mapping of metric: maximize|minimize")
+    return {k: DIRECTION.coerce(v, f"objectives.{k}") for k, v in objectives.items()}
+
+
+def _parse_constraints(constraints) -> dict:
+    out = {}
+    for k, v in as_mapping(constraints, "constraints").items():
+        bounds = check_keys(v, {"max", "min"}, f"constraints.{k}")
+        if not bounds:
+            raise SettingError(f"constraints.{k}", "give a bound: {max: X} or {min: X}")
+        out[k] = {b: BOUND.coerce(x, f"constraints.{k}.{b}") for b, x in bounds.items()}
+    return out
+
+
+def _parse_arch(arch) -> tuple:
+    check_keys(arch, ARCH_KEYS, "arch")
+    if arch is None:
+        raise SettingError("arch", "must be a mapping with stages")
+    stem = check_keys(arch.get("stem"), STEM_KEYS, "arch.stem")
+    stem_patch = _choices(stem.get("patch", 1), "arch.stem.patch", PATCH)
+    stem_stride = _choices(stem.get("stride", 0), "arch.stem.stride", STRIDE)
+    norm = _choices(arch.get("norm", "pre"), "arch.norm", NORM)
+    stages_raw = arch.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise SettingError("arch.stages", "must be a non-empty list of stages")
+    return stem_patch, stem_stride, norm, tuple(_parse_stage(s, si) for si, s in enumerate(stages_raw))
+
+
+def _parse_mixer_group(choices, mp: str) -> tuple:
     """{mixer name: {param: value or [choices]}} -> tuple of MixerChoice (defaults filled in)."""
     if not isinstance(choices, dict) or not choices:
-        raise SpaceError(source, mp, "must be a non-empty mapping of mixer name: {param: choices}")
+        raise SettingError(mp, "must be a non-empty mapping of mixer name: {param: choices}")
     mixers = []
     for mtype, params in choices.items():
         p = f"{mp}.{mtype}"
         try:
             info = get_mixer_info(mtype)
         except UnknownName as e:
-            raise SpaceError(source, p, str(e)) from None
+            raise SettingError(p, str(e)) from None
         params = params or {}
         if not isinstance(params, dict):
-            raise SpaceError(source, p, "must be a mapping of parameter: value or [choices]")
+            raise SettingError(p, "must be a mapping of parameter: value or [choices]")
         full = {name: (spec.default,) for name, spec in info.params.items() if name not in params}
         for pname, value in params.items():
             if pname not in info.params:
-                raise SpaceError(source, f"{p}.{pname}", f"{mtype} has no such parameter; it takes {sorted(info.params)}")
-            vals = value if isinstance(value, list) else [value]
-            if isinstance(value, list) and not value:
-                raise SpaceError(source, f"{p}.{pname}", "empty choice list; give at least one value")
-            for v in vals:
-                err = info.params[pname].check(v)
-                if err:
-                    raise SpaceError(source, f"{p}.{pname}", err)
-            full[pname] = tuple(vals)
+                raise SettingError(f"{p}.{pname}", f"{mtype} has no such parameter; it takes {sorted(info.params)}")
+            full[pname] = _choices(value, f"{p}.{pname}", info.params[pname].as_check())
         mixers.append(MixerChoice(mtype, {k: full[k] for k in sorted(full)}))
     return tuple(mixers)
 
 
-def _parse_stage(s, si: int, source: str) -> StageChoices:
+def _parse_stage(s, si: int) -> StageChoices:
     sp = f"arch.stages[{si}]"
-    _check_keys(s, STAGE_KEYS, source, sp)
+    check_keys(s, STAGE_KEYS, sp)
+    if s is None:
+        raise SettingError(sp, "must be a mapping with depth, dim and mixer")
     for key in ("depth", "dim", "mixer"):
         if key not in s:
-            raise SpaceError(source, f"{sp}.{key}", "missing required key")
-    depth = _as_choices(s["depth"], source, f"{sp}.depth", int, low=1)
-    dim = _as_choices(s["dim"], source, f"{sp}.dim", int, low=1)
-    downsample = _as_choices(s.get("downsample", "none"), source, f"{sp}.downsample", str, allowed=DOWNSAMPLE_TYPES)
+            raise SettingError(f"{sp}.{key}", "missing required key")
+    depth = _choices(s["depth"], f"{sp}.depth", DEPTH)
+    dim = _choices(s["dim"], f"{sp}.dim", DIM)
+    downsample = _choices(s.get("downsample", "none"), f"{sp}.downsample", DOWNSAMPLE)
     if si == 0 and downsample != ("none",):
-        raise SpaceError(source, f"{sp}.downsample", "the first stage cannot downsample; use the stem's stride")
-    budget = s.get("head_budget")
-    if budget is not None:
-        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-            raise SpaceError(source, f"{sp}.head_budget", f"{budget!r} must be an integer >= 1")
-        for d in depth:
-            if budget % d:
-                raise SpaceError(source, f"{sp}.depth", f"{d} does not divide head_budget {budget} "
-                                                        "(heads per layer = head_budget / depth)")
-    mixer = s["mixer"]
-    mp = f"{sp}.mixer"
-    _check_keys(mixer, MIXER_KEYS, source, mp)
-    per_layer = mixer.get("per_layer", False)
-    if not isinstance(per_layer, bool):
-        raise SpaceError(source, f"{mp}.per_layer", f"{per_layer!r} must be true or false")
-    default_pattern = "per_layer" if per_layer else "uniform"
+        raise SettingError(f"{sp}.downsample", "the first stage cannot downsample; use the stem's stride")
+    budget = HEAD_BUDGET.coerce(s["head_budget"], f"{sp}.head_budget") if "head_budget" in s else None
+    for d in depth if budget is not None else ():
+        if budget % d:
+            raise SettingError(f"{sp}.depth", f"{d} does not divide head_budget {budget} "
+                                              "(heads per layer = head_budget / depth)")
+    mixer = _parse_mixer(s["mixer"], f"{sp}.mixer")
+    _check_widths(mixer, dim, depth, budget, sp)
+    ffn = check_keys(s.get("ffn"), FFN_KEYS, f"{sp}.ffn")
+    return StageChoices(
+        depth, dim, downsample, mixer["choices"], mixer["pattern"],
+        ffn_type=_choices(ffn.get("type", "mlp"), f"{sp}.ffn.type", Check(str, choices=tuple(list_ffns()))),
+        ffn_ratio=_choices(ffn.get("ratio", 4), f"{sp}.ffn.ratio", FFN_RATIO),
+        ffn_per_layer=FLAG.coerce(ffn.get("per_layer", False), f"{sp}.ffn.per_layer"),
+        mixers_a=mixer["a"], mixers_b=mixer["b"], split=mixer["split"], every=mixer["every"], head_budget=budget)
+
+
+def _parse_mixer(mixer, mp: str) -> dict:
+    """The ``mixer`` section of a stage: pattern(s), mixer choices and groups a/b."""
+    check_keys(mixer, MIXER_KEYS, mp)
+    if not mixer:
+        raise SettingError(mp, "must be a mapping with choices (or groups a and b with a pattern)")
+    per_layer = FLAG.coerce(mixer.get("per_layer", False), f"{mp}.per_layer")
     if per_layer and "pattern" in mixer:
-        raise SpaceError(source, f"{mp}.per_layer", "give either per_layer or pattern, not both")
-    pattern = _as_choices(mixer.get("pattern", default_pattern), source, f"{mp}.pattern", str, allowed=PATTERNS)
-    grouped = any(p in GROUP_PATTERNS for p in pattern)
-    mixers_a = _parse_mixer_group(mixer["a"], source, f"{mp}.a") if "a" in mixer else ()
-    mixers_b = _parse_mixer_group(mixer["b"], source, f"{mp}.b") if "b" in mixer else ()
-    if grouped and not (mixers_a and mixers_b):
-        raise SpaceError(source, f"{mp}.{'b' if mixers_a else 'a'}",
-                         f"patterns {[p for p in pattern if p in GROUP_PATTERNS]} need mixer groups a and b")
+        raise SettingError(f"{mp}.per_layer", "give either per_layer or pattern, not both")
+    pattern = _choices(mixer.get("pattern", "per_layer" if per_layer else "uniform"), f"{mp}.pattern", PATTERN)
+    a = _parse_mixer_group(mixer["a"], f"{mp}.a") if "a" in mixer else ()
+    b = _parse_mixer_group(mixer["b"], f"{mp}.b") if "b" in mixer else ()
+    grouped = [p for p in pattern if p in GROUP_PATTERNS]
+    if grouped and not (a and b):
+        raise SettingError(f"{mp}.{'b' if a else 'a'}", f"patterns {grouped} need mixer groups a and b")
     if "choices" in mixer:
-        mixers = _parse_mixer_group(mixer["choices"], source, f"{mp}.choices")
-    elif mixers_a or mixers_b:
-        mixers = tuple({m.type: m for m in mixers_a + mixers_b}.values())  # uniform/per_layer draw from a | b
+        choices = _parse_mixer_group(mixer["choices"], f"{mp}.choices")
+    elif a or b:
+        choices = tuple({m.type: m for m in a + b}.values())  # uniform/per_layer draw from a | b
     else:
-        raise SpaceError(source, f"{mp}.choices", "missing: give choices (or groups a and b with a pattern)")
-    split = _as_choices(mixer.get("split", 0.5), source, f"{mp}.split", float)
-    if any(not 0 <= f <= 1 for f in split):
-        raise SpaceError(source, f"{mp}.split", "fractions must be in [0, 1]")
-    every = _as_choices(mixer.get("every", 2), source, f"{mp}.every", int, low=1)
-    for d in dim:
-        for dp in depth:
+        raise SettingError(f"{mp}.choices", "missing: give choices (or groups a and b with a pattern)")
+    return {"pattern": pattern, "choices": choices, "a": a, "b": b,
+            "split": _choices(mixer.get("split", 0.5), f"{mp}.split", SPLIT),
+            "every": _choices(mixer.get("every", 2), f"{mp}.every", EVERY)}
+
+
+def _check_widths(mixer: dict, dims: tuple, depths: tuple, budget: Optional[int], sp: str) -> None:
+    """Every width must leave at least one valid mixer in each group (heads must divide dim...)."""
+    for d in dims:
+        for dp in depths:
             heads = None if budget is None else budget // dp
-            for group, name in ((mixers, "choices"), (mixers_a, "a"), (mixers_b, "b")):
+            for name in ("choices", "a", "b"):
+                group = mixer[name]
                 if group and not any(_count_params(m, d, heads) for m in group):
                     what = f"at dim {d}" + ("" if heads is None else f" with {heads} heads per layer (depth {dp})")
-                    raise SpaceError(source, f"{sp}.dim", f"no mixer in {mp}.{name} is valid {what} "
-                                                          "(e.g. heads must divide dim)")
-    ffn = s.get("ffn", {}) or {}
-    _check_keys(ffn, FFN_KEYS, source, f"{sp}.ffn")
-    ffn_type = _as_choices(ffn.get("type", "mlp"), source, f"{sp}.ffn.type", str, allowed=tuple(list_ffns()))
-    ffn_ratio = _as_choices(ffn.get("ratio", 4), source, f"{sp}.ffn.ratio", float)
-    if any(r <= 0 for r in ffn_ratio):
-        raise SpaceError(source, f"{sp}.ffn.ratio", "ratios must be > 0")
-    ffn_per_layer = ffn.get("per_layer", False)
-    if not isinstance(ffn_per_layer, bool):
-        raise SpaceError(source, f"{sp}.ffn.per_layer", f"{ffn_per_layer!r} must be true or false")
-    return StageChoices(depth, dim, downsample, mixers, pattern, ffn_type, ffn_ratio, ffn_per_layer,
-                        mixers_a, mixers_b, split, every, budget)
+                    raise SettingError(f"{sp}.dim", f"no mixer in {sp}.mixer.{name} is valid {what} "
+                                                    "(e.g. heads must divide dim)")

@@ -42,7 +42,7 @@ def test_frozen():
     (_arch(mixer="nope"), "stages[0].blocks[0].mixer.type", "unknown mixer"),
     (_arch(mixer="gfnet"), "stages[0].blocks[0].mixer.type", "does not support causal"),
     (_arch(params={"bogus": 1}), "stages[0].blocks[0].mixer.bogus", "no parameter"),
-    (_arch(params={"heads": "two"}), "stages[0].blocks[0].mixer.heads", "must be of type int"),
+    (_arch(params={"heads": "two"}), "stages[0].blocks[0].mixer.heads", "'two' is not allowed (an int"),
     (_arch(dim=0), "stages[0].dim", ">= 1"),
     (_arch(ffn=FFNSpec("moe", 2)), "stages[0].blocks[0].ffn.type", "unknown FFN"),
     (_arch(stem=StemSpec("conv")), "stem.type", "not one of"),

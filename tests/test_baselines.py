@@ -57,7 +57,7 @@ def test_design_patterns(name):
 
 def test_enqueue_once_and_evaluated_as_given(tmp_path):
     """Baselines are queued once, evaluated as the given arch, and marked in load_trials."""
-    text = (search_spaces.space._resolve("tiny").read_text()
+    text = (search_spaces.space.resolve_space("tiny").read_text()
             .replace("n_train: 1000, n_test: 200", "n_train: 64, n_test: 32")
             .replace("steps: 100", "steps: 2")
             .replace("warmup: 2, repeats: 10, max_seconds: 1.0", "warmup: 1, repeats: 2, max_seconds: 0.2"))

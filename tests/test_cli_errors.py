@@ -27,7 +27,7 @@ BAD = [
     ("          softmax: {heads: [1, 2]}", "          softmax: {heads: [1, 2]}\n          mamba: {}", "arch.stages[0].mixer.choices.mamba: unknown mixer"),
     ("dim: [16, 32]", "dim: [16, 32]\n      colour: red", "arch.stages[0].colour: unknown key"),
     ("depth: [1, 2]", "depth: []", "arch.stages[0].depth: empty choice list"),
-    ("depth: [1, 2]", "depth: deep", "arch.stages[0].depth: 'deep' must be of type int"),
+    ("depth: [1, 2]", "depth: deep", "arch.stages[0].depth: 'deep' is not allowed (an int >= 1)"),
     ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {accuracy: up}", "objectives.accuracy"),
     ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {happiness: maximize}", "objectives.happiness: unknown metric"),
     ("train: {steps: 5,", "train: {stepz: 5,", "train.stepz: unknown setting"),

@@ -40,7 +40,7 @@ def make_study(path: Path, name: str, objectives=None, seed=0) -> str:
     objectives = objectives or {"accuracy": "maximize", "latency_ms": "minimize"}
     url = f"sqlite:///{path}"
     space, archs = _archs()
-    text = search_spaces.space._resolve("tiny").read_text()
+    text = search_spaces.space.resolve_space("tiny").read_text()
     cfg = SearchConfig(space="tiny", space_yaml=text, study=name, storage=url, trials=len(archs))
     study = optuna.create_study(study_name=name, storage=url, directions=list(objectives.values()))
     study.set_metric_names(list(objectives))

@@ -7,6 +7,7 @@ import inspect
 import torch
 
 from search_spaces.registries import Registry
+from search_spaces.schema import Check
 from search_spaces.task_io import TaskIO
 
 IGNORE_INDEX = -100
@@ -74,6 +75,10 @@ def _check_params(cls, params: dict) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise TypeError(f"task {cls.name!r} has no parameter {unknown[0]!r}; it takes {allowed}")
+    for k, v in params.items():  # the type is the default's (ranges: each task's io_for)
+        default = sig.parameters[k].default
+        if isinstance(default, (bool, int, float, str)):
+            Check(float if isinstance(default, float) else type(default)).coerce(v, f"task.params.{k}")
 
 
 def task_io_for(name: str, params: dict | None = None) -> TaskIO:

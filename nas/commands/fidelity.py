@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from nas.cli import PluginOpt, app, err, user_errors
+from nas.options import BOOTSTRAP, FIDELITY_N, REFERENCE_SEEDS, STEPS, checked_option
 from nas.errors import UserError
 
 
@@ -34,13 +35,13 @@ def _machine() -> str:
 @user_errors
 def fidelity(
     space: str = typer.Option(..., "--space", help="built-in space name or path to a space YAML file"),
-    n: int = typer.Option(20, "--n", help="number of architectures to sample"),
+    n: int = checked_option(20, "--n", check=FIDELITY_N, help="number of architectures to sample (3 at least, to rank)"),
     seed: int = typer.Option(0, "--seed"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="short-training steps [default: the space's train.steps]"),
-    reference_steps: Optional[int] = typer.Option(None, "--reference-steps", help="reference training steps [default: 4x the short steps]"),
+    steps: Optional[int] = checked_option(None, "--steps", check=STEPS, help="short-training steps (default: the space's train.steps)"),
+    reference_steps: Optional[int] = checked_option(None, "--reference-steps", check=STEPS, help="reference training steps (default: 4x the short steps)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder [default: results/fidelity-<space>/]"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the 95% intervals"),
-    reference_seeds: int = typer.Option(1, "--reference-seeds",
+    bootstrap: int = checked_option(1000, "--bootstrap", check=BOOTSTRAP, help="bootstrap resamples for the 95% intervals"),
+    reference_seeds: int = checked_option(1, "--reference-seeds", check=REFERENCE_SEEDS,
                                         help="reference trainings per architecture (seeds); >= 2 also reports "
                                              "how well one seed ranks another (the noise ceiling)"),
     plugin: List[str] = PluginOpt,
@@ -48,20 +49,12 @@ def fidelity(
     """Score N sampled architectures with every proxy and a long reference training; report
     Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family."""
     from evaluators.fidelity import FidelityConfig, correlations, run_fidelity, to_markdown
-    from nas.config import load_space_checked
+    from nas.config import check_runs_here, load_space_checked
     from nas.plugins import load_cli_plugins
 
-    if n < 3:
-        raise UserError(f"--n: {n} is too few to rank; give at least 3")
-    for name, v in (("--steps", steps), ("--reference-steps", reference_steps)):
-        if v is not None and v < 1:
-            raise UserError(f"{name}: {v} must be >= 1")
-    if reference_seeds < 1:
-        raise UserError(f"--reference-seeds: {reference_seeds} must be >= 1")
-    if bootstrap < 0:
-        raise UserError(f"--bootstrap: {bootstrap} must be >= 0")
     load_cli_plugins(plugin)
     sp = load_space_checked(space)
+    check_runs_here(sp)
     out_dir = out_dir or Path("results") / f"fidelity-{sp.name}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +63,7 @@ def fidelity(
     cfg = FidelityConfig(n=n, seed=seed, short_steps=steps or 0, reference_steps=reference_steps or 0,
                          bootstrap=bootstrap, reference_seeds=reference_seeds)
     started = datetime.datetime.now()
-    err.print(f"fidelity of space {sp.name} (task {sp.task['name']}): {n} architectures, seed {seed}", highlight=False)
+    err.print(f"fidelity of space {sp.name} (task {sp.task.name}): {n} architectures, seed {seed}", highlight=False)
     import pandas as pd
 
     def save_partial(rows):  # a long run that is stopped still leaves its per-arch scores
