@@ -282,6 +282,9 @@ def resume(
     from nas.study import save_budget
 
     st, config = load_study(_storage(study, storage), study)
+    from nas.config import check_runs_here
+
+    check_runs_here(config.load_space())  # this machine may lack the memory or the CUDA device
     save_budget(st, config, trials)  # kept for later resumes too
     config.timeout = timeout
     _run(st, config, created=False)

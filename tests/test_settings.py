@@ -282,3 +282,20 @@ def test_check_fits_refuses_only_what_cannot_fit(fit, tmp_path):
         fit.check_fits(space, train, latency, available=need32 - 1)
     with pytest.raises(SettingError, match=r"arch.stages\[0\].dim: 16 is not allowed"):
         fit.check_fits(space, train, latency, available=need16 - 1)
+
+
+def test_resume_checks_this_machine_before_writing(tmp_path, monkeypatch, capsys):
+    """A study resumed on a machine that cannot hold its models is refused before anything is written."""
+    import nas
+    from evaluators import fit
+
+    monkeypatch.chdir(tmp_path)
+    p = write_space(tmp_path, steps=2)
+    code, _, err = _nas(["search", "--space", p, "--study", "r", "--trials", 1], capsys)
+    assert code == 0, err
+    db = tmp_path / "results" / "r.db"
+    before = db.stat().st_mtime_ns
+    monkeypatch.setattr(fit, "available_memory", lambda: 1024)  # 1 KiB: no model fits
+    _refused(["resume", "--study", "r", "--trials", 2], capsys, tmp_path, "arch.stages[0].dim: 16 is not allowed")
+    assert db.stat().st_mtime_ns == before
+    assert len(nas.load_trials(f"sqlite:///{db}", "r")) == 1
