@@ -44,7 +44,9 @@ class Param:
     """A mixer parameter: its default and the values it accepts.
 
     ``kind`` is one of ``int``, ``float``, ``bool``, ``str``. ``choices`` restricts to a set;
-    ``low``/``high`` bound numbers (inclusive).
+    ``low``/``high`` bound numbers (inclusive). ``counts_heads``: the parameter counts heads
+    (query, key/value, shared or routed heads), so a deployment profile that widens the model
+    with ``heads: scale`` multiplies it with the width (``search_spaces.profiles.scale_arch``).
     """
 
     default: Any
@@ -53,6 +55,7 @@ class Param:
     low: Optional[float] = None
     high: Optional[float] = None
     doc: str = ""
+    counts_heads: bool = False
 
     def as_check(self) -> Check:
         """The parameter's :class:`search_spaces.schema.Check` (type, bounds, choices)."""

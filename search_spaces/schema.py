@@ -20,6 +20,7 @@ every refusal reads ``<key path>: <value> is not allowed (<what is allowed>)``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Optional
 
@@ -44,7 +45,8 @@ class Check:
     """What one setting accepts: a type (int, float, bool or str), optional bounds and choices.
 
     ``low``/``high`` are inclusive bounds, ``above``/``below`` exclusive ones; ``optional``
-    also accepts None (YAML ``null``); ``what`` overrides the generated description.
+    also accepts None (YAML ``null``); ``pattern`` (str settings) is a regular expression the whole
+    value must match; ``what`` overrides the generated description (give one with ``pattern``).
     Numbers must be finite; an int is never a bool; a float setting takes ints and numeric
     text (YAML 1.1 reads ``2e6`` and ``3e-3`` as strings).
     """
@@ -57,6 +59,7 @@ class Check:
     choices: Optional[tuple] = None
     optional: bool = False
     nonempty: bool = False  # str: not ""
+    pattern: Optional[str] = None  # str: a regular expression the whole value must match
     what: str = ""
 
     def describe(self) -> str:
@@ -120,7 +123,7 @@ class Check:
         if self.choices is not None:
             return v in self.choices
         if self.kind is str:
-            return bool(v) or not self.nonempty
+            return (bool(v) or not self.nonempty) and (self.pattern is None or re.fullmatch(self.pattern, v) is not None)
         if self.kind is bool:
             return True
         return ((self.low is None or v >= self.low) and (self.above is None or v > self.above)

@@ -49,6 +49,7 @@ from search_spaces.arch import (
     NORM_PLACEMENTS,
 )
 from search_spaces.ffn import list_ffns
+from search_spaces.profiles import check_profile_shape, parse_profiles
 from search_spaces.registries import UnknownName
 from search_spaces.registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys
@@ -145,6 +146,7 @@ class Space:
     io: Optional[TaskIO] = field(default=None, repr=False)
     text: str = field(default="", repr=False)
     plugins: tuple = field(default=(), repr=False)  # search_spaces.plugins.Plugin, loaded by load_space
+    profiles: dict = field(default_factory=dict)  # deploy: {name: search_spaces.profiles.Profile}
 
     # --------------------------------------------------------------- summaries
     def mixer_names(self) -> list[str]:
@@ -194,15 +196,26 @@ class Space:
                                      f"{d!r} merges tokens; task {self.task.name!r} predicts per token")
         if io.kind == "tokens" and (self.stem_patch != (1,) or self.stem_stride != (0,)):
             raise SpaceError(src, "arch.stem", "a token task uses an embedding stem; remove patch/stride")
-        limit = io.seq_len if io.kind == "signal" else (min(io.image_size) if io.kind == "image" else 1)
-        for p in self.stem_patch:
-            if p > limit:
-                raise SpaceError(src, "arch.stem.patch", f"{p} is larger than the input ({limit})")
+        self._check_stem(io, "arch.stem.patch", "")
+        for name, profile in self.profiles.items():
+            try:
+                check_profile_shape(profile, io, self.task.name, f"deploy.{name}")
+            except SettingError as e:
+                raise SpaceError(src, e.path, e.message) from None
+            self._check_stem(profile.task_io(io), f"deploy.{name}", "the stem patch ")
         for st in self.stem_stride:
             if st > min(self.stem_patch):
                 raise SpaceError(src, "arch.stem.stride", f"{st} is larger than the smallest patch {min(self.stem_patch)}")
         self.io = io
         return self
+
+
+    def _check_stem(self, io: TaskIO, path: str, what: str) -> None:
+        """Every stem patch fits the input ``io`` describes (the task's, or a profile's)."""
+        limit = io.seq_len if io.kind == "signal" else (min(io.image_size) if io.kind == "image" else 1)
+        for p in self.stem_patch:
+            if p > limit:
+                raise SpaceError(self.source, path, f"{what}{p} is larger than the input ({limit})")
 
 
 def _param_combos(choice: MixerChoice):
@@ -335,6 +348,7 @@ def task_io(space: Space) -> TaskIO:
 # The space file, declared: its keys, and the type and range of each setting.
 TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
             "ladder",  # train, latency, ladder: declared and checked by the evaluators that read them
+            "deploy",  # deployment profiles (search_spaces.profiles)
             "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}
@@ -398,6 +412,7 @@ def _parse(raw, source: str, default_name: str) -> Space:
         stem_stride=stem_stride,
         norm=norm,
         stages=stages,
+        profiles=parse_profiles(raw.get("deploy"), "deploy"),
     )
 
 

@@ -49,7 +49,7 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype=torch.float32) -> torch.Ten
     "binary",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "max_rel": Param(8, int, low=0, high=512, doc="relative-position bias reach in tokens (0: no bias)"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
     },

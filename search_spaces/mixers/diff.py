@@ -25,8 +25,8 @@ def diff_heads_rule(dim: int, params: dict):
     "diff",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="signal heads; 2 * heads must divide the width"),
-        "noise_heads": Param(2, int, low=1, doc="noise-control maps, each shared by heads / noise_heads "
+        "heads": Param(4, int, low=1, counts_heads=True, doc="signal heads; 2 * heads must divide the width"),
+        "noise_heads": Param(2, int, low=1, counts_heads=True, doc="noise-control maps, each shared by heads / noise_heads "
                                                  "signal heads (= heads: balanced DIFF attention)"),
         "lambda_init": Param(0.8, float, low=0.0, high=0.9, doc="lambda_init (DIFF: 0.8 - 0.6 exp(-0.3 (l - 1)))"),
         "head_norm": Param(True, bool, doc="per-head RMSNorm times (1 - lambda_init) after the difference"),

@@ -20,8 +20,8 @@ def kv_heads_divide_heads(dim: int, params: dict):
     "gqa",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="query heads; must divide the width"),
-        "kv_heads": Param(2, int, low=1, doc="key/value heads; must divide heads (1 = multi-query)"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="query heads; must divide the width"),
+        "kv_heads": Param(2, int, low=1, counts_heads=True, doc="key/value heads; must divide heads (1 = multi-query)"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
     },
     rules=(divides("heads"), kv_heads_divide_heads),

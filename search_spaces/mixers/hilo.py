@@ -13,7 +13,7 @@ from search_spaces.registry import Mixer, Param, divides, register_mixer
     "hilo",
     causal=False,
     params={
-        "heads": Param(4, int, low=1, doc="total heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="total heads; must divide the width"),
         "alpha": Param(0.5, float, low=0.0, high=1.0,
                        doc="fraction of heads in the Lo-Fi (pooled global) group; int(heads * alpha) heads"),
         "window": Param(2, int, choices=(2, 3, 4, 7, 8),

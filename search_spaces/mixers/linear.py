@@ -37,7 +37,7 @@ def cos_reweight(phi: torch.Tensor, horizon: int, start: int = 0) -> torch.Tenso
     "linear",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "feature": Param("elu", str, choices=tuple(_FEATURES), doc="feature map phi: elu(x)+1 or relu"),
         "cosformer": Param(False, bool, doc="cosFormer cos(pi/2 (i-j)/N) re-weighting of the kernel"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),

@@ -13,7 +13,7 @@ from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_m
     "local",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "window": Param(7, int, choices=(3, 5, 7, 9, 11, 13),
                         doc="keys per axis in the window (causal 1-D: keys at or before the query)"),
         "dilation": Param(1, int, choices=(1, 2, 3, 4), doc="gap between window positions (DiNAT)"),

@@ -23,9 +23,9 @@ def moh_heads_rule(dim: int, params: dict):
     "moh",
     causal=True,
     params={
-        "heads": Param(4, int, low=2, doc="attention heads (shared + routed); must divide the width"),
-        "shared": Param(1, int, low=0, doc="heads every token uses"),
-        "topk": Param(2, int, low=1, doc="routed heads each token activates"),
+        "heads": Param(4, int, low=2, counts_heads=True, doc="attention heads (shared + routed); must divide the width"),
+        "shared": Param(1, int, low=0, counts_heads=True, doc="heads every token uses"),
+        "topk": Param(2, int, low=1, counts_heads=True, doc="routed heads each token activates"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
     },
     rules=(divides("heads"), moh_heads_rule),

@@ -25,7 +25,7 @@ def topk_within_regions(dim: int, params: dict):
     "routing",
     causal=False,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "regions": Param(2, int, low=1, high=16, doc="regions per grid side S (S^2 regions; 1-D: S^2 chunks)"),
         "topk": Param(2, int, low=1, doc="regions each region routes its queries to"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),

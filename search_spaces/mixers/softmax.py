@@ -43,7 +43,7 @@ class KVAttention(Mixer):
     "softmax",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
     },
     rules=(divides("heads"),),

@@ -22,9 +22,9 @@ def sqa_heads_rule(dim: int, params: dict):
     "sqa",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="head budget H: sets the head width dim / H; must divide the width"),
-        "q_heads": Param(2, int, low=1, doc="query heads H_q <= H: score FLOPs scale with H_q / H"),
-        "kv_heads": Param(2, int, low=1, doc="key/value heads H_kv; must divide q_heads"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="head budget H: sets the head width dim / H; must divide the width"),
+        "q_heads": Param(2, int, low=1, counts_heads=True, doc="query heads H_q <= H: score FLOPs scale with H_q / H"),
+        "kv_heads": Param(2, int, low=1, counts_heads=True, doc="key/value heads H_kv; must divide q_heads"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
     },
     rules=(divides("heads"), sqa_heads_rule),

@@ -21,7 +21,7 @@ def strip_heads_rule(dim: int, params: dict):
     "strip",
     causal=False,
     params={
-        "heads": Param(2, int, low=1, doc="attention heads"),
+        "heads": Param(2, int, low=1, counts_heads=True, doc="attention heads"),
         "sr": Param(2, int, choices=(1, 2, 4, 8), doc="K/V spatial reduction stride per axis "
                                                      "(K/V tokens: N / sr in 1-D, N / sr^2 on a grid)"),
         "qk_ratio": Param(2, int, choices=(1, 2, 4, 8), doc="Q/K channel compression: Q/K width = head_dim / qk_ratio"),

@@ -13,7 +13,7 @@ from search_spaces.registry import Param, divides, register_mixer
     "subsampled",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, doc="attention heads; must divide the width"),
+        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
         "groups": Param(2, int, choices=(1, 2, 4, 8), doc="training-time subsampling factor: tokens attend "
                                                           "within one of this many random disjoint subsets"),
         "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
