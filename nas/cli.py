@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nas import interrupts
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, checked_option
@@ -37,25 +40,40 @@ def _fail(msg: str, code: int = 2):
 
 
 def user_errors(fn):
+    """Run a command with stop signals handled (nas/interrupts.py). A user error or a database
+    problem (damaged, read-only, locked) ends in one line and exit code 2; Ctrl-C, SIGTERM or SIGHUP
+    in one line and exit code 128 + the signal's number. Never a traceback."""
+
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         try:
-            return fn(*a, **kw)
+            with interrupts.handling():
+                return fn(*a, **kw)
         except UserError as e:
             _fail(str(e))
-        except KeyError as e:
+        except KeyboardInterrupt as e:
+            n = interrupts.signal_number(e)
+            err.print("interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}",
+                      highlight=False)
+            raise typer.Exit(128 + n)
+        except Exception as e:
+            from nas.storage_errors import storage_problem
             from search_spaces.registries import UnknownName
 
-            if not isinstance(e, UnknownName):  # e.g. a mixer of a plugin that was not loaded
+            if isinstance(e, UnknownName):  # e.g. a mixer of a plugin that was not loaded
+                _fail(str(e))
+            problem = storage_problem(e, kw.get("storage") if isinstance(kw.get("storage"), str) else None)
+            if problem is None:
                 raise
-            _fail(str(e))
+            _fail(problem)
 
     return wrapper
 
 
 def _storage(study: str, storage: Optional[str]) -> str:
-    from nas.config import default_storage
+    from nas.config import check_study_name, default_storage
 
+    check_study_name(study, file_name=storage is None)
     return storage or default_storage(study)
 
 
@@ -149,14 +167,13 @@ def _quiet_interrupt_fallout() -> None:
 
 def _run(study, config, created: bool):
     from nas.progress import Progress
-    from nas.results import load_trials
     from nas.study import budget_count
 
     done = budget_count(study)
     verb = "created" if created else "continuing"
     err.print(f"{verb} study [bold]{config.study}[/] in {config.storage}: space {config.space}, "
               f"sampler {config.sampler}, {done}/{config.trials} trials finished", highlight=False)
-    resume_cmd = f"nas resume --study {config.study} --storage {config.storage}"
+    resume_cmd = f"nas resume --study {shlex.quote(config.study)} --storage {shlex.quote(config.storage)}"
     from nas.backends import get_backend
     from search_spaces.registries import UnknownName
 
@@ -168,10 +185,27 @@ def _run(study, config, created: bool):
     try:
         with Progress(config.trials, err) as progress:
             run_backend(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
-    except KeyboardInterrupt:
-        err.print(f"\ninterrupted: {budget_count(study)}/{config.trials} trials finished and saved. "
+        _print_summary(study, config)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the backend recorded and re-queued its trials
+        n = interrupts.signal_number(e)
+        how = "interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}"
+        err.print(f"\n{how}: {budget_count(study)}/{config.trials} trials finished and saved. "
                   f"Resume with:\n  {resume_cmd}", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(128 + n)
+    except Exception as e:  # a database problem on the way (locked, read-only, full) names the storage
+        from nas.storage_errors import storage_problem
+
+        problem = storage_problem(e, config.storage)
+        if problem is None:
+            raise
+        raise UserError(problem) from None
+
+
+def _print_summary(study, config) -> None:
+    """The front as a table, then one line: trials finished by state, and the storage."""
+    from nas.results import load_trials
+    from nas.study import budget_count
+
     df = load_trials(study._storage, config.study)
     out.print(_front_table(df))
     counts = df["state"].value_counts().to_dict()
@@ -235,7 +269,7 @@ def search(
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
     text = sp.text  # the file as read and checked, stored with the study
     check_runs_here(sp)
-    name = study or sp.name
+    name = sp.name if study is None else study
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
                           trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
                           workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
@@ -281,7 +315,7 @@ def resume(
 
     from nas.study import save_budget
 
-    st, config = load_study(_storage(study, storage), study)
+    st, config = load_study(_storage(study, storage), study, writable=True)
     from nas.config import check_runs_here
 
     check_runs_here(config.load_space())  # this machine may lack the memory or the CUDA device
@@ -453,5 +487,7 @@ def main(argv: Optional[List[str]] = None):
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m nas.cli: run the imported module, where nas/commands/ registered
+    from nas.cli import main as cli_main
+
+    cli_main()

@@ -10,13 +10,32 @@ from typing import Optional
 from nas.errors import UserError
 from search_spaces.schema import SettingError, setting
 
-__all__ = ["SearchConfig", "SAMPLERS", "check_runs_here", "default_storage", "load_space_checked"]
+__all__ = ["SearchConfig", "SAMPLERS", "check_runs_here", "check_study_name", "default_storage", "load_space_checked"]
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 
 
+STUDY_NAME_MAX = 128  # characters
+
+
+def check_study_name(name: str, *, file_name: bool) -> str:
+    """``name`` if it can name a study: 1 to 128 characters, none of them control characters. With
+    ``file_name`` (it also names the default storage, results/<name>.db) no path separator and no
+    leading '.', so the file stays in results/. UserError (naming --study) otherwise."""
+    allowed = f"1 to {STUDY_NAME_MAX} characters, no control characters"
+    if file_name:
+        allowed += ", no '/' or '\\', not starting with '.' (it names the file results/<study>.db)"
+    bad = (not isinstance(name, str) or not 0 < len(name) <= STUDY_NAME_MAX
+           or any(ord(c) < 32 or ord(c) == 127 for c in name)
+           or file_name and (name.startswith(".") or "/" in name or "\\" in name))
+    if bad:
+        raise UserError(f"--study: {name!r} is not a valid study name ({allowed})")
+    return name
+
+
 def default_storage(study: str) -> str:
-    return f"sqlite:///results/{study}.db"
+    """``sqlite:///results/<study>.db``; UserError for a name that cannot be a file name there."""
+    return f"sqlite:///results/{check_study_name(study, file_name=True)}.db"
 
 
 @dataclass

@@ -4,8 +4,9 @@ Shared by every backend. What is stored on the trial (user attrs, all JSON primi
 ``arch_id``, ``arch`` (canonical JSON), ``summary``, ``metrics`` (every metric evaluate()
 returned), ``constraints`` (values <= 0 are satisfied), ``fixed_arch`` (set when enqueuing a trial: an
 ArchSpec JSON evaluated instead of sampling), ``reused_from`` (trial number whose
-metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C), ``worker_died`` (the Ray
-worker running it died: not the architecture's outcome, so never reused for a twin).
+metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP),
+``worker_died`` (the Ray worker running it died: not the architecture's outcome, so never reused
+for a twin).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import search_spaces
 from evaluators.errors import TrialFailure
 from evaluators.ladder import LadderPruned
 from evaluators.evaluate import EvalSettings, evaluate
+from nas import interrupts
 
 __all__ = ["Objective", "TrialError"]
 
@@ -76,9 +78,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         try:
             return self._run(trial)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP (nas.interrupts)
             trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted (Ctrl-C); queued again for the next run")
+            trial.set_user_attr("error", f"interrupted by {interrupts.describe(e)}; queued again for the next run")
             raise
 
     def prepare(self, trial: optuna.Trial):

@@ -68,3 +68,15 @@ def invoke(*args, cwd, check=False) -> Result:
     if check and res.returncode != 0:
         raise AssertionError(f"nas {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
+
+
+def assert_one_line_error(r, *fragments, code: int = 2) -> str:
+    """The command failed with ``code``, no traceback, and one stderr line ``error: ...`` holding
+    every fragment; returns that line."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]

@@ -1,6 +1,7 @@
-"""Crash safety: SIGKILL mid-trial then `nas resume`; Ctrl-C; failures inside a trial."""
+"""Crash safety: SIGKILL mid-trial then `nas resume`; Ctrl-C, SIGTERM, SIGHUP; failures inside a trial."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -21,9 +22,14 @@ def _start(space, url, study, cwd, trials=3):
     return subprocess.Popen([*NAS, "search", "--space", str(space), "--study", study, "--storage", url,
                              "--trials", str(trials), "--heartbeat", "1", "--sampler", "random"],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell that runs the suite in the background leaves SIGINT ignored, and
-                            # Python then never raises KeyboardInterrupt: give the search the default
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_stop_signals)
+
+
+def default_stop_signals():
+    """A shell that runs the suite in the background leaves SIGINT ignored (nohup: SIGHUP), and a
+    process started so keeps ignoring it, as it should: give the search the default dispositions."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def _wait_running(url, study, min_complete, proc, timeout=240):
@@ -54,7 +60,7 @@ def test_sigkill_then_resume(tmp_path):
     proc.wait()
     r = run_nas("resume", "--study", "k", "--storage", url, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "RUNNING from an earlier run" in r.stderr
+    assert f"trial #{killed} " in r.stderr and "the run that owned it died), failed; queued again as" in r.stderr
     df = nas.load_trials(url, "k")
     assert (df.state == "RUNNING").sum() == 0
     assert done_before <= set(df[df.state == "COMPLETE"].number)  # nothing finished was lost
@@ -68,20 +74,32 @@ def test_sigkill_then_resume(tmp_path):
     assert budget_count(st) == 3 and (df.state == "COMPLETE").sum() == 3
 
 
-def test_ctrl_c_stops_cleanly_and_resume_reruns(tmp_path):
+@pytest.mark.parametrize("sig,said,resume", [(signal.SIGINT, "interrupted", True),
+                                             (signal.SIGTERM, "terminated by SIGTERM", True),
+                                             (signal.SIGHUP, "terminated by SIGHUP", False)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_stop_signal_stops_cleanly_and_resume_reruns(tmp_path, sig, said, resume):
+    """Ctrl-C, SIGTERM (kill, timeout, schedulers) and SIGHUP (a closed terminal) stop a search alike:
+    the running trial is recorded FAIL and queued again, the resume command printed, exit 128 + signal."""
     space = write_space(tmp_path, steps=400)
     url = f"sqlite:///{tmp_path}/c.db"
     proc = _start(space, url, "c", tmp_path, trials=2)
     interrupted, _ = _wait_running(url, "c", 0, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err
-    assert f"nas resume --study c --storage {url}" in err
+    assert re.search(rf"{said}: [01]/2 trials finished and saved. Resume with:\n  nas resume --study c --storage {url}\n",
+                     err), err
     df = nas.load_trials(url, "c")
     row = df[df.number == interrupted].iloc[0]
-    assert row.state == "FAIL" and "interrupted" in row.error
+    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+    assert row.state == "FAIL" and row.error == f"interrupted by {name}; queued again for the next run"
     assert (df.state == "RUNNING").sum() == 0
+    queued = optuna.load_study(study_name="c", storage=url).get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in queued] == [interrupted]
+    if not resume:
+        return
     r = run_nas("resume", "--study", "c", "--storage", url, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     df = nas.load_trials(url, "c")

@@ -31,6 +31,7 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from nas.backends.local import _detail, front_size
+from nas.budget import abandon, ask_within_budget
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
 from nas.study import budget_count
@@ -65,6 +66,8 @@ class StudySearcher(Searcher):
         self._driver = {"host": socket.gethostname(), "pid": os.getpid()}
         self._done = budget_count(study)
         self._t0 = time.monotonic()
+        self._full = False  # no trial is left to start: every one is finished or owed by this driver
+        self._next_ask = 0.0
         self._lock = threading.Lock()  # live dict: the heartbeat thread reads it
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, name="nas-heartbeats", daemon=True)
@@ -99,19 +102,29 @@ class StudySearcher(Searcher):
         parked = [t for twins in self._parked.values() for t, _ in twins]
         return [*self.live.values(), *parked, *(t for t, _ in self._ready)]
 
-    def _budget_left(self) -> bool:
+    def _ask(self) -> Optional[optuna.Trial]:
+        """A new trial if the budget has room for it (finished + RUNNING trials of every process
+        below it, nas/budget.py); None otherwise, and ``self._full`` when nothing is left to start."""
         if self.config.timeout is not None and time.monotonic() - self._t0 >= self.config.timeout:
-            return False
-        return self._done + len(self._waiting()) < self.config.trials
+            self._full = True
+        if self._full or time.monotonic() < self._next_ask:
+            return None
+        slot = ask_within_budget(self.study, self.config, log=self.log)
+        self._done = slot.finished
+        if slot.trial is None:
+            self._full = slot.finished >= self.config.trials
+            self._next_ask = time.monotonic() + 1.0  # RUNNING elsewhere: look again in a second
+        return slot.trial
 
     def suggest(self, trial_id: str):
-        while self._ready or self._budget_left():
+        while True:
             if self._ready:
                 with self._lock:
                     trial, arch = self._ready.pop(0)
             else:
-                trial = self.study.ask()
-                self.study._storage.record_heartbeat(trial._trial_id)
+                trial = self._ask()
+                if trial is None:
+                    break
                 arch = self._prepare(trial)
                 if arch is None:  # told already (twin, invalid fixed architecture) or parked
                     continue
@@ -122,8 +135,9 @@ class StudySearcher(Searcher):
             if self.progress is not None:
                 self.progress.start(self._done, front_size(self.study), trial.number, arch.summary())
             return {**self.trainable_cfg, "arch": arch.to_json(), "number": trial.number}
-        # parked twins wait for a trial in flight, so an empty ``live`` means nothing is owed
-        return Searcher.FINISHED if not self.live else None
+        # parked twins wait for a trial in flight, so an empty ``live`` means nothing is owed; trials
+        # RUNNING in another process may still fail and be queued again for this one to run
+        return Searcher.FINISHED if self._full and not self.live else None
 
     def _prepare(self, trial: optuna.Trial):
         """Sample and record the candidate; returns the ArchSpec, or None when the trial was told
@@ -239,23 +253,13 @@ class StudySearcher(Searcher):
         self._done = budget_count(self.study)
         self.log(f"trial #{frozen.number}: worker died; queued again with the same parameters")
 
-    def abandon_live(self) -> list[int]:
-        """The driver is stopping with trials in flight (Ctrl-C): FAIL them as interrupted and queue
-        each again, as the local backend does."""
-        from nas.backends.local import _requeue_interrupted
-
-        numbers = []
+    def abandon_live(self, exc: BaseException) -> list[int]:
+        """The driver is stopping with trials in flight (``exc``: Ctrl-C, SIGTERM, ...): FAIL them as
+        interrupted and queue each again, as the local backend does."""
         with self._lock:
             owed = self._waiting()
             self.live, self._live_arch, self._parked, self._ready = {}, {}, {}, []
-        for trial in owed:
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted (driver stopped); queued again for the next run")
-            self.study.tell(trial, state=TrialState.FAIL)
-            numbers.append(trial.number)
-        if numbers:
-            _requeue_interrupted(self.study)
-        return numbers
+        return abandon(self.study, owed, exc) if owed else []
 
 
 class WorkerFailureCallback(Callback):

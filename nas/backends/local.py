@@ -8,11 +8,14 @@ from typing import Optional
 import optuna
 from optuna.trial import TrialState
 
+from nas import interrupts
 from nas.backends import register_backend
+from nas.budget import abandon, ask_within_budget, report_running
 from nas.config import SearchConfig
+from nas.heartbeats import Heartbeat
 from nas.objective import Objective, TrialError
 from nas.progress import Progress
-from nas.study import budget_count, reap_stale_trials
+from nas.study import budget_count
 
 __all__ = ["run", "run_local", "front_size"]
 
@@ -41,45 +44,70 @@ def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
 @register_backend("local")
 def run_local(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progress] = None,
               log=print) -> int:
-    """Run trials until ``budget_count(study) >= config.trials`` (or ``config.timeout`` seconds).
-    Returns the number of trials this call ran. KeyboardInterrupt propagates after the
-    interrupted trial is recorded (FAIL, ``interrupted``) and queued again."""
-    reap_stale_trials(study, config, log=log)
+    """Run trials until the study has ``config.trials`` finished trials (or ``config.timeout``
+    seconds), starting each only while finished + running trials are below the budget, so several
+    processes on one study stop at it exactly (nas/budget.py); while the trials left to reach it
+    run in another live process, wait for them. Returns the number of trials this call ran.
+    KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP as ``nas.interrupts.Interrupted``) propagates
+    after the interrupted trial is recorded (FAIL, ``interrupted``) and queued again."""
+    report_running(study, config, log=log)
     space = config.load_space()
     names = list(space.objectives)
-    state = {"number": None}
+    state = {"done": 0}
 
     def on_candidate(number, arch):
-        state["number"] = number
         if progress is not None:
-            progress.start(budget_count(study), front_size(study), number, arch.summary())
+            progress.start(state["done"], front_size(study), number, arch.summary())
 
     objective = Objective(space, config.eval_settings(), on_candidate=on_candidate)
     ran = 0
+    waiting_for: set[int] = set()
     t0 = time.monotonic()
-    while budget_count(study) < config.trials:
-        if config.timeout is not None and time.monotonic() - t0 >= config.timeout:
-            log(f"timeout of {config.timeout:g}s reached")
-            break
-        try:
-            study.optimize(objective, n_trials=1, catch=(TrialError,), gc_after_trial=False)
-        except KeyboardInterrupt:
-            _requeue_interrupted(study)
-            raise
+    while config.timeout is None or time.monotonic() - t0 < config.timeout:
+        slot = ask_within_budget(study, config, log=log)
+        state["done"] = slot.finished
+        if slot.trial is None:
+            if slot.finished >= config.trials:
+                return ran
+            if set(slot.running) != waiting_for:
+                waiting_for = set(slot.running)
+                log(f"{slot.finished}/{config.trials} trials finished and the rest are RUNNING elsewhere "
+                    f"({', '.join(f'#{n}' for n in sorted(waiting_for))}); waiting for them")
+            time.sleep(min(1.0, config.heartbeat_interval))
+            continue
+        _evaluate(study, objective, slot.trial, config.heartbeat_interval)
         ran += 1
-        if progress is not None and state["number"] is not None:
-            t = study.get_trials(deepcopy=False)[state["number"]]
+        if progress is not None:
+            t = study._storage.get_trial(slot.trial._trial_id)
             progress.end(budget_count(study), front_size(study), t.number, t.state.name, _detail(t, names))
+    log(f"timeout of {config.timeout:g}s reached")
     return ran
 
 
-def _requeue_interrupted(study: optuna.Study) -> None:
-    """Queue every interrupted trial again (once), with the same parameters."""
-    trials = study.get_trials(deepcopy=False)
-    queued = {t.user_attrs.get("retry_of") for t in trials}
-    for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in queued:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+def _evaluate(study: optuna.Study, objective: Objective, trial: optuna.Trial, heartbeat: float) -> None:
+    """Evaluate ``trial`` (heartbeat on) and tell the study its state: COMPLETE, PRUNED (ladder) or
+    FAIL (the reason stored). An interrupt is recorded and re-raised, as is an unexpected error."""
+    with Heartbeat(study, trial, heartbeat):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            return _tell(study, trial, state=TrialState.PRUNED)
+        except TrialError:
+            return _tell(study, trial, state=TrialState.FAIL)
+        except KeyboardInterrupt as e:
+            abandon(study, [trial], e)
+            raise
+        except BaseException as e:
+            if not trial.user_attrs.get("error"):
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    _tell(study, trial, values)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> None:
+    with interrupts.deferred():  # a stop signal waits until the result is stored
+        study.tell(trial, values, state=state)
 
 
 run = run_local  # every backend module exposes run(study, config, *, progress, log)

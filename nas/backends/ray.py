@@ -29,11 +29,12 @@ from typing import Optional
 
 import optuna
 
+from nas import interrupts
 from nas.backends import register_backend
+from nas.budget import report_running
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.progress import Progress
-from nas.study import reap_stale_trials
 
 __all__ = ["run", "ray_options"]
 
@@ -119,8 +120,9 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
 
     # Ray starts first, so its start-up overlaps the wait for stale trials' heartbeats to age out
     started = _start_ray(config, opts, log)
+    interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own: SIGTERM stops as Ctrl-C does
     try:
-        reap_stale_trials(study, config, log=log)
+        report_running(study, config, log=log)
     except BaseException:
         if started:
             ray.shutdown()
@@ -140,11 +142,11 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
                 ),
             )
             tuner.fit()
-        interrupted = searcher.abandon_live()
+        interrupted = searcher.abandon_live(KeyboardInterrupt())  # Tune stopped on a Ctrl-C of its own
         if interrupted:
             raise KeyboardInterrupt(f"trials {interrupted} interrupted")
-    except KeyboardInterrupt:
-        searcher.abandon_live()
+    except KeyboardInterrupt as e:
+        searcher.abandon_live(e)
         raise
     finally:
         searcher.close()

@@ -1,0 +1,110 @@
+"""Stop signals: SIGTERM and SIGHUP stop a command the way Ctrl-C (SIGINT) does.
+
+``kill``, ``timeout``, a container stop and batch schedulers send SIGTERM; a closed terminal sends
+SIGHUP. Inside :func:`handling`, each of these raises :class:`Interrupted` (a KeyboardInterrupt, so
+every clean-up written for Ctrl-C runs for it too): the running trial is recorded FAIL
+("interrupted by SIGTERM") and queued again, the resume command is printed, and the exit code is
+128 + the signal's number. A signal the process was started with ignored (``nohup``, a shell's
+background job) stays ignored. A second stop signal while the first is being handled ends the
+process at once, as the signal's default action would (heartbeats make that safe too).
+
+:func:`deferred` holds a stop signal back while a few database writes must happen together (create
+a study and store its config; start a trial and record its first heartbeat), and raises it after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+__all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "handling", "reinstall", "signal_number"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_state = {"depth": 0, "defer": 0, "pending": None, "stopping": False, "previous": {}}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def signal_number(exc: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt (a plain one is Ctrl-C)."""
+    return getattr(exc, "signum", int(signal.SIGINT))
+
+
+def describe(exc: BaseException) -> str:
+    """``Ctrl-C`` for SIGINT, else the signal's name (``SIGTERM``)."""
+    n = signal_number(exc)
+    return "Ctrl-C" if n == signal.SIGINT else signal.Signals(n).name
+
+
+def _on_signal(signum, _frame):
+    if _state["stopping"]:  # asked twice: stop now, as the signal's default action would
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    if _state["defer"]:
+        _state["pending"] = _state["pending"] or signum
+        return
+    _state["stopping"] = True
+    raise Interrupted(signum)
+
+
+def _install() -> None:
+    for s in STOP_SIGNALS:
+        current = signal.getsignal(s)
+        if current in (signal.SIG_IGN, None) or current is _on_signal:
+            continue  # started ignored (nohup, a background job): leave it so
+        _state["previous"][s] = current
+        signal.signal(s, _on_signal)
+
+
+def reinstall() -> None:
+    """Take the stop signals back inside :func:`handling` (Ray's ``init`` sets its own SIGTERM handler)."""
+    if _state["depth"] and threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            if signal.getsignal(s) not in (signal.SIG_IGN, None, _on_signal):
+                signal.signal(s, _on_signal)
+
+
+@contextlib.contextmanager
+def handling():
+    """Stop signals raise :class:`Interrupted` in the main thread while inside (nestable; a no-op
+    outside the main thread). The previous handlers come back on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _state["depth"] == 0:
+        _state.update(stopping=False, pending=None, defer=0, previous={})
+        _install()
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
+        if _state["depth"] == 0:
+            for s, previous in _state["previous"].items():
+                signal.signal(s, previous)
+            _state["previous"] = {}
+
+
+@contextlib.contextmanager
+def deferred():
+    """A stop signal that arrives inside is raised when the block ends (after its writes)."""
+    _state["defer"] += 1
+    try:
+        yield
+    finally:
+        _state["defer"] -= 1
+    pending = _state["pending"]
+    if not _state["defer"] and pending is not None:  # (if the block raised, its error goes first)
+        _state["pending"] = None
+        _state["stopping"] = True
+        raise Interrupted(pending)
