@@ -129,11 +129,11 @@ def probe_tensor(*shape: int, seed: int, device, dtype, positive: bool = False) 
 
 
 def self_check(op: Op, path: str, device: torch.device, dtype: torch.dtype) -> str | None:
-    """Run ``path`` on ``op``'s probes and compare with its reference in fp32: ``None`` when it
-    agrees, else what went wrong."""
+    """Run ``path`` on ``op``'s probes and compare its forward with the reference in fp32 (no
+    gradients, autocast off): ``None`` when it agrees, else what went wrong."""
     tol = _TOL.get(dtype, _TOL_DEFAULT)
     reference = op.paths["reference"]
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
         for args, kwargs in op.probes(path, device, dtype):
             try:
                 got = op.paths[path](*args, **kwargs)
@@ -153,10 +153,11 @@ def checked_path(op: Op, candidates: Sequence[str], like: torch.Tensor) -> str:
     self-check on ``like``'s dtype and device; a warning names each failure, once per process.
 
     A path is checked once per (op, path, dtype, device) and only where :data:`SELF_CHECK` asks;
-    the last candidate is taken unchecked. Nothing is checked while tracing or compiling (the
-    probes would become part of the graph).
+    the last candidate is taken unchecked. Nothing is checked while tracing, compiling or capturing
+    a CUDA graph (the probes would become part of the graph).
     """
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or (
+            like.is_cuda and torch.cuda.is_current_stream_capturing()):
         return candidates[0]
     for path, fallback in zip(candidates, candidates[1:]):
         if like.device.type not in SELF_CHECK.get(path, ()):

@@ -63,7 +63,7 @@ def test_unknown_study(tmp_path):
 def test_bad_storage_url(tmp_path):
     p = write_space(tmp_path)
     for url, frag in [("nonsense", "bad storage URL"), ("ftp://x/y", "scheme 'ftp'"),
-                      ("postgresql://nobody@127.0.0.1:1/none", "cannot open storage")]:
+                      ("postgresql://nobody@127.0.0.1:1/none", "storage postgresql://nobody@127.0.0.1:1/none: ")]:
         r = run_nas("search", "--space", p, "--study", "x", "--storage", url, cwd=tmp_path)
         _check(r, frag)
     r = run_nas("status", "--study", "x", "--storage", f"sqlite:///{tmp_path}/none.db", cwd=tmp_path)
