@@ -14,7 +14,7 @@ from evaluators.errors import NonFiniteLoss
 from evaluators.tasks.base import IGNORE_INDEX, Task
 from search_spaces.schema import from_mapping, setting
 
-__all__ = ["TrainConfig", "TrainResult", "train_proxy", "evaluate_accuracy", "evaluate_split"]
+__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "train_proxy", "evaluate_accuracy", "evaluate_split"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,51 @@ def evaluate_accuracy(model: torch.nn.Module, task: Task, max_samples: int = 0, 
     return evaluate_split(model, task, max_samples, batch_size)[0]
 
 
+class TrainLoop:
+    """The proxy training one step at a time: AdamW, the warm-up + cosine schedule, and seeded
+    mini-batches of the train split. Its whole state (step, optimizer, batch-order and global RNG)
+    goes out with :meth:`state_dict` and comes back with :meth:`load_state_dict`, so a run that
+    stopped resumes where it was and ends with the weights an uninterrupted run has (on CPU,
+    bit for bit). The model's weights are saved by the caller with the model."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig, *, seed: int = 0):
+        self.model, self.cfg = model, cfg
+        self.x, self.y = task.split("train")
+        self.gen = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0  # steps done
+
+    def train_step(self) -> float:
+        """One optimizer step; returns its loss. Raises :class:`NonFiniteLoss` on NaN/inf."""
+        cfg, model = self.cfg, self.model
+        idx = torch.randint(0, len(self.x), (cfg.batch_size,), generator=self.gen)
+        for group in self.opt.param_groups:
+            group["lr"] = _lr_at(self.step, cfg)
+        model.train()
+        loss = _loss(model(self.x[idx]), self.y[idx])
+        loss_val = loss.item()
+        if not math.isfinite(loss_val):
+            raise NonFiniteLoss(f"training loss became {loss_val} at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return loss_val
+
+    def state_dict(self) -> dict:
+        """Tensors and primitives only (loadable with ``torch.load(weights_only=True)``)."""
+        return {"step": self.step, "optimizer": self.opt.state_dict(), "batch_rng": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+
 def train_proxy(
     model: torch.nn.Module,
     task: Task,
@@ -96,29 +141,15 @@ def train_proxy(
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` steps on seeded mini-batches; return test accuracy and the
     loss statistics. Raises :class:`NonFiniteLoss` if the loss becomes NaN/inf."""
-    x, y = task.split("train")
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loop = TrainLoop(model, task, cfg, seed=seed)
     prev_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     loss_sum, loss_val = 0.0, float("nan")
     try:
-        model.train()
         for step in range(cfg.steps):
-            idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg)
-            loss = _loss(model(x[idx]), y[idx])
-            loss_val = loss.item()
-            if not math.isfinite(loss_val):
-                raise NonFiniteLoss(f"training loss became {loss_val} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            loss_val = loop.train_step()
             loss_sum += loss_val
             if on_step is not None:
                 on_step(step, loss_val)

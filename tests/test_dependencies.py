@@ -22,7 +22,7 @@ DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "psycopg": "psycopg
 # Imported only in a fallback for versions of another declared package that depend on it.
 COMES_WITH = {"click": "typer"}  # nas/cli.py: typer versions that do not vendor click depend on it
 # Imports that may only come from an extra (the code imports them where that feature is used).
-EXTRA_ONLY = {"ray": "ray", "psycopg": "postgres", "optuna_dashboard": "dashboard"}
+EXTRA_ONLY = {"ray": "ray", "psycopg": "postgres", "optuna_dashboard": "dashboard", "onnxruntime": "onnx"}
 
 
 def _literal_modules(call: ast.Call) -> list[str]:
@@ -93,5 +93,5 @@ def test_every_third_party_import_is_declared():
 def test_the_test_extra_covers_the_other_extras():
     """`pip install -e '.[test]'` (make test, CI) installs what every optional feature needs."""
     _, extras = declared()
-    for name in ("ray", "postgres", "dashboard"):
+    for name in ("ray", "postgres", "dashboard", "onnx"):
         assert extras[name] <= extras["test"], (name, extras[name] - extras["test"])

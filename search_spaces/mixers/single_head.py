@@ -64,7 +64,7 @@ class SingleHeadAttention(Mixer):
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # one head: (B, 1, N, qk_dim), (B, 1, N, p)
         if cache is not None:
             k, v = cache.append(k=k, v=v)  # (B, 1, pos+N, .)
-        y = kernels.attention(q, k, v, causal=self.causal and N > 1)  # (B, 1, N, p); bottom-right causal
+        y = kernels.attention(q, k, v, causal=self.causal and bool(N > 1))  # (B, 1, N, p); bottom-right causal
         y = self.proj(y.squeeze(1))  # (B, N, p)
         return torch.cat([y, x2], dim=-1)  # (B, N, C)
 
