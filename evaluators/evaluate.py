@@ -143,6 +143,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             train_loss_sum=result.loss_sum,
             train_seconds=result.seconds,
         )
+        metrics.update(task.scores(result.accuracy, result.test_loss))  # e.g. bits_per_byte (text)
         metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
         cpu = settings.latency.device == "cpu"
         if cpu:  # counted, not timed: no need to hold the device alone for it

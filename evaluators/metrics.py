@@ -42,7 +42,8 @@ STAGES = ("init", "trained")
 class Metric:
     """A metric: its natural ``direction``; ``fn`` for a user metric (None: computed by evaluate);
     ``at``: known at initialisation or after training; ``causal``: only causal tasks have it;
-    ``zero_cost``: a zero-cost proxy (computed only when named)."""
+    ``zero_cost``: a zero-cost proxy (computed only when named); ``by_task``: reported only by
+    the tasks that list it in ``Task.reports`` (e.g. ``bits_per_byte`` by ``text``)."""
 
     name: str
     direction: str
@@ -50,6 +51,7 @@ class Metric:
     at: str = "trained"
     causal: bool = False
     zero_cost: bool = False
+    by_task: bool = False
     doc: str = ""
 
     @property
@@ -61,19 +63,24 @@ class Metric:
 METRIC_REGISTRY: Registry[Metric] = Registry("metric")
 
 
-def _builtin(name: str, direction: str, doc: str, *, at: str = "trained", causal: bool = False) -> None:
-    METRIC_REGISTRY.add(name, Metric(name, direction, at=at, causal=causal, doc=doc))
+def _builtin(name: str, direction: str, doc: str, *, at: str = "trained", causal: bool = False,
+             by_task: bool = False) -> None:
+    METRIC_REGISTRY.add(name, Metric(name, direction, at=at, causal=causal, by_task=by_task, doc=doc))
 
 
 _builtin("params", "minimize", "trainable parameters", at="init")
 _builtin("flops", "minimize", "multiply-accumulates x 2 of one forward pass per sample", at="init")
 _builtin("state_mb", "minimize", "MiB a decoder keeps per sequence at the task's length", at="init", causal=True)
-_builtin("accuracy", "maximize", "test accuracy after the proxy training")
+_builtin("accuracy", "maximize", "accuracy after the proxy training, on the task's evaluation split (test, or "
+                                 "validation where the task holds its test split out)")
 _builtin("train_loss_sum", "minimize", "sum of the training losses over the proxy run (a training-speed "
                                        "estimate, Ru et al. 2021)")
 _builtin("final_loss", "minimize", "training loss at the end of the proxy run")
 _builtin("latency_ms", "minimize", "median forward latency at the latency shape")
 _builtin("peak_mem_mb", "minimize", "MiB one forward at the latency shape allocates")
+_builtin("bits_per_byte", "minimize", "mean cross-entropy of the next byte in bits (nats / ln 2) on the "
+                                      "evaluation split after the proxy training (byte-level language models)",
+         by_task=True)
 _builtin("decode_ms", "minimize", "time to decode one more token at the task's length", causal=True)
 for _name in ZERO_COST:  # zero-cost proxies: scores at initialisation, higher is better
     METRIC_REGISTRY.add(_name, Metric(_name, "maximize", at="init", zero_cost=True,

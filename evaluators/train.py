@@ -1,4 +1,5 @@
-"""Proxy training: a fixed step budget of AdamW on the task's train split, then test accuracy."""
+"""Proxy training: a fixed step budget of AdamW on the task's train split, then the accuracy on
+its evaluation split (``task.eval_split``: the test split, or validation where a task holds one)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class TrainResult:
     loss_sum: float  # sum of training losses over all steps (training-speed estimate)
     steps: int
     seconds: float
-    test_loss: float = float("nan")  # mean cross-entropy over the evaluated test targets
+    test_loss: float = float("nan")  # mean cross-entropy (nats) over the evaluated targets of task.eval_split
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -63,10 +64,11 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, task: Task, max_samples: int = 0,
-                   batch_size: int = 256) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy over the targets of the test split (the first
-    ``max_samples`` samples; 0 = all). Per-token tasks count only positions with a target."""
-    x, y = task.split("test")
+                   batch_size: int = 256, split: str | None = None) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy over the targets of ``split`` (default the task's
+    ``eval_split``: "test", or "val" for tasks that hold a test split out), the first
+    ``max_samples`` samples (0 = all). Per-token tasks count only positions with a target."""
+    x, y = task.split(split or task.eval_split)
     if max_samples:
         x, y = x[:max_samples], y[:max_samples]
     model.eval()
@@ -139,8 +141,9 @@ def train_proxy(
     seed: int = 0,
     on_step: Optional[Callable[[int, float], None]] = None,
 ) -> TrainResult:
-    """Train ``model`` for ``cfg.steps`` steps on seeded mini-batches; return test accuracy and the
-    loss statistics. Raises :class:`NonFiniteLoss` if the loss becomes NaN/inf."""
+    """Train ``model`` for ``cfg.steps`` steps on seeded mini-batches; return the accuracy on
+    ``task.eval_split`` and the loss statistics. Raises :class:`NonFiniteLoss` if the loss
+    becomes NaN/inf."""
     loop = TrainLoop(model, task, cfg, seed=seed)
     prev_threads = torch.get_num_threads()
     if cfg.threads:

@@ -125,6 +125,7 @@ def check_runs_here(space) -> None:
 def _check_metrics(space) -> None:
     """Objectives and constraints name metrics that ``evaluate`` returns for this task."""
     from evaluators.metrics import METRIC_REGISTRY
+    from evaluators.tasks import get_task, list_tasks
     from search_spaces.registries import UnknownName
     from search_spaces.space import SpaceError
 
@@ -137,3 +138,7 @@ def _check_metrics(space) -> None:
         if metric.causal and not space.io.causal:
             raise SpaceError(space.source, where, f"only causal tasks decode token by token; "
                                                   f"task {space.task.name!r} is not causal")
+        if metric.by_task and name not in get_task(space.task.name).reports:
+            by = [t for t in list_tasks() if name in get_task(t).reports]
+            raise SpaceError(space.source, where, f"task {space.task.name!r} does not report {name} "
+                                                  f"(tasks that do: {by})")

@@ -24,9 +24,19 @@ TASKS: Registry[type] = Registry("task", builtins=("evaluators.tasks",), entry=_
 
 class Task:
     """Base class. Subclasses set ``name`` via :func:`register_task`, implement ``io_for`` and
-    ``_generate`` (returning train and test tensors)."""
+    ``_generate`` (returning a dict with a tensor pair per name in ``splits``).
+
+    ``splits``: the splits the task has. A task with a held-out test split also has ``"val"`` and
+    sets ``eval_split = "val"``: the proxy training of a search reports on ``eval_split``, and the
+    test split stays untouched for the final evaluation of a chosen architecture.
+    ``reports``: metrics beyond ``accuracy`` the task reports (names in ``evaluators.metrics``),
+    computed by :meth:`scores` from the evaluated split's accuracy and mean cross-entropy.
+    """
 
     name: str = ""
+    splits: tuple[str, ...] = ("train", "test")
+    eval_split: str = "test"
+    reports: tuple[str, ...] = ()
 
     def __init__(self, seed: int = 0, **params):
         self.seed = seed
@@ -42,11 +52,16 @@ class Task:
         raise NotImplementedError
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if name not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {name!r}")
+        if name not in self.splits:
+            raise ValueError(f"task {self.name!r} has no split {name!r}; it has {list(self.splits)}")
         if self._data is None:
             self._data = self._generate()
         return self._data[name]
+
+    def scores(self, accuracy: float, loss: float) -> dict:
+        """The metrics in ``reports``, from the accuracy and the mean cross-entropy (nats per
+        target) over an evaluated split."""
+        return {}
 
     # accuracy over the positions (per-token) or samples that have a target
     @staticmethod
