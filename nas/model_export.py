@@ -68,7 +68,7 @@ def _summary(e: BaseException) -> str:
 
 
 def _torchscript(model, x: torch.Tensor, path: Path):
-    with warnings.catch_warnings():  # TracerWarnings (the shapes are fixed on purpose), deprecation notes
+    with warnings.catch_warnings(), torch.no_grad():  # TracerWarnings (shapes are fixed on purpose), deprecations
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (x,), check_trace=False)
         traced.save(str(path))

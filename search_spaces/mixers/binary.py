@@ -26,6 +26,10 @@ class _SignSTE(torch.autograd.Function):
 
 
 def binarize(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) in {-1, +1}; through the straight-through estimator only where a gradient is
+    recorded (without one, the plain op: the same values, and a graph exporters can save)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
     return _SignSTE.apply(x)
 
 
