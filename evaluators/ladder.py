@@ -4,11 +4,15 @@ Declared in a space file (``ladder:``), in order::
 
     ladder:
       - {rung: filter, max: {params: 200000, flops: 2.0e7}}     # before anything is trained
+      - {rung: predict, max: {latency_ms@long: 20}}             # predicted latency (block tables)
       - {rung: zero_cost, metric: snip, keep: 0.5}              # zero-cost score at initialisation
       - {rung: train, steps: 50, keep: 0.5}                     # accuracy after 50 of train.steps
 
 The last rung is always the full proxy training (``train.steps``). A ``filter`` rung prunes a
-candidate outside its bounds. A ``zero_cost`` or ``train`` rung promotes asynchronously, as
+candidate outside its bounds. A ``predict`` rung bounds latencies predicted from block latency
+tables (``latency_ms``, ``latency_ms@<profile>``; ``evaluators.predictor``) and prunes a candidate
+predicted outside them before it is trained; without ``max``/``min`` it takes the bounds of the
+space's constraints on those metrics. A ``zero_cost`` or ``train`` rung promotes asynchronously, as
 successive halving does in ASHA: with fewer than ``min_trials`` earlier scores at that rung the
 candidate goes on; otherwise it goes on only if its score is in the top ``keep`` fraction of the
 scores seen at that rung (its own included). A pruned candidate is recorded with the rung it
@@ -25,7 +29,8 @@ from search_spaces.schema import Check, SettingError, check_keys
 
 __all__ = ["Rung", "LadderPruned", "parse_ladder", "promote"]
 
-KINDS = ("filter", "zero_cost", "train")
+KINDS = ("filter", "predict", "zero_cost", "train")
+PREDICTABLE = "latency_ms"  # the metric a predict rung predicts, at the task's shape or a profile
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Rung:
     steps: int = 0  # train: the step at which accuracy is compared
     keep: float = 0.5
     min_trials: int = 4
+    profiles: dict = field(default_factory=dict)  # predict: bounded metric -> its deployment profile
 
     @property
     def name(self) -> str:
@@ -44,7 +50,7 @@ class Rung:
             return f"zero_cost:{self.metric}"
         if self.kind == "train":
             return f"train@{self.steps}"
-        return "filter"
+        return self.kind
 
 
 class LadderPruned(Exception):
@@ -55,7 +61,7 @@ class LadderPruned(Exception):
         self.rung, self.reason, self.values, self.passed = rung, reason, dict(values), list(passed)
 
 
-RUNG_KEYS = {"filter": {"rung", "max", "min"}, "zero_cost": {"rung", "metric", "keep", "min_trials"},
+RUNG_KEYS = {"filter": {"rung", "max", "min"}, "predict": {"rung", "max", "min"}, "zero_cost": {"rung", "metric", "keep", "min_trials"},
              "train": {"rung", "steps", "keep", "min_trials"}}
 KIND = Check(str, choices=KINDS)
 KEEP = Check(float, above=0, high=1)
@@ -63,8 +69,11 @@ MIN_TRIALS = Check(int, low=1)
 BOUND = Check(float)
 
 
-def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filter_metrics: Sequence[str]) -> tuple:
-    """Validate the ``ladder`` list of a space file; a :class:`SettingError` names ``ladder[i].key``."""
+def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filter_metrics: Sequence[str],
+                 profiles: Optional[Mapping] = None, constraints: Optional[Mapping] = None) -> tuple:
+    """Validate the ``ladder`` list of a space file; a :class:`SettingError` names ``ladder[i].key``.
+    ``profiles`` (name -> Profile) and ``constraints`` (metric -> {max, min}) are the space's, for
+    ``predict`` rungs."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -81,6 +90,8 @@ def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filte
         min_trials = MIN_TRIALS.coerce(r.get("min_trials", 4), f"{p}.min_trials")
         if kind == "filter":
             rungs.append(_filter_rung(r, p, filter_metrics))
+        elif kind == "predict":
+            rungs.append(_predict_rung(r, p, profiles or {}, constraints or {}))
         elif kind == "zero_cost":
             metric = Check(str, choices=tuple(zero_cost_names)).coerce(r.get("metric"), f"{p}.metric")
             rungs.append(Rung("zero_cost", metric=metric, keep=keep, min_trials=min_trials))
@@ -101,6 +112,18 @@ def _filter_rung(r: dict, p: str, filter_metrics: Sequence[str]) -> Rung:
     if not bounds["max"] and not bounds["min"]:
         raise SettingError(p, "a filter rung needs max or min bounds")
     return Rung("filter", max=bounds["max"], min=bounds["min"])
+
+
+def _predict_rung(r: dict, p: str, profiles: Mapping, constraints: Mapping) -> Rung:
+    allowed = {PREDICTABLE: None, **{f"{PREDICTABLE}@{name}": prof for name, prof in profiles.items()}}
+    if "max" not in r and "min" not in r:  # the space's constraints on predictable metrics
+        r = {b: {m: c[b] for m, c in constraints.items() if m in allowed and b in c} for b in ("max", "min")}
+        if not r["max"] and not r["min"]:
+            raise SettingError(p, f"a predict rung needs max or min bounds on {sorted(allowed)}, or a constraint "
+                                  "on one of them")
+    rung = _filter_rung(r, p, tuple(allowed))
+    return Rung("predict", max=rung.max, min=rung.min,
+                profiles={m: allowed[m] for m in (*rung.max, *rung.min) if allowed[m] is not None})
 
 
 def promote(value: float, history: Sequence[float], keep: float, min_trials: int) -> bool:

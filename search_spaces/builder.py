@@ -151,16 +151,7 @@ class NASModel(nn.Module):
         self.head = nn.Linear(prev, io.num_classes)
 
     def forward(self, x):
-        hw = None
-        if self.io.kind == "tokens":
-            x = self.embed(x) + self.pos[:, : x.shape[1]]  # (B, N, C)
-        elif self.io.kind == "signal":
-            x = self.embed(x).transpose(1, 2)  # (B, N', C)
-            x = x + self.pos[:, : x.shape[1]]
-        else:
-            g = self.embed(x)  # (B, C, H', W')
-            hw = tuple(g.shape[-2:])
-            x = g.flatten(2).transpose(1, 2)  # (B, H'W', C)
+        x, hw = self.embed_input(x)
         for transition, blocks in zip(self.transitions, self.stages):
             if isinstance(transition, Downsample):
                 x, new_hw = transition(x, hw)
@@ -169,6 +160,20 @@ class NASModel(nn.Module):
                 x = transition(x)
             for block in blocks:
                 x = block(x, hw)
+        return self.readout(x)
+
+    def embed_input(self, x):
+        """The stem: inputs -> tokens ``(B, N, C)`` and the grid ``hw`` (images; None otherwise)."""
+        if self.io.kind == "tokens":
+            return self.embed(x) + self.pos[:, : x.shape[1]], None  # (B, N, C)
+        if self.io.kind == "signal":
+            x = self.embed(x).transpose(1, 2)  # (B, N', C)
+            return x + self.pos[:, : x.shape[1]], None
+        g = self.embed(x)  # (B, C, H', W')
+        return g.flatten(2).transpose(1, 2), tuple(g.shape[-2:])  # (B, H'W', C)
+
+    def readout(self, x):
+        """The head: final norm, then per-token logits ``(B, N, classes)`` or pooled ``(B, classes)``."""
         x = self.norm(x)
         if self.io.per_token:
             return self.head(x)  # (B, N, classes)

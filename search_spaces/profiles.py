@@ -13,6 +13,8 @@ layout::
         dtype: float32         # float32 | bfloat16 | float16
         threads: 1             # torch threads while timing on CPU
         scale: {dim: 4x, depth: 1x, heads: scale}
+        measure: time          # time | predict: latency_ms@long from block latency tables
+        recheck: 0.1           # measure: predict: this fraction of candidates is also timed whole
 
 Every cost metric exists once per profile as ``<metric>@<profile>`` (``latency_ms@long``); the
 unsuffixed names keep their meaning: the task's shape under the ``latency:`` section.
@@ -50,11 +52,12 @@ from search_spaces.registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys, from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DTYPES", "HEADS_MODES", "PROFILE_KEYS", "Profile", "Scale", "check_profile_shape", "metric_name",
+__all__ = ["DTYPES", "HEADS_MODES", "MEASURE_MODES", "PROFILE_KEYS", "Profile", "Scale", "check_profile_shape", "metric_name",
            "parse_profiles", "profile_model", "scale_arch", "split_metric"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 HEADS_MODES = ("scale", "keep")
+MEASURE_MODES = ("time", "predict")  # latency_ms@profile: timed whole, or predicted (evaluators.predictor)
 SEPARATOR = "@"
 NAME = Check(str, pattern=r"[A-Za-z][A-Za-z0-9_-]*", what="a profile name: a letter, then letters, digits, _ or -")
 FACTOR_WHAT = "a whole factor >= 1, written 4 or 4x"
@@ -87,6 +90,9 @@ class Profile:
     dtype: str = setting("float32", choices=DTYPES)
     threads: int = setting(1, low=1, doc="torch threads while timing (CPU)")
     scale: Scale = field(default_factory=Scale)
+    measure: str = setting("time", choices=MEASURE_MODES,
+                           doc="latency_ms@profile: time each candidate's model, or predict it from block tables")
+    recheck: float = setting(0.1, low=0, high=1, doc="measure: predict: the fraction of candidates also timed whole")
 
     def task_io(self, io: TaskIO) -> TaskIO:
         """``io`` at the profile's input shape (vocabulary, classes, channels, causality kept)."""
@@ -105,11 +111,13 @@ class Profile:
         """Canonical JSON of everything that changes what is measured (the name excluded), so two
         profiles that measure the same thing share table entries."""
         d = asdict(self)
-        d.pop("name")
+        for how in ("name", *HOW_KEYS):
+            d.pop(how)
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 PROFILE_KEYS = {f.name for f in fields(Profile) if f.name != "name"}
+HOW_KEYS = ("measure", "recheck")  # how latency is obtained, not what is measured: not in Profile.key()
 
 
 def split_metric(name: str) -> tuple[str, str]:

@@ -1,0 +1,173 @@
+"""A model as the parts its latency is the sum of: stem, transitions, blocks, readout.
+
+:func:`model_parts` lists the parts of an architecture at a deployment profile from the ArchSpec
+alone (no tensor is made): each part's key is the canonical JSON of what the part computes and the
+input shape it sees there, e.g. a block's spec (mixer parameters with their defaults filled in,
+FFN, norm), its width, causality, the grid it sees, and its input ``(B, N, C)``. Two models that
+share a block at the same shape share its key, whatever else they contain, so one timing serves
+both.
+
+:func:`time_parts` builds the profile's model (random weights), runs it once to capture what each
+part receives, checks those inputs against the keys (a key that does not describe its part is a
+bug, not a measurement), and times each part alone with the rules of ``measure_latency``: warm-up,
+then rounds of samples of back-to-back calls until the spread or the median's confidence interval
+is under target, on the profile's device, dtype and threads, under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer, on_device
+from search_spaces.arch import ArchSpec, BlockSpec
+from search_spaces.profiles import Profile, profile_model, scale_arch
+from search_spaces.registry import get_mixer_info
+from search_spaces.task_io import TaskIO
+
+__all__ = ["Part", "PartTiming", "model_parts", "time_parts"]
+
+KINDS = ("stem", "transition", "block", "readout")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One timed piece of a model: ``kind`` (one of :data:`KINDS`) and ``key``, the canonical JSON
+    of what it computes and its input shape (the table key)."""
+
+    kind: str
+    key: str
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(json.loads(self.key)["input"])
+
+
+@dataclass(frozen=True)
+class PartTiming:
+    """A part timed alone: median ms per call, robust spread (MAD / median), timed samples."""
+
+    median_ms: float
+    spread: float
+    n: int
+
+
+def _canonical(d: dict) -> str:
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+def _block_spec(block: BlockSpec) -> dict:
+    """The block as data, its mixer's parameters completed with the registry's defaults (so
+    ``softmax`` and ``softmax {heads: 1}`` share a key when 1 is the default)."""
+    d = dataclasses.asdict(block)
+    d["mixer"]["params"] = {**get_mixer_info(block.mixer.type).defaults(), **block.mixer.params}
+    return d
+
+
+def _halve(n: int) -> int:
+    """Tokens (or a grid side) after a stride-2 downsampling: merge pads odd lengths, conv (k3, s2,
+    p1) rounds up; both give ceil(n / 2)."""
+    return (n + 1) // 2
+
+
+def _stem_tokens(arch: ArchSpec, io: TaskIO) -> tuple[int, Optional[tuple]]:
+    """Tokens after the stem, and the grid for images (as the builder computes them)."""
+    if io.kind == "tokens":
+        return io.seq_len, None
+    s, p = arch.stem.effective_stride, arch.stem.patch
+    if io.kind == "signal":
+        return (io.seq_len - p) // s + 1, None
+    hw = tuple((side - p) // s + 1 for side in io.image_size)
+    return hw[0] * hw[1], hw
+
+
+def model_parts(arch: ArchSpec, io: TaskIO, profile: Profile) -> tuple[Part, ...]:
+    """The parts of ``arch`` at ``profile`` (scaled as :func:`~search_spaces.profiles.scale_arch`
+    scales it, at the profile's input shape and batch), in forward order; transitions that do
+    nothing (same width, no downsampling) are not parts."""
+    arch_p, io_p, b = scale_arch(arch, profile), profile.task_io(io), profile.batch_size
+    n, hw = _stem_tokens(arch_p, io_p)
+    dim = arch_p.stages[0].dim
+    parts = [Part("stem", _canonical({"part": "stem", "stem": dataclasses.asdict(arch_p.stem), "dim": dim,
+                                      "io": dataclasses.asdict(io_p), "input": list(io_p.input_shape(b))}))]
+    for stage in arch_p.stages:
+        if stage.downsample != "none" or stage.dim != dim:
+            key = {"part": "transition", "downsample": stage.downsample, "dim_in": dim, "dim_out": stage.dim,
+                   "input": [b, n, dim], "hw": hw, "two_d": io_p.kind == "image"}
+            parts.append(Part("transition", _canonical(key)))
+            if stage.downsample != "none":
+                hw = None if hw is None else (_halve(hw[0]), _halve(hw[1]))
+                n = _halve(n) if hw is None else hw[0] * hw[1]
+            dim = stage.dim
+        for block in stage.blocks:
+            key = {"part": "block", "block": _block_spec(block), "dim": dim, "causal": arch_p.causal,
+                   "grid": io_p.kind == "image", "input": [b, n, dim], "hw": hw}
+            parts.append(Part("block", _canonical(key)))
+    parts.append(Part("readout", _canonical({"part": "readout", "dim": dim, "classes": io_p.num_classes,
+                                             "per_token": io_p.per_token, "input": [b, n, dim]})))
+    return tuple(parts)
+
+
+def _calls(model, x) -> tuple[list, list]:
+    """``(calls, shapes)``: one zero-argument call per part of ``model`` (in :func:`model_parts`
+    order), each on the input that part received in one forward of ``x``, and those inputs' shapes."""
+    seen: list[tuple] = []
+    hooks = []
+    for transition, blocks in zip(model.transitions, model.stages):
+        if not isinstance(transition, torch.nn.Identity):
+            hooks.append(transition.register_forward_pre_hook(lambda m, a: seen.append((m, a))))
+        for block in blocks:
+            hooks.append(block.register_forward_pre_hook(lambda m, a: seen.append((m, a))))
+    hooks.append(model.norm.register_forward_pre_hook(lambda m, a: seen.append((model.readout, a[:1]))))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    calls = [lambda: model.embed_input(x)] + [(lambda f=f, a=a: f(*a)) for f, a in seen]
+    return calls, [tuple(x.shape)] + [tuple(a[0].shape) for _, a in seen]
+
+
+def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyConfig, *, seed: int = 0,
+               only: Optional[Iterable[str]] = None) -> dict[str, PartTiming]:
+    """``{part key: timing}`` of the parts of ``arch`` at ``profile`` (those whose key is in
+    ``only``, or all), each timed alone on the profile's model built with random weights seeded by
+    ``seed``. ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads."""
+    parts = model_parts(arch, io, profile)
+    wanted = set(k.key for k in parts) if only is None else set(only)
+    cfg = dataclasses.replace(latency, batch_size=profile.batch_size, device=profile.device, dtype=profile.dtype,
+                              threads=profile.threads)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = profile_model(arch, io, profile)
+    io_p = profile.task_io(io)
+    model, x = on_device(model, io_p, cfg)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with torch.inference_mode():
+            calls, shapes = _calls(model, x)
+            if shapes != [p.input_shape for p in parts]:
+                raise RuntimeError(f"part inputs {shapes} differ from their keys {[p.input_shape for p in parts]}")
+            out = {}
+            for part, call in zip(parts, calls):
+                if part.key in wanted and part.key not in out:
+                    out[part.key] = _time_call(call, cfg)
+            return out
+    finally:
+        torch.set_num_threads(prev_threads)
+        model.to("cpu", torch.float32)
+
+
+def _time_call(call: Callable[[], object], cfg: LatencyConfig) -> PartTiming:
+    cuda = cfg.device.startswith("cuda")
+    for _ in range(cfg.warmup):
+        call()
+    if cuda:
+        torch.cuda.synchronize()
+    r = _timed_rounds((cuda_timer if cuda else cpu_timer)(call), cfg)
+    return PartTiming(r["latency_ms"], r["latency_spread"], r["latency_runs"])
