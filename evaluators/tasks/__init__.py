@@ -7,7 +7,7 @@ Per-token tasks mark positions without a target with ``IGNORE_INDEX`` in ``y``.
 """
 
 from evaluators.tasks.base import TASKS, IGNORE_INDEX, Task, get_task, list_tasks, make_task, register_task, task_io_for
-from evaluators.tasks import cifar10, digits, mnist1d, mqar, text  # noqa: F401  (registration)
+from evaluators.tasks import arrays, cifar10, digits, mnist1d, mqar, text  # noqa: F401  (registration)
 from evaluators.tasks import listops, mad  # noqa: F401  (registration: MAD suite, ListOps)
 
 __all__ = ["TASKS", "IGNORE_INDEX", "Task", "get_task", "list_tasks", "make_task", "register_task", "task_io_for"]
