@@ -1,8 +1,9 @@
 """Tasks: registered by name, offline, deterministic given a seed, each declaring its I/O.
 
 A task class takes ``seed`` and its own keyword parameters (all with defaults), exposes ``io``
-(a :class:`search_spaces.TaskIO`), ``split(name)`` -> ``(x, y)`` tensors for "train" and "test",
-and the classmethod ``io_for(**params)`` that computes the I/O without generating data.
+(a :class:`search_spaces.TaskIO`), ``split(name)`` -> ``(x, y)`` tensors for each of its ``splits``
+("train" and "test", and "val" for tasks that hold the test split out, see :class:`Task`), and the
+classmethod ``io_for(**params)`` that computes the I/O without generating data.
 Per-token tasks mark positions without a target with ``IGNORE_INDEX`` in ``y``.
 """
 
