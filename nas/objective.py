@@ -22,7 +22,10 @@ import search_spaces
 from evaluators.errors import TrialFailure
 from evaluators.ladder import LadderPruned
 from evaluators.evaluate import EvalSettings, evaluate
+from evaluators.predictor import Predictor
 from nas import interrupts
+from nas.heartbeats import engine
+from nas.latency_tables import SQLLatencyTable
 
 __all__ = ["Objective", "TrialError"]
 
@@ -38,6 +41,14 @@ class Objective:
         self.objectives = list(space.objectives)
         self.constraints = dict(space.constraints)
         self.on_candidate = on_candidate
+        self._predictor = None
+
+    def predictor(self, study: optuna.Study) -> Predictor:
+        """Latency predictions over the block latency table in ``study``'s storage (made on first
+        use; ``nas.latency_tables``), timing missing parts with the space's latency settings."""
+        if self._predictor is None:
+            self._predictor = Predictor(SQLLatencyTable(engine(study)), self.settings.latency, seed=self.settings.seed)
+        return self._predictor
 
     def _twin(self, study: optuna.Study, arch_id: str, number: int):
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
@@ -144,7 +155,8 @@ class Objective:
             metrics = self.reuse(trial, twin)
         else:
             try:
-                metrics = evaluate(arch, self.settings, ladder_history=self._ladder_history(trial.study))
+                metrics = evaluate(arch, self.settings, ladder_history=self._ladder_history(trial.study),
+                                   predictor=self.predictor(trial.study))
             except LadderPruned as e:
                 trial.set_user_attr("ladder_values", e.values)
                 trial.set_user_attr("ladder_passed", e.passed)

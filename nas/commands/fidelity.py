@@ -44,17 +44,32 @@ def fidelity(
     reference_seeds: int = checked_option(1, "--reference-seeds", check=REFERENCE_SEEDS,
                                         help="reference trainings per architecture (seeds); >= 2 also reports "
                                              "how well one seed ranks another (the noise ceiling)"),
+    latency: bool = typer.Option(False, "--latency", help="instead: the latency predictor (block tables) against "
+                                                          "measured latency, at each profile"),
+    profiles: List[str] = typer.Option([], "--profile", help="--latency: a deploy: profile (repeatable) "
+                                                            "[default: every profile and the task's shape]"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="--latency: predict from the block tables of this "
+                                                                 "storage (filling what they lack) [default: a table "
+                                                                 "filled by this run]"),
     plugin: List[str] = PluginOpt,
 ):
     """Score N sampled architectures with every proxy and a long reference training; report
-    Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family."""
+    Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family. With --latency:
+    Kendall tau and median / 90th-percentile relative error of predicted against measured latency,
+    per profile and family."""
     from evaluators.fidelity import FidelityConfig, correlations, run_fidelity, to_markdown
     from nas.config import check_runs_here, load_space_checked
     from nas.plugins import load_cli_plugins
 
+    if not latency and (profiles or storage):
+        raise UserError(f"{'--profile' if profiles else '--storage'} goes with --latency (the latency predictor's fidelity)")
     load_cli_plugins(plugin)
     sp = load_space_checked(space)
     check_runs_here(sp)
+    if latency:
+        from nas.commands.profile import latency_fidelity
+
+        return latency_fidelity(sp, n, seed, out_dir, profiles, storage, _machine())
     out_dir = out_dir or Path("results") / f"fidelity-{sp.name}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
