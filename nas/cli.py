@@ -166,15 +166,9 @@ def _quiet_interrupt_fallout() -> None:
 
 
 def _run(study, config, created: bool):
+    from nas.backends import get_backend
     from nas.progress import Progress
     from nas.study import budget_count
-
-    done = budget_count(study)
-    verb = "created" if created else "continuing"
-    err.print(f"{verb} study [bold]{config.study}[/] in {config.storage}: space {config.space}, "
-              f"sampler {config.sampler}, {done}/{config.trials} trials finished", highlight=False)
-    resume_cmd = f"nas resume --study {shlex.quote(config.study)} --storage {shlex.quote(config.storage)}"
-    from nas.backends import get_backend
     from search_spaces.registries import UnknownName
 
     try:
@@ -182,7 +176,11 @@ def _run(study, config, created: bool):
     except UnknownName as e:
         raise UserError(f"study {config.study!r}: {e}") from None
     _quiet_interrupt_fallout()
-    try:
+    resume_cmd = f"nas resume --study {shlex.quote(config.study)} --storage {shlex.quote(config.storage)}"
+    try:  # from the first line on, a stop says how to resume
+        err.print(f"{'created' if created else 'continuing'} study [bold]{config.study}[/] in {config.storage}: "
+                  f"space {config.space}, sampler {config.sampler}, {budget_count(study)}/{config.trials} trials "
+                  "finished", highlight=False)
         with Progress(config.trials, err) as progress:
             run_backend(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
         _print_summary(study, config)

@@ -41,7 +41,8 @@ def _age(url: str, number: int, seconds: int) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE trial_heartbeats SET heartbeat = datetime('now', :ago) WHERE trial_id = "
-                             "(SELECT trial_id FROM trials WHERE number = :n)"), {"ago": f"-{seconds} seconds", "n": number})
+                             "(SELECT trial_id FROM trials WHERE number = :n)"),
+                     {"ago": f"-{seconds} seconds", "n": number})
     engine.dispose()
 
 
@@ -50,8 +51,9 @@ def _study_with_running_trials(tmp_path, trials=3):
     from nas.study import create_or_load_study
 
     space = write_space(tmp_path, steps=1)
-    config = SearchConfig(space=str(space), space_yaml=space.read_text(), study="r", storage=f"sqlite:///{tmp_path}/r.db",
-                          trials=trials, sampler="random", heartbeat_interval=1, grace_period=4)
+    config = SearchConfig(space=str(space), space_yaml=space.read_text(), study="r",
+                          storage=f"sqlite:///{tmp_path}/r.db", trials=trials, sampler="random",
+                          heartbeat_interval=1, grace_period=4)
     study, config, _ = create_or_load_study(config)
     return study, config
 

@@ -1,0 +1,65 @@
+"""Stop signals (nas/interrupts.py): SIGTERM and SIGHUP raise as Ctrl-C does, an ignored signal stays
+ignored, a signal during a deferred block waits for its end, and a second one ends the process."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nas import interrupts
+
+
+def test_a_stop_signal_raises_interrupted_and_the_old_handlers_come_back():
+    before = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
+    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")):
+        with pytest.raises(KeyboardInterrupt) as e:
+            with interrupts.handling():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.5)  # the handler runs here
+        assert interrupts.signal_number(e.value) == sig and interrupts.describe(e.value) == name
+    assert {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == before
+    assert interrupts.describe(KeyboardInterrupt()) == "Ctrl-C"
+
+
+def test_an_ignored_signal_stays_ignored():
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with interrupts.handling():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def test_a_deferred_block_finishes_before_the_signal_is_raised():
+    done = []
+    with pytest.raises(interrupts.Interrupted) as e:
+        with interrupts.handling():
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                done.append("the writes")
+    assert done == ["the writes"] and e.value.signum == signal.SIGTERM
+
+
+def test_a_second_signal_while_stopping_ends_the_process():
+    code = textwrap.dedent("""
+        import os, signal, time
+        from nas import interrupts
+        with interrupts.handling():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                print("cleaning up", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)  # impatient: the second one
+                time.sleep(5)
+                print("not reached", flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGTERM and r.stdout == "cleaning up\n", (r.returncode, r.stdout, r.stderr)
