@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from evaluators.cost import example_input
-from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer
+from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer, on_device
 from search_spaces.task_io import TaskIO
 
 __all__ = ["measure_decode"]
@@ -40,13 +39,10 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
     if not (io.kind == "tokens" and io.causal and io.per_token):
         raise ValueError(f"decode_ms needs a causal per-token task on tokens; this task reads {io.kind} "
                          f"(causal={io.causal})")
-    if cfg.device not in ("cpu", "cuda"):
-        raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda']")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("latency.device is 'cuda' but no CUDA device is available")
-    dev = torch.device(cfg.device)
-    model = model.to(dev).eval()
-    tokens = example_input(io, cfg.batch_size).to(dev)  # (B, seq_len)
+    cuda = cfg.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"latency.device is {cfg.device!r} but no CUDA device is available")
+    model, tokens = on_device(model, io, cfg)  # tokens (B, seq_len)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -54,12 +50,12 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
         last = tokens[:, -1]
         for _ in range(cfg.warmup):
             model.decode_step(last, cache)
-        if cfg.device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-        timer = cuda_timer if cfg.device == "cuda" else cpu_timer
+        timer = cuda_timer if cuda else cpu_timer
         timed = _timed_rounds(timer(lambda: model.decode_step(last, cache)), cfg)
     finally:
         torch.set_num_threads(prev_threads)
-        if cfg.device == "cuda":
-            model.to("cpu")
+        if cuda:
+            model.to("cpu", torch.float32)
     return {f"decode_{k[len('latency_'):]}": v for k, v in timed.items()}

@@ -15,10 +15,13 @@ from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
+from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
+from evaluators.profiles import measure_profile as measure_profile_here, profile_requests, task_profile
 from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
+from search_spaces.profiles import metric_name
 
 __all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "user_metrics_requested",
            "zero_cost_requested"]
@@ -55,13 +58,15 @@ class EvalSettings:
     zero_cost_batch: int = 64  # mini-batch the data-dependent proxies see
     decode: bool = False  # time per-token decoding (decode_ms)
     metrics: tuple = ()  # user metrics to compute (registered with evaluators.metrics.register_metric)
+    profiles: tuple = ()  # evaluators.profiles.ProfileRequest: costs to measure at deployment profiles
 
     @classmethod
     def from_space(cls, space, seed: int = 0) -> "EvalSettings":
         wanted = list(space.objectives) + list(space.constraints)
         train = TrainConfig.from_dict(space.train)
         ladder = parse_ladder(space.raw.get("ladder"), train_steps=train.steps,
-                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=filter_metrics())
+                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=filter_metrics(space.profiles),
+                              profiles=space.profiles, constraints=space.constraints)
         wanted += [r.metric for r in ladder if r.kind == "zero_cost"]
         wanted += [m for r in ladder if r.kind == "filter" for m in (*r.max, *r.min)]
         return cls(
@@ -74,17 +79,24 @@ class EvalSettings:
             decode="decode_ms" in wanted,
             ladder=ladder,
             metrics=user_metrics_requested(wanted),
+            profiles=profile_requests(wanted, space.profiles),
         )
 
 
 def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lock=None,
-             ladder_history: Optional[Mapping[str, Sequence[float]]] = None) -> dict:
+             ladder_history: Optional[Mapping[str, Sequence[float]]] = None, measure_profile=None,
+             predictor: Optional[Predictor] = None) -> dict:
     """All metrics of ``arch`` under ``settings``. Raises :class:`TrialFailure` (with the reason)
     when the candidate cannot be built, diverges, or runs out of memory. ``latency_lock``, a
     context manager, is held while latency is timed (parallel backends serialize timing with it).
     With a ladder in ``settings``, ``ladder_history`` maps each rung name to the scores earlier
     candidates had there; a rung that stops the candidate raises :class:`LadderPruned`. The
-    metrics then carry ``ladder_values`` (score per rung) and ``ladder_passed``."""
+    metrics then carry ``ladder_values`` (score per rung) and ``ladder_passed``. Costs at deployment
+    profiles (``settings.profiles``) are measured by ``measure_profile(arch, io, request)`` (default:
+    here, :func:`evaluators.profiles.measure_profile`; the Ray backend sends a CUDA profile to a
+    GPU worker): before the ladder for the profiles its filter rungs bound, the others after
+    training. ``predictor`` predicts latencies for ``predict`` rungs and ``measure: predict``
+    profiles (default: one over a table in this process's memory)."""
     t0 = time.perf_counter()
     task = make_task(settings.task, settings.task_params, seed=settings.seed)
     try:
@@ -96,12 +108,24 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             if state is not None:
                 metrics["state_mb"] = state
         metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="init"))
+        predictor = predictor or Predictor(MemoryTable(), settings.latency, seed=settings.seed)
+        profile_runner = with_prediction(measure_profile or _measure_here(settings), predictor)
+        early = _filtered_profiles(settings)
+        for request in early:
+            metrics.update(profile_runner(arch, task.io, request))
         history = ladder_history or {}
         values, passed = {}, []
         zc_done = False
         for rung in settings.ladder:
             if rung.kind == "filter":
                 why = check_filter(rung, metrics)
+                if why:
+                    raise LadderPruned(rung.name, why, values, passed)
+                passed.append(rung.name)
+            elif rung.kind == "predict":
+                predicted, why = screen(rung, arch, task.io, task_profile(task.io, settings.latency), predictor)
+                metrics.update(predicted)
+                values.update(predicted)
                 if why:
                     raise LadderPruned(rung.name, why, values, passed)
                 passed.append(rung.name)
@@ -152,12 +176,29 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
             metrics.update(measure_latency(model, task.io, settings.latency, memory=not cpu))
             if settings.decode:
                 metrics.update(measure_decode(model, task.io, settings.latency))
+        for request in (r for r in settings.profiles if r not in early):
+            metrics.update(profile_runner(arch, task.io, request))
     except TrialFailure:
         raise
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise OutOfMemory(f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
+
+
+def _filtered_profiles(settings: EvalSettings) -> tuple:
+    """The profile requests whose metrics a ladder filter rung bounds (measured before it)."""
+    bounded = {m for r in settings.ladder if r.kind == "filter" for m in (*r.max, *r.min)}
+    return tuple(r for r in settings.profiles if any(metric_name(m, r.profile.name) in bounded for m in r.metrics))
+
+
+def _measure_here(settings: EvalSettings):
+    """The default profile runner: measure in this process (no lock: one process)."""
+
+    def run(arch: ArchSpec, io, request) -> dict:
+        return measure_profile_here(arch, io, request, settings.latency, seed=settings.seed)
+
+    return run
 
 
 def _zero_cost(model, task, settings: EvalSettings) -> dict:

@@ -142,14 +142,19 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def check_fits(space: Space, train: TrainConfig, latency: LatencyConfig, available: Optional[int]) -> None:
+def check_fits(space: Space, train: TrainConfig, latency: LatencyConfig, available: Optional[int], *,
+               profile_devices: bool = True) -> None:
     """:class:`SettingError` naming the first value (a width, a depth, a batch size, the latency
-    device) with which no model of the space can run here, given ``available`` bytes of memory
-    (None: unknown, not checked)."""
+    device, a deployment profile's device unless ``profile_devices`` is False) with which no
+    model of the space can run here, given ``available`` bytes of memory (None: unknown, not
+    checked)."""
     floors = [stage_floors(space, si) for si in range(len(space.stages))]
     rest = [min(f.values()) for f in floors]
-    if latency.device == "cuda":
-        _check_cuda(sum(rest))
+    if latency.device.startswith("cuda"):
+        _check_cuda(sum(rest), latency.device, "latency.device")
+    for name, profile in space.profiles.items() if profile_devices else ():
+        if profile.device_type == "cuda":  # the profile's model is larger still: the bound holds
+            _check_cuda(sum(rest), profile.device, f"deploy.{name}.device")
     if available is None:
         return
     have = f"{_gib(available)} of memory are available"
@@ -171,11 +176,15 @@ def check_fits(space: Space, train: TrainConfig, latency: LatencyConfig, availab
                                     f"needs at least {_gib(need)} at this batch size; {have})")
 
 
-def _check_cuda(params: int) -> None:
-    """Latency on CUDA needs a CUDA device that holds the smallest model's weights."""
-    if not torch.cuda.is_available():
-        raise SettingError("latency.device", "'cuda' is not allowed here (no CUDA device is available on this machine)")
-    total = torch.cuda.get_device_properties(0).total_memory
+def _check_cuda(params: int, device: str, key: str) -> None:
+    """Measuring on ``device`` (cuda, cuda:<index>) needs that CUDA device, holding the smallest
+    model's weights; :class:`SettingError` naming ``key`` otherwise."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        have = "no CUDA device is available" if not count else f"it has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+        raise SettingError(key, f"{device!r} is not allowed here ({have} on this machine)")
+    total = torch.cuda.get_device_properties(index).total_memory
     if params * ACT_BYTES > total:
-        raise SettingError("latency.device", f"'cuda' is not allowed here (the smallest model's weights need "
-                                             f"{_gib(params * ACT_BYTES)}; the GPU has {_gib(total)})")
+        raise SettingError(key, f"{device!r} is not allowed here (the smallest model's weights need "
+                                f"{_gib(params * ACT_BYTES)}; the GPU has {_gib(total)})")

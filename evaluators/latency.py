@@ -15,7 +15,7 @@ import math
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -24,9 +24,12 @@ from evaluators.memory import peak_memory_bytes
 from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DEVICES", "LatencyConfig", "environment", "measure_latency", "peak_memory_mb"]
+__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "environment", "measure_latency", "on_device",
+           "peak_memory_mb"]
 
 DEVICES = ("cpu", "cuda")
+DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class LatencyConfig:
     # long, reported per call: sub-millisecond forwards are otherwise dominated by timer and
     # scheduler jitter, and their spread rarely converges
     min_sample_ms: float = setting(2.0, low=0)
-    device: str = setting("cpu", choices=DEVICES)
+    device: str = setting("cpu", pattern=DEVICE_PATTERN, what="cpu, cuda or cuda:<index>")
+    dtype: str = setting("float32", choices=DTYPES, doc="weights and float inputs in this dtype while timing")
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyConfig":
@@ -83,8 +87,18 @@ def peak_memory_mb(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Late
     """MiB of tensors one forward at the latency shape allocates (CPU, ``evaluators.memory``): exact
     and independent of machine load, so it needs no quiet device (parallel backends count it
     outside the latency lock)."""
-    model.eval()
-    return peak_memory_bytes(model, example_input(io, cfg.batch_size)) / 2**20
+    model, x = on_device(model, io, replace(cfg, device="cpu"))
+    return peak_memory_bytes(model, x) / 2**20
+
+
+def on_device(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> tuple:
+    """``(model, x)``: the model in eval mode moved to ``cfg.device`` and ``cfg.dtype`` (in place)
+    and an example batch of ``cfg.batch_size`` there (float inputs in ``cfg.dtype``, token ids as
+    they are)."""
+    dev, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
+    model = model.to(device=dev, dtype=dtype).eval()
+    x = example_input(io, cfg.batch_size).to(dev)
+    return model, (x.to(dtype) if x.is_floating_point() else x)
 
 
 @torch.inference_mode()
@@ -99,12 +113,11 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     before the time limit) and
     peak_mem_mb (MiB allocated by one forward above what was allocated before it).
     """
-    if cfg.device == "cuda":
+    if cfg.device.startswith("cuda"):
         return _measure_cuda(model, io, cfg)
     if cfg.device != "cpu":
-        raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda']")
-    model.eval()
-    x = example_input(io, cfg.batch_size)
+        raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda', 'cuda:<index>']")
+    model, x = on_device(model, io, cfg)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -180,10 +193,9 @@ def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dic
     """CUDA: CUDA events around each forward (after synchronizing), warm-up first, rounds until the
     spread is under target or the time limit; also the peak memory allocated during one forward."""
     if not torch.cuda.is_available():
-        raise ValueError("latency.device is 'cuda' but no CUDA device is available")
-    dev = torch.device("cuda")
-    model = model.to(dev).eval()
-    x = example_input(io, cfg.batch_size).to(dev)
+        raise ValueError(f"latency.device is {cfg.device!r} but no CUDA device is available")
+    dev = torch.device(cfg.device)
+    model, x = on_device(model, io, cfg)
     for _ in range(cfg.warmup):
         model(x)
     torch.cuda.synchronize()
@@ -192,7 +204,7 @@ def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dic
 
     result = _timed_rounds(cuda_timer(lambda: model(x)), cfg)
     result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    model.to("cpu")
+    model.to("cpu", torch.float32)
     return result
 
 

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 
 from evaluators.errors import TrialFailure
 from evaluators.zero_cost import ZERO_COST
-from search_spaces.registries import Registry
+from search_spaces.registries import Registry, UnknownName
 
-__all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric"]
+__all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric",
+           "resolve_metric"]
 
 DIRECTION_NAMES = ("maximize", "minimize")
 STAGES = ("init", "trained")
@@ -43,7 +44,9 @@ class Metric:
     """A metric: its natural ``direction``; ``fn`` for a user metric (None: computed by evaluate);
     ``at``: known at initialisation or after training; ``causal``: only causal tasks have it;
     ``zero_cost``: a zero-cost proxy (computed only when named); ``by_task``: reported only by
-    the tasks that list it in ``Task.reports`` (e.g. ``bits_per_byte`` by ``text``)."""
+    the tasks that list it in ``Task.reports`` (e.g. ``bits_per_byte`` by ``text``);
+    ``per_profile``: a cost that also exists at each deployment profile as ``<name>@<profile>``
+    (``latency_ms@long``, see ``evaluators.profiles``)."""
 
     name: str
     direction: str
@@ -52,6 +55,7 @@ class Metric:
     causal: bool = False
     zero_cost: bool = False
     by_task: bool = False
+    per_profile: bool = False
     doc: str = ""
 
     @property
@@ -64,24 +68,27 @@ METRIC_REGISTRY: Registry[Metric] = Registry("metric")
 
 
 def _builtin(name: str, direction: str, doc: str, *, at: str = "trained", causal: bool = False,
-             by_task: bool = False) -> None:
-    METRIC_REGISTRY.add(name, Metric(name, direction, at=at, causal=causal, by_task=by_task, doc=doc))
+             by_task: bool = False, per_profile: bool = False) -> None:
+    METRIC_REGISTRY.add(name, Metric(name, direction, at=at, causal=causal, by_task=by_task,
+                                     per_profile=per_profile, doc=doc))
 
 
-_builtin("params", "minimize", "trainable parameters", at="init")
-_builtin("flops", "minimize", "multiply-accumulates x 2 of one forward pass per sample", at="init")
-_builtin("state_mb", "minimize", "MiB a decoder keeps per sequence at the task's length", at="init", causal=True)
+_builtin("params", "minimize", "trainable parameters", at="init", per_profile=True)
+_builtin("flops", "minimize", "multiply-accumulates x 2 of one forward pass per sample", at="init", per_profile=True)
+_builtin("state_mb", "minimize", "MiB a decoder keeps per sequence at the task's length", at="init", causal=True,
+         per_profile=True)
 _builtin("accuracy", "maximize", "accuracy after the proxy training, on the task's evaluation split (test, or "
                                  "validation where the task holds its test split out)")
 _builtin("train_loss_sum", "minimize", "sum of the training losses over the proxy run (a training-speed "
                                        "estimate, Ru et al. 2021)")
 _builtin("final_loss", "minimize", "training loss at the end of the proxy run")
-_builtin("latency_ms", "minimize", "median forward latency at the latency shape")
-_builtin("peak_mem_mb", "minimize", "MiB one forward at the latency shape allocates")
+_builtin("latency_ms", "minimize", "median forward latency at the latency shape", per_profile=True)
+_builtin("peak_mem_mb", "minimize", "MiB one forward at the latency shape allocates", per_profile=True)
 _builtin("bits_per_byte", "minimize", "mean cross-entropy of the next byte in bits (nats / ln 2) on the "
                                       "evaluation split after the proxy training (byte-level language models)",
          by_task=True)
-_builtin("decode_ms", "minimize", "time to decode one more token at the task's length", causal=True)
+_builtin("decode_ms", "minimize", "time to decode one more token at the task's length", causal=True,
+         per_profile=True)
 for _name in ZERO_COST:  # zero-cost proxies: scores at initialisation, higher is better
     METRIC_REGISTRY.add(_name, Metric(_name, "maximize", at="init", zero_cost=True,
                                       doc="zero-cost proxy (evaluators/zero_cost.py)"))
@@ -110,11 +117,33 @@ def _first_line(f: Callable) -> str:
     return ((getattr(f, "__doc__", None) or "").strip().splitlines() or [""])[0]
 
 
+def resolve_metric(name: str, profiles: Iterable[str] = ()) -> Metric:
+    """The :class:`Metric` a space names: a registered name, or ``<cost>@<profile>`` for a cost
+    measured per profile (``per_profile``) and a profile among ``profiles`` (the space's
+    ``deploy:`` names). A profile metric does not depend on training (random weights at the
+    profile), so it is known at initialisation. :class:`~search_spaces.registries.UnknownName`
+    (a KeyError) for an unknown metric or profile, with one line saying what is allowed."""
+    base, at, profile = name.partition("@")
+    metric = METRIC_REGISTRY.get(base)
+    if not at:
+        return metric
+    if not metric.per_profile:
+        raise UnknownName("metric", name, [f"{n}@{profile}" for n in METRIC_REGISTRY if METRIC_REGISTRY[n].per_profile])
+    if profile not in list(profiles):
+        raise UnknownName("profile", profile, list(profiles))
+    return replace(metric, name=name, at="init")
+
+
 class _Directions(Mapping):
-    """Metric name -> natural direction, read live from the registry (user metrics included)."""
+    """Metric name -> natural direction, read live from the registry (user metrics included);
+    ``<cost>@<profile>`` has its cost's direction."""
 
     def __getitem__(self, name: str) -> str:
-        return METRIC_REGISTRY.get(name).direction
+        base, at, _ = name.partition("@")
+        metric = METRIC_REGISTRY.get(base)
+        if at and not metric.per_profile:
+            raise KeyError(name)
+        return metric.direction
 
     def __iter__(self):
         return iter(METRIC_REGISTRY)
@@ -129,10 +158,13 @@ class _Directions(Mapping):
 DIRECTIONS: Mapping[str, str] = _Directions()
 
 
-def filter_metrics() -> tuple[str, ...]:
-    """Metrics a ladder ``filter`` rung may bound: the built-in costs known before training and
-    user metrics registered with ``at="init"``."""
-    return tuple(n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].filterable)
+def filter_metrics(profiles: Iterable[str] = ()) -> tuple[str, ...]:
+    """Metrics a ladder ``filter`` rung may bound: the built-in costs known before training, user
+    metrics registered with ``at="init"``, and each cost of each of ``profiles`` (profile
+    metrics are measured on random weights, before training)."""
+    names = [n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].filterable]
+    costs = [n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].per_profile and not METRIC_REGISTRY[n].causal]
+    return tuple(names + [f"{n}@{p}" for p in profiles for n in costs])
 
 
 def compute_user_metrics(names: Iterable[str], model: torch.nn.Module, task, settings, *, at: str) -> dict:

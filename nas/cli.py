@@ -266,7 +266,7 @@ def search(
     cli_plugins = load_cli_plugins(plugin)  # before the space: it may name what they register
     sp = load_space_checked(space)  # validates (and resolves names) before anything is written
     text = sp.text  # the file as read and checked, stored with the study
-    check_runs_here(sp)
+    check_runs_here(sp, backend)
     name = sp.name if study is None else study
     config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
                           trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
@@ -316,7 +316,7 @@ def resume(
     st, config = load_study(_storage(study, storage), study, writable=True)
     from nas.config import check_runs_here
 
-    check_runs_here(config.load_space())  # this machine may lack the memory or the CUDA device
+    check_runs_here(config.load_space(), config.backend)  # this machine may lack the memory or the CUDA device
     save_budget(st, config, trials)  # kept for later resumes too
     config.timeout = timeout
     _run(st, config, created=False)

@@ -109,22 +109,24 @@ def load_space_checked(name_or_path: str, text: Optional[str] = None):
     return space
 
 
-def check_runs_here(space) -> None:
+def check_runs_here(space, backend: str = "local") -> None:
     """UserError if no model of ``space`` can run on this machine: a width, depth or batch size
-    too large for its memory, or latency on a CUDA device it lacks (``evaluators.fit``)."""
+    too large for its memory, or latency on a CUDA device it lacks (``evaluators.fit``). With the
+    ray backend a deployment profile's device is looked for in the Ray cluster when it starts
+    (``nas.backends.placement``), not here."""
     from evaluators.evaluate import EvalSettings
     from evaluators.fit import available_memory, check_fits
 
     settings = EvalSettings.from_space(space)
     try:
-        check_fits(space, settings.train, settings.latency, available_memory())
+        check_fits(space, settings.train, settings.latency, available_memory(), profile_devices=backend != "ray")
     except SettingError as e:
         raise UserError(f"{space.source}: {e}") from None
 
 
 def _check_metrics(space) -> None:
     """Objectives and constraints name metrics that ``evaluate`` returns for this task."""
-    from evaluators.metrics import METRIC_REGISTRY
+    from evaluators.metrics import resolve_metric
     from evaluators.tasks import get_task, list_tasks
     from search_spaces.registries import UnknownName
     from search_spaces.space import SpaceError
@@ -132,7 +134,7 @@ def _check_metrics(space) -> None:
     for name in list(space.objectives) + list(space.constraints):
         where = f"{'objectives' if name in space.objectives else 'constraints'}.{name}"
         try:
-            metric = METRIC_REGISTRY.get(name)  # built-in or registered by a plugin
+            metric = resolve_metric(name, space.profiles)  # built-in, a plugin's, or <cost>@<profile>
         except UnknownName as e:
             raise SpaceError(space.source, where, str(e)) from None
         if metric.causal and not space.io.causal:

@@ -93,6 +93,18 @@ class DeviceLock:
         self.hold_shared()
 
     @contextlib.contextmanager
+    def released(self):
+        """Give up this process's shared hold while inside (waiting on something elsewhere), and
+        take it again after if it was held."""
+        was_shared = self._shared
+        self.release_shared()
+        try:
+            yield self
+        finally:
+            if was_shared:
+                self.hold_shared()
+
+    @contextlib.contextmanager
     def shared(self):
         self.hold_shared()
         try:

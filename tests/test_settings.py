@@ -28,6 +28,8 @@ CHECKS = [
     (Check(int, above=2, below=5, what="an int between 2 and 5, exclusive"), 5, "5 is not allowed (an int between"),
     (Check(str, choices=("cpu", "cuda")), "tpu", "'tpu' is not allowed (one of ['cpu', 'cuda'])"),
     (Check(bool), "yes", "'yes' is not allowed (true or false)"),
+    (Check(str, pattern=r"cpu|cuda(:[0-9]+)?", what="cpu, cuda or cuda:<index>"), "cuda:x",
+     "'cuda:x' is not allowed (cpu, cuda or cuda:<index>)"),
     (Check(str, nonempty=True), "", "'' is not allowed (a non-empty string)"),
     (Check(float, above=0, optional=True), None, None),
     (Check(int, low=1), 10**5000, 10**5000),  # more digits than repr() will print: still judged
@@ -120,7 +122,7 @@ SETTINGS = [  # (text in TINY_SPACE, replacement, what the one line says)
     ("repeats: 3", "repeats: 0", "latency.repeats: 0 is not allowed (an int >= 1)"),
     ("repeats: 3", "repeats: 3, threads: 0", "latency.threads: 0 is not allowed (an int >= 1)"),
     ("max_seconds: 0.2", "max_seconds: .nan", "latency.max_seconds: nan is not allowed (a number > 0)"),
-    ("repeats: 3", "repeats: 3, device: tpu", "latency.device: 'tpu' is not allowed (one of ['cpu', 'cuda'])"),
+    ("repeats: 3", "repeats: 3, device: tpu", "latency.device: 'tpu' is not allowed (cpu, cuda or cuda:<index>)"),
     ("trials: 3", "trials: 0", "trials: 0 is not allowed (an int >= 1)"),
     ("name: e2e", "name: [a]", "name: ['a'] is not allowed (a non-empty string)"),
     ("seq_len: 16", "seq_len: 16.0", "task.params.seq_len: 16.0 is not allowed (an int)"),

@@ -54,6 +54,7 @@ def evaluate_trial(cfg: dict) -> None:
 
     from evaluators.errors import TrialFailure
     from evaluators.evaluate import evaluate
+    from nas.backends.placement import profile_runner
     from nas.locks import DeviceLock
     from search_spaces import ArchSpec
 
@@ -95,7 +96,9 @@ def evaluate_trial(cfg: dict) -> None:
     result = {"step": 0, "loss": float("inf"), "final": True}  # "worker" is added once the trial ends
     try:
         with lock.shared():
-            metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive())
+            metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive(),
+                               measure_profile=profile_runner(settings, lock, plugins=cfg.get("plugins") or (),
+                                                              lock_mode=cfg["lock_mode"]))
         result.update(step=steps, loss=float(metrics.get("final_loss", float("inf"))),
                       metrics=json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                                           for k, v in metrics.items()}))

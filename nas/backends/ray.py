@@ -31,6 +31,7 @@ import optuna
 
 from nas import interrupts
 from nas.backends import register_backend
+from nas.backends.placement import check_cluster, local_gpus
 from nas.budget import report_running
 from nas.config import SearchConfig
 from nas.errors import UserError
@@ -71,7 +72,7 @@ def _start_ray(config: SearchConfig, opts: dict, log) -> bool:
         return True
     ray.init(address="local",  # a new instance, even where `ray start` left a cluster running
              num_cpus=max(1, int(round(config.workers * float(opts["cpus_per_trial"])))),
-             num_gpus=int(round(config.workers * float(opts["gpus_per_trial"]))),
+             num_gpus=local_gpus(config.load_space(), int(round(config.workers * float(opts["gpus_per_trial"])))),
              object_store_memory=int(opts["object_store_mb"]) * 1024 * 1024,
              include_dashboard=False, **kw)
     return True
@@ -122,6 +123,7 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     started = _start_ray(config, opts, log)
     interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own: SIGTERM stops as Ctrl-C does
     try:
+        check_cluster(config.load_space(), ray.cluster_resources())  # a GPU for each CUDA profile
         report_running(study, config, log=log)
     except BaseException:
         if started:
