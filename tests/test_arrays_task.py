@@ -88,7 +88,8 @@ X, Y = np.zeros((8, 5), np.float32), np.arange(8) % 2
 BAD = {
     "missing-y": (dict(x=X), "has no array 'y' (it has ['x'])"),
     "half-test": (dict(x=X, y=Y, x_test=X), "has only one of x_test and y_test"),
-    "5-d": (dict(x=np.zeros((8, 1, 2, 2, 2)), y=Y), "x has shape (8, 1, 2, 2, 2) and dtype float64; allowed: int (N, L)"),
+    "5-d": (dict(x=np.zeros((8, 1, 2, 2, 2)), y=Y),
+            "x has shape (8, 1, 2, 2, 2) and dtype float64; allowed: int (N, L)"),
     "1-d": (dict(x=np.zeros(8), y=Y), "x has shape (8,) and dtype float64; allowed"),
     "complex": (dict(x=X.astype(np.complex64), y=Y), "x has shape (8, 5) and dtype complex64; allowed"),
     "bool": (dict(x=X.astype(bool), y=Y), "x has shape (8, 5) and dtype bool; allowed"),

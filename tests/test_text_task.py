@@ -131,7 +131,8 @@ def test_default_corpus_is_the_standard_library():
     ({"pattern": "*.py"}, "task.params.pattern", "not allowed without path"),
     ({"val_fraction": 0.5, "test_fraction": 0.5}, "task.params.test_fraction", "leaves no training data"),
     ({"context": 0}, "task.params.context", "0 is not allowed (an int in [1, 65536])"),
-    ({"path": "{tmp}/full", "val_bytes": 4, "context": 8}, "task.params.val_bytes", "fewer than context + 1 = 9 (allowed: val_bytes >= 9)"),
+    ({"path": "{tmp}/full", "val_bytes": 4, "context": 8}, "task.params.val_bytes",
+     "fewer than context + 1 = 9 (allowed: val_bytes >= 9)"),
     ({"path": "{tmp}/full/f0.txt"}, "task.params.path", "the train part of"),
 ], ids=["missing", "empty", "no-match", "broken-link", "pattern-alone", "fractions", "context", "cap", "tiny-file"])
 def test_unusable_corpus_is_one_error(tmp_path, params, key, message):
