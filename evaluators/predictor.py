@@ -43,7 +43,7 @@ from search_spaces.profiles import Profile, metric_name
 from search_spaces.task_io import TaskIO
 
 __all__ = ["LatencyTable", "MemoryTable", "Prediction", "Predictor", "cpu_model", "environment_key", "key_hash",
-           "predicted_name", "rechecked", "screen", "with_prediction"]
+           "predicted_name", "rechecked", "screen", "uses_prediction", "with_prediction"]
 
 PREDICTED, MEASURED, REL_ERROR = ".predicted", ".measured", ".rel_error"
 
@@ -151,6 +151,13 @@ class Predictor:
             timed = time_parts(arch, io, profile, self.latency, seed=self.seed, only=missing)
         self.table.store(env, timed, profile=profile.name)
         return timed
+
+
+def uses_prediction(settings) -> bool:
+    """Whether evaluation settings (``evaluators.evaluate.EvalSettings``) predict any latency: a
+    ``predict`` ladder rung, or a profile with ``measure: predict`` whose latency is asked for."""
+    return (any(r.kind == "predict" for r in settings.ladder)
+            or any(r.profile.measure == "predict" and "latency_ms" in r.metrics for r in settings.profiles))
 
 
 def rechecked(arch: ArchSpec, fraction: float) -> bool:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from evaluators.block_parts import PartTiming
 from evaluators.predictor import LatencyTable, key_hash
 
-__all__ = ["TABLE_NAME", "SQLLatencyTable", "open_latency_table"]
+__all__ = ["TABLE_NAME", "SQLLatencyTable", "open_latency_table", "worker_url"]
 
 TABLE_NAME = "mixer_nas_part_latency"
 _META = sa.MetaData()
@@ -115,3 +115,21 @@ def open_latency_table(storage_url: str) -> SQLLatencyTable:
     from nas.study import open_storage
 
     return SQLLatencyTable(open_storage(storage_url, create=True).engine)
+
+
+def worker_url(storage_url: str, *, remote_workers: bool) -> Optional[str]:
+    """The URL at which a Ray worker reaches the latency tables of ``storage_url``: the URL itself
+    for a database server; for SQLite, the file's absolute path (workers run in their own folders)
+    when the workers share this machine, and None when they may run elsewhere (``remote_workers``:
+    the file is not theirs to reach; each trial then keeps its parts in memory)."""
+    from sqlalchemy.engine import make_url
+
+    from nas.study_lock import sqlite_file
+
+    url = make_url(storage_url)
+    if url.get_backend_name() != "sqlite":
+        return storage_url
+    path = sqlite_file(url)
+    if remote_workers or path is None or url.query:
+        return None
+    return url.set(database=str(path.resolve())).render_as_string(hide_password=False)

@@ -117,7 +117,7 @@ def test_the_first_timing_of_a_key_stands(tmp_path):
 def test_predict_rung_stops_a_candidate_predicted_over_its_bound_before_training(monkeypatch):
     space = _space(deploy={"long": {"seq_len": 32, "scale": {"dim": "2x"}}},
                    ladder=[{"rung": "predict", "max": {"latency_ms@long": 1e-9}}])
-    monkeypatch.setattr("evaluators.evaluate.train_proxy", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("evaluators.evaluate.ProxyTraining", lambda *a, **k: pytest.fail("trained"))
     steps = []
     with pytest.raises(LadderPruned, match=r"predicted latency_ms@long [0-9.e+-]+ > max 1e-09") as e:
         evaluate(_arch(("softmax", {"heads": 2})), EvalSettings.from_space(space), on_step=lambda s, l: steps.append(s))
@@ -228,3 +228,12 @@ def test_task_profile_predictions_use_the_latency_section():
     prof = task_profile(space.io, settings.latency)
     parts = model_parts(_arch(("softmax", {"heads": 2})), space.io, prof)
     assert parts[1].input_shape == (settings.latency.batch_size, space.io.seq_len, 16)
+
+
+def test_ray_workers_reach_the_tables_where_they_can(tmp_path, monkeypatch):
+    from nas.latency_tables import worker_url
+
+    monkeypatch.chdir(tmp_path)
+    assert worker_url("sqlite:///results/s.db", remote_workers=False) == f"sqlite:///{tmp_path}/results/s.db"
+    assert worker_url("sqlite:///results/s.db", remote_workers=True) is None  # the file is on the driver's disk
+    assert worker_url("postgresql://u@db/nas", remote_workers=True) == "postgresql://u@db/nas"

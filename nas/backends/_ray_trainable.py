@@ -48,6 +48,17 @@ def _settings(space: str, space_yaml: str, seed: int):
     return EvalSettings.from_space(load_space_checked(space, text=space_yaml), seed=seed)
 
 
+def _predictor(settings, tables_url, lock):
+    """Latency predictions for this trial: over the study storage's block latency tables when the
+    worker can reach them (``nas.latency_tables.worker_url``), else over a table of its own; missing
+    parts are timed holding the machine's CPU lock alone."""
+    from evaluators.predictor import MemoryTable, Predictor, uses_prediction
+    from nas.latency_tables import open_latency_table
+
+    table = open_latency_table(tables_url) if tables_url and uses_prediction(settings) else MemoryTable()
+    return Predictor(table, settings.latency, seed=settings.seed, lock=lock.exclusive)
+
+
 def evaluate_trial(cfg: dict) -> None:
     import torch
     from ray import tune
@@ -98,7 +109,8 @@ def evaluate_trial(cfg: dict) -> None:
         with lock.shared():
             metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive(),
                                measure_profile=profile_runner(settings, lock, plugins=cfg.get("plugins") or (),
-                                                              lock_mode=cfg["lock_mode"]))
+                                                              lock_mode=cfg["lock_mode"]),
+                               predictor=_predictor(settings, cfg.get("latency_tables"), lock))
         result.update(step=steps, loss=float(metrics.get("final_loss", float("inf"))),
                       metrics=json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                                           for k, v in metrics.items()}))

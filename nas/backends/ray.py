@@ -33,6 +33,7 @@ from nas import interrupts
 from nas.backends import register_backend
 from nas.backends.placement import check_cluster, local_gpus
 from nas.budget import report_running
+from nas.latency_tables import worker_url
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.progress import Progress
@@ -111,7 +112,9 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     trainable_cfg = {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
                      "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
                      "lock_mode": opts["latency_lock"], "plugins": list(config.plugins),
-                     "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE")}
+                     "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE"),
+                     # block latency tables (evaluators/predictor.py), where workers can reach them
+                     "latency_tables": worker_url(config.storage, remote_workers=bool(opts["ray_address"]))}
     if opts["asha"] and steps > every:
         scheduler = ASHAScheduler(time_attr="step", metric=METRIC, mode=MODE, max_t=steps,
                                   grace_period=int(opts["asha_grace_steps"] or max(every, steps // 4)),
