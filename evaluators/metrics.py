@@ -30,6 +30,7 @@ import torch
 
 from evaluators.errors import TrialFailure
 from evaluators.zero_cost import ZERO_COST
+from search_spaces.failures import failure_reason
 from search_spaces.registries import Registry, UnknownName
 
 __all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric",
@@ -185,8 +186,7 @@ def compute_user_metrics(names: Iterable[str], model: torch.nn.Module, task, set
         except TrialFailure:
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise TrialFailure(f"metric {name} failed: {type(e).__name__}: {first}".rstrip(": ")) from e
+            raise TrialFailure(f"metric {name} failed: {failure_reason(e)}") from e
         finally:
             model.train(was_training)
         out[name] = _number(name, value)

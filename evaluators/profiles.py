@@ -32,6 +32,7 @@ from evaluators.decode import measure_decode
 from evaluators.errors import TrialFailure
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from search_spaces.arch import ArchSpec, ArchValidationError
+from search_spaces.failures import first_line
 from search_spaces.profiles import Profile, metric_name, profile_model, split_metric
 from search_spaces.task_io import TaskIO
 
@@ -94,7 +95,7 @@ def measure_profile(arch: ArchSpec, io: TaskIO, request: ProfileRequest, latency
     except ArchValidationError as e:
         raise TrialFailure(f"profile {p.name}: the scaled architecture is invalid: {e}") from e
     except (torch.OutOfMemoryError, MemoryError) as e:
-        raise TrialFailure(f"profile {p.name}: out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise TrialFailure(f"profile {p.name}: out of memory: {first_line(e)}") from e
     return {metric_name(k, p.name): v for k, v in out.items()}
 
 

@@ -24,9 +24,11 @@ from optuna.trial import TrialState
 
 from nas import interrupts
 from nas.config import SearchConfig
-from nas.heartbeats import engine, heartbeat_ages
+from nas.heartbeats import heartbeat_ages
+from nas.optuna_access import engine, fresh_trial, storage_of, study_id, trial_id
 from nas.study import count_finished
 from nas.study_lock import study_lock
+from nas.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retry_history
 
 __all__ = ["Slot", "abandon", "ask_within_budget", "fail_dead_trials", "report_running", "requeue_interrupted"]
 
@@ -58,7 +60,7 @@ def ask_within_budget(study: optuna.Study, config: SearchConfig, log=print) -> S
                 with warnings.catch_warnings():  # heartbeats are ours (nas.heartbeats), not Study.optimize's
                     warnings.simplefilter("ignore", UserWarning)
                     slot.trial = study.ask()
-                study._storage.record_heartbeat(slot.trial._trial_id)
+                storage_of(study).record_heartbeat(trial_id(slot.trial))
     except KeyboardInterrupt as e:
         if slot.trial is not None:
             abandon(study, [slot.trial], e)
@@ -74,24 +76,23 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
     ages = heartbeat_ages(study)
     if not ages:
         return
+    storage = storage_of(study)
     for number, age in ages.items():
         if age is None:
-            study._storage.record_heartbeat(study._storage.get_trial_id_from_study_id_trial_number(
-                study._study_id, number))
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id(study), number))
     stale = [n for n, age in ages.items() if age is not None and age > config.grace_period]
     if not stale:
         return
     optuna.storages.fail_stale_trials(study)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials.values()
-                  if t.system_attrs.get("retry_history")}
+    retried_as = {retry_history(t)[-1]: t.number for t in trials.values() if retry_history(t)}
     for n in stale:
         t = trials[n]
-        name = f"trial #{n}" + (f" ({t.user_attrs['arch_id']})" if t.user_attrs.get("arch_id") else "")
+        name = f"trial #{n}" + (f" ({t.user_attrs[ARCH_ID_KEY]})" if t.user_attrs.get(ARCH_ID_KEY) else "")
         dead = f"no heartbeat for {ages[n]:.0f}s (over {config.grace_period}s: the run that owned it died), failed"
         if t.state == TrialState.RUNNING:  # it beat again meanwhile: alive after all
             continue
-        if t.state != TrialState.FAIL or t.user_attrs.get("error"):
+        if t.state != TrialState.FAIL or t.user_attrs.get(ERROR_KEY):
             log(f"{name}: finished by its own run ({t.state.name})")
         elif n in retried_as:
             log(f"{name}: {dead}; queued again as #{retried_as[n]}")
@@ -117,10 +118,10 @@ def abandon(study: optuna.Study, trials: list, exc: BaseException) -> list[int]:
     reason = f"interrupted by {interrupts.describe(exc)}; queued again for the next run"
     numbers = []
     for trial in trials:
-        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        if fresh_trial(study, trial).state != TrialState.RUNNING:
             continue
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("error", reason)
+        trial.set_user_attr(INTERRUPTED_KEY, True)
+        trial.set_user_attr(ERROR_KEY, reason)
         study.tell(trial, state=TrialState.FAIL)
         numbers.append(trial.number)
     requeue_interrupted(study)
@@ -130,7 +131,7 @@ def abandon(study: optuna.Study, trials: list, exc: BaseException) -> list[int]:
 def requeue_interrupted(study: optuna.Study) -> None:
     """Queue every interrupted trial again (once), with the same parameters."""
     trials = study.get_trials(deepcopy=False)
-    queued = {t.user_attrs.get("retry_of") for t in trials}
+    queued = {t.user_attrs.get(RETRY_OF_KEY) for t in trials}
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in queued:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_KEY) and t.number not in queued:
+            study.enqueue_trial(t.params, user_attrs={RETRY_OF_KEY: t.number}, skip_if_exists=False)

@@ -14,17 +14,13 @@ from typing import Optional
 import optuna
 import sqlalchemy as sa
 
-__all__ = ["Heartbeat", "engine", "heartbeat_ages"]
+from nas.optuna_access import engine, storage_of, study_id, trial_id
+
+__all__ = ["Heartbeat", "heartbeat_ages"]
 
 # Optuna's schema (the two tables and the columns read here), as lightweight SQLAlchemy constructs
 _TRIALS = sa.table("trials", sa.column("trial_id"), sa.column("number"), sa.column("study_id"), sa.column("state"))
 _BEATS = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat", sa.DateTime))
-
-
-def engine(study: optuna.Study) -> sa.engine.Engine:
-    """The SQLAlchemy engine of a study in an RDB storage (Optuna wraps the RDBStorage in a cache)."""
-    storage = study._storage
-    return getattr(storage, "_backend", storage).engine
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, Optional[float]]:
@@ -34,7 +30,7 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, Optional[float]]:
              .select_from(_TRIALS.outerjoin(_BEATS, _TRIALS.c.trial_id == _BEATS.c.trial_id))
              # an untyped SQL literal: PostgreSQL's trials.state is an enum, which a bound VARCHAR
              # (as psycopg 3 sends it) does not compare with
-             .where(_TRIALS.c.study_id == study._study_id, _TRIALS.c.state == sa.literal_column("'RUNNING'")))
+             .where(_TRIALS.c.study_id == study_id(study), _TRIALS.c.state == sa.literal_column("'RUNNING'")))
     with engine(study).connect() as conn:
         now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
         rows = conn.execute(query).all()
@@ -48,8 +44,8 @@ class Heartbeat:
     the next one: a trial goes stale only after several missed beats."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
-        self._storage = study._storage
-        self._trial_id = trial._trial_id
+        self._storage = storage_of(study)
+        self._trial_id = trial_id(trial)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"nas-heartbeat-{trial.number}", daemon=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from search_spaces.failures import first_line
+
 __all__ = ["FORMATS", "NOT_EXPORTABLE", "ExportError", "export_model", "missing_packages"]
 
 FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}  # format -> file written in the folder
@@ -63,8 +65,7 @@ def _summary(e: BaseException) -> str:
         for line in text.split("Exception summary", 1)[1].splitlines():
             if line.startswith("<class"):
                 return line.split(">: ", 1)[-1].strip()
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
+    return first_line(e)
 
 
 def _torchscript(model, x: torch.Tensor, path: Path):

@@ -20,10 +20,11 @@ from optuna.trial import TrialState
 from nas import interrupts
 from nas.config import SAMPLERS, SearchConfig
 from nas.errors import UserError
-from nas.heartbeats import engine
 from nas.storage_drivers import missing_driver
 from nas.storage_errors import storage_problem
 from nas.study_lock import lock_file, sqlite_file, study_lock
+from nas.trial_attrs import CONFIG_ATTR, ENV_ATTR, INTERRUPTED_KEY, retry_history
+from search_spaces.failures import first_line
 
 __all__ = [
     "CONFIG_ATTR",
@@ -40,8 +41,6 @@ __all__ = [
     "SEED_LIMIT",
 ]
 
-CONFIG_ATTR = "mixer_nas.config"
-ENV_ATTR = "mixer_nas.environment"
 SEED_LIMIT = 2**32  # samplers take seeds in [0, 2**32 - 1]
 SQLITE_TIMEOUT_ENV = "MIXER_NAS_SQLITE_TIMEOUT"  # seconds a command waits for a locked SQLite database [60]
 
@@ -138,8 +137,7 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
         problem = storage_problem(e, url)
         if problem is not None:
             raise UserError(problem) from None
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot open storage {url}: {msg}") from None
+        raise UserError(f"cannot open storage {url}: {first_line(e)}") from None
 
 
 def check_writable(storage: RDBStorage, url: str) -> None:
@@ -337,7 +335,7 @@ def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):
 def _retried_numbers(trials) -> set[int]:
     out: set[int] = set()
     for t in trials:
-        out.update(t.system_attrs.get("retry_history", []))
+        out.update(retry_history(t))
     return out
 
 
@@ -354,6 +352,6 @@ def count_finished(trials) -> int:
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             n += 1
-        elif t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("interrupted"):
+        elif t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get(INTERRUPTED_KEY):
             n += 1
     return n

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from search_spaces.failures import failure_reason
+
 __all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "installed_plugins", "load_plugins", "load_space_plugins",
            "resolve_plugins"]
 
@@ -142,9 +144,9 @@ def _load_one(plugin: Plugin, key: str) -> None:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise PluginError(key, f"plugin {plugin.name!r}: no module named {e.name!r} (is it installed, or "
                                    "on PYTHONPATH?)") from None
-        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {_reason(e)}") from None
+        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
     except Exception as e:  # SyntaxError, a registration clash, anything the module raises
-        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {_reason(e)}") from None
+        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
 
 
 def load_space_plugins(raw, base_dir: Path | str) -> list[Plugin]:
@@ -181,8 +183,3 @@ def _exec_code(name: str, plugin: Plugin) -> None:
     except BaseException:
         del sys.modules[name]
         raise
-
-
-def _reason(e: BaseException) -> str:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}".rstrip(": ")

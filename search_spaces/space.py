@@ -48,6 +48,7 @@ from search_spaces.arch import (
     DOWNSAMPLE_TYPES,
     NORM_PLACEMENTS,
 )
+from search_spaces.failures import first_line
 from search_spaces.ffn import list_ffns
 from search_spaces.profiles import check_profile_shape, parse_profiles
 from search_spaces.registries import UnknownName
@@ -295,7 +296,7 @@ def parse_space_text(text: str, *, source: str = "<space>", default_name: str = 
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise SpaceError(source, where, f"invalid YAML: {problem}") from None
     except (ValueError, RecursionError) as e:  # e.g. an int with more digits than Python converts
-        raise SpaceError(source, "", f"invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise SpaceError(source, "", f"invalid YAML: {first_line(e)}") from None
     space = parse_space(raw, source=source, default_name=default_name)
     space.text = text
     return space

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from evaluators.tasks.base import IGNORE_INDEX, Task, register_task
+from search_spaces.failures import first_line
 from search_spaces.schema import Check, SettingError
 from search_spaces.task_io import TaskIO
 
@@ -104,8 +105,7 @@ def _load(path: str) -> dict:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        _fail(path, f"cannot be read as a .npz file ({first})")
+        _fail(path, f"cannot be read as a .npz file ({first_line(e)})")
     keys = sorted(arrays)
     for key in ("x", "y"):
         if key not in arrays:

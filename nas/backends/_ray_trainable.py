@@ -21,12 +21,9 @@ import signal
 import socket
 import time
 
+from search_spaces.failures import failure_reason
+
 __all__ = ["evaluate_trial"]
-
-
-def _reason(e: BaseException) -> str:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}".rstrip(": ")
 
 
 def _kill_once(marker: str) -> None:
@@ -75,7 +72,7 @@ def evaluate_trial(cfg: dict) -> None:
         load_plugins(cfg.get("plugins") or ())
         settings = _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
     except Exception as e:  # e.g. a plugin module not installed on this node: the trial's reason
-        tune.report({"step": 0, "loss": float("inf"), "final": True, "error": f"on {socket.gethostname()}: {_reason(e)}"})
+        tune.report({"step": 0, "loss": float("inf"), "final": True, "error": f"on {socket.gethostname()}: {failure_reason(e)}"})
         return
     arch = ArchSpec.from_json(cfg["arch"])
     every = max(1, int(cfg["report_every"]))
@@ -117,7 +114,7 @@ def evaluate_trial(cfg: dict) -> None:
     except TrialFailure as e:
         result.update(step=reached["step"], error=str(e))
     except Exception as e:  # building, training or timing crashed: a trial state, not a worker crash
-        result.update(step=reached["step"], error=_reason(e))
+        result.update(step=reached["step"], error=failure_reason(e))
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
         node["lock_wait_measure_s"] = round(lock.waited_exclusive_s, 4)  # of which: a measurement waiting

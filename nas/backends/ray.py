@@ -37,6 +37,7 @@ from nas.latency_tables import worker_url
 from nas.config import SearchConfig
 from nas.errors import UserError
 from nas.progress import Progress
+from search_spaces.failures import first_line
 
 __all__ = ["run", "ray_options"]
 
@@ -69,7 +70,7 @@ def _start_ray(config: SearchConfig, opts: dict, log) -> bool:
         try:
             ray.init(address=opts["ray_address"], **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"cannot connect to Ray at {opts['ray_address']}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"cannot connect to Ray at {opts['ray_address']}: {first_line(e)}") from None
         return True
     ray.init(address="local",  # a new instance, even where `ray start` left a cluster running
              num_cpus=max(1, int(round(config.workers * float(opts["cpus_per_trial"])))),
