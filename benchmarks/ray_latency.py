@@ -69,20 +69,21 @@ def search_latency(archs, space_name: str, text: str, mode: str, tmp: Path) -> d
     from nas.backends.ray import run
     from nas.config import SearchConfig
     from nas.study import create_or_load_study
+    from nas.trial_attrs import ARCH_ID_KEY, FIXED_ARCH_KEY, metrics_of
 
     config = SearchConfig(space=space_name, space_yaml=text, study=f"lat-{mode}", storage=f"sqlite:///{tmp}/{mode}.db",
                           trials=len(archs), sampler="random", seed=0, backend="ray", workers=2,
                           extra={"cpus_per_trial": 1, "asha": False, "latency_lock": mode})
     study, config, _ = create_or_load_study(config)
     for arch in archs:
-        study.enqueue_trial({}, user_attrs={"fixed_arch": arch.to_json()})
+        study.enqueue_trial({}, user_attrs={FIXED_ARCH_KEY: arch.to_json()})
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR")
     try:
         run(study, config, log=lambda m: None)
     finally:
         ray.shutdown()
-    return {t.user_attrs["arch_id"]: t.user_attrs["metrics"] for t in study.get_trials() if t.state.name == "COMPLETE"}
+    return {t.user_attrs[ARCH_ID_KEY]: metrics_of(t) for t in study.get_trials() if t.state.name == "COMPLETE"}
 
 
 def main():

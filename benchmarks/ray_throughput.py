@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+from nas.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
 
 LOCK = "rw"  # set from --latency-lock
 
@@ -93,20 +94,21 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     if backend == "ray":
         ray.shutdown()
     shutdown = time.perf_counter() - t1
-    done = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get("reused_from") is None]
-    evals = [t.user_attrs["metrics"]["eval_seconds"] for t in done]
-    overhead = [t.user_attrs["wall_seconds"] - t.user_attrs["metrics"]["eval_seconds"] for t in done]
-    trains = [t.user_attrs["metrics"]["train_seconds"] for t in done]
-    waits = [t.user_attrs.get("worker", {}).get("lock_wait_s", 0.0) for t in done]
-    measure_waits = [t.user_attrs.get("worker", {}).get("lock_wait_measure_s", 0.0) for t in done]
-    timing = [t.user_attrs["metrics"]["latency_runs"] * t.user_attrs["metrics"]["latency_ms"] / 1e3 for t in done]
-    converged = [bool(t.user_attrs["metrics"].get("latency_converged")) for t in done]
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get(REUSED_FROM_KEY) is None]
+    metrics = [metrics_of(t) for t in done]
+    evals = [m["eval_seconds"] for m in metrics]
+    overhead = [t.user_attrs[WALL_SECONDS_KEY] - m["eval_seconds"] for t, m in zip(done, metrics)]
+    trains = [m["train_seconds"] for m in metrics]
+    waits = [t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_s", 0.0) for t in done]
+    measure_waits = [t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_measure_s", 0.0) for t in done]
+    timing = [m["latency_runs"] * m["latency_ms"] / 1e3 for m in metrics]
+    converged = [bool(m.get("latency_converged")) for m in metrics]
     # where a Ray trial's time goes outside the worker: ask -> worker start, worker end -> tell, and
     # on each worker process the idle time between one trial's end and its next trial's start
     to_start, to_tell, idle = [], [], []
     by_pid: dict = {}
     for t in done:
-        w = t.user_attrs.get("worker", {})
+        w = t.user_attrs.get(WORKER_KEY, {})
         if "started" in w and "ended" in w:
             to_start.append(w["started"] - t.datetime_start.timestamp())
             to_tell.append(t.datetime_complete.timestamp() - w["ended"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from nas.trial_attrs import BASELINE_KEY, FIXED_ARCH_KEY
 from search_spaces import ArchSpec, get_mixer_info
 from search_spaces.arch import BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.task_io import STEM_FOR_KIND
@@ -171,11 +172,11 @@ def enqueue_baselines(study, space, log: Optional[Callable[[str], None]] = None)
     for name, reason in skipped.items():
         if log:
             log(f"baseline {name} skipped: {reason}")
-    present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    present = {t.user_attrs.get(BASELINE_KEY) for t in study.get_trials(deepcopy=False)}
     queued = []
     for name, arch in archs.items():
         if name in present:
             continue
-        study.enqueue_trial({}, user_attrs={"fixed_arch": arch.to_json(), "baseline": name})
+        study.enqueue_trial({}, user_attrs={FIXED_ARCH_KEY: arch.to_json(), BASELINE_KEY: name})
         queued.append(name)
     return queued

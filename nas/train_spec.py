@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from nas.errors import UserError
+from nas.trial_attrs import ARCH_KEY, error_of
 
 __all__ = ["IDENTITY_KEYS", "TrainSpec", "front_trials", "spec_from_arch", "spec_from_trial"]
 
@@ -77,8 +78,8 @@ def _find_trial(study, number: int, name: str):
         have = f"0..{len(trials) - 1}" if trials else "none"
         raise UserError(f"study {name!r} has no trial {number}; its trials are {have}")
     t = match[0]
-    if t.state != TrialState.COMPLETE or not t.user_attrs.get("arch"):
-        why = t.user_attrs.get("error") or t.user_attrs.get("pruned_reason")
+    if t.state != TrialState.COMPLETE or not t.user_attrs.get(ARCH_KEY):
+        why = error_of(t)
         raise UserError(f"trial {number} of study {name!r} is {t.state.name}{f' ({why})' if why else ''}, not "
                         f"COMPLETE; `nas train` trains finished trials (see `nas pareto --study {name}`)")
     return t
@@ -102,7 +103,7 @@ def spec_from_trial(storage: str, study: str, trial: int, *, steps: int, seed: O
             raise UserError(f"--space {space}: its task {_task_text(sp.task)} is not the task trial {trial} of study "
                             f"{study!r} was searched on ({_task_text(searched.task)}); leave --space out to use "
                             f"the study's")
-    return TrainSpec(arch=ArchSpec.from_json(t.user_attrs["arch"]), io=sp.io,
+    return TrainSpec(arch=ArchSpec.from_json(t.user_attrs[ARCH_KEY]), io=sp.io,
                      settings=_settings(sp, config.seed, steps), seed=config.seed if seed is None else seed,
                      space=sp.name, source={"study": study, "storage": storage, "trial": trial},
                      plugins=tuple(config.plugins))

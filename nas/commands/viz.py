@@ -67,11 +67,12 @@ def report(
     """A self-contained HTML report (and a markdown twin): config, progress, front, architectures."""
     from nas.report import write_report
     from nas.results import load_trials
+    from nas.optuna_access import storage_of
     from nas.study import ENV_ATTR, load_study
 
     url = _storage(study, storage)
     st, _config = load_study(url, study)
-    df = load_trials(st._storage, study)
+    df = load_trials(storage_of(st), study)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out: {out_dir} exists and is not a directory")
     paths = write_report(df, out_dir, environment=st.user_attrs.get(ENV_ATTR) or {}, storage=url)
