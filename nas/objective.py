@@ -1,12 +1,7 @@
 """The objective: one Optuna trial -> sample an ArchSpec, evaluate it (or reuse a twin), record.
 
-Shared by every backend. What is stored on the trial (user attrs, all JSON primitives):
-``arch_id``, ``arch`` (canonical JSON), ``summary``, ``metrics`` (every metric evaluate()
-returned), ``constraints`` (values <= 0 are satisfied), ``fixed_arch`` (set when enqueuing a trial: an
-ArchSpec JSON evaluated instead of sampling), ``reused_from`` (trial number whose
-metrics were reused), ``error`` (why a trial failed), ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP),
-``worker_died`` (the Ray worker running it died: not the architecture's outcome, so never reused
-for a twin).
+Shared by every backend. What is stored on the trial (user attrs, all JSON primitives) is listed
+in :mod:`nas.trial_attrs`.
 """
 
 from __future__ import annotations
@@ -24,8 +19,14 @@ from evaluators.ladder import LadderPruned
 from evaluators.evaluate import EvalSettings, evaluate
 from evaluators.predictor import Predictor
 from nas import interrupts
-from nas.heartbeats import engine
 from nas.latency_tables import SQLLatencyTable
+from nas.optuna_access import engine
+from nas.trial_attrs import (
+    ARCH_ID_KEY, ARCH_KEY, CONSTRAINTS_KEY, ERROR_KEY, FIXED_ARCH_KEY, INTERRUPTED_KEY, LADDER_PASSED_KEY,
+    LADDER_STOPPED_KEY, LADDER_VALUES_KEY, METRICS_KEY, OUTCOME_KEYS, PRUNED_REASON_KEY, REUSED_FROM_KEY, SUMMARY_KEY,
+    WALL_SECONDS_KEY, WORKER_DIED_KEY, metrics_of,
+)
+from search_spaces.failures import failure_reason
 
 __all__ = ["Objective", "TrialError"]
 
@@ -52,13 +53,13 @@ class Objective:
 
     def _twin(self, study: optuna.Study, arch_id: str, number: int):
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if t.number == number or t.user_attrs.get("arch_id") != arch_id:
+            if t.number == number or t.user_attrs.get(ARCH_ID_KEY) != arch_id:
                 continue
-            if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
+            if t.state == TrialState.COMPLETE and METRICS_KEY in t.user_attrs:
                 return t
             # a failure of the architecture is its outcome; a stopped run or a dead worker is not
-            if (t.state == TrialState.FAIL and t.user_attrs.get("error") and not t.user_attrs.get("interrupted")
-                    and not t.user_attrs.get("worker_died")):
+            if (t.state == TrialState.FAIL and t.user_attrs.get(ERROR_KEY) and not t.user_attrs.get(INTERRUPTED_KEY)
+                    and not t.user_attrs.get(WORKER_DIED_KEY)):
                 return t
         return None
 
@@ -68,8 +69,8 @@ class Objective:
             return {}
         history: dict[str, list[float]] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            values = t.user_attrs.get("ladder_values") or (t.user_attrs.get("metrics") or {}).get("ladder_values") or {}
-            if t.user_attrs.get("reused_from") is not None:
+            values = t.user_attrs.get(LADDER_VALUES_KEY) or metrics_of(t).get("ladder_values") or {}
+            if t.user_attrs.get(REUSED_FROM_KEY) is not None:
                 continue  # a repeat carries its twin's scores: count them once
             for rung, v in values.items():
                 history.setdefault(rung, []).append(float(v))
@@ -90,8 +91,8 @@ class Objective:
         try:
             return self._run(trial)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP (nas.interrupts)
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", f"interrupted by {interrupts.describe(e)}; queued again for the next run")
+            trial.set_user_attr(INTERRUPTED_KEY, True)
+            trial.set_user_attr(ERROR_KEY, f"interrupted by {interrupts.describe(e)}; queued again for the next run")
             raise
 
     def prepare(self, trial: optuna.Trial):
@@ -99,33 +100,32 @@ class Objective:
         Returns ``(arch, twin)``: ``twin`` is an earlier finished trial of the same architecture, or
         None. Raises :class:`TrialError` (reason stored) for an invalid fixed architecture."""
         # a retried trial inherits the user attrs of the one it replaces: start clean
-        for key in ("error", "metrics", "reused_from", "interrupted", "constraints", "ladder_values",
-                    "ladder_passed", "ladder_stopped", "pruned_reason"):
+        for key in OUTCOME_KEYS:
             if key in trial.user_attrs:
                 trial.set_user_attr(key, None)
         try:
-            fixed = trial.user_attrs.get("fixed_arch")
+            fixed = trial.user_attrs.get(FIXED_ARCH_KEY)
             if fixed:  # an enqueued design (e.g. a literature baseline), evaluated as given
                 arch = search_spaces.ArchSpec.from_json(fixed).validate()
                 search_spaces.builder.check_compatible(arch, self.space.io)
             else:
                 arch = search_spaces.sample(self.space, trial)
         except search_spaces.ArchValidationError as e:  # sampling filters choices; a fixed arch may be bad
-            trial.set_user_attr("error", f"invalid architecture: {e}")
+            trial.set_user_attr(ERROR_KEY, f"invalid architecture: {e}")
             raise TrialError(f"invalid architecture: {e}") from None
-        trial.set_user_attr("arch_id", arch.arch_id)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("summary", arch.summary())
+        trial.set_user_attr(ARCH_ID_KEY, arch.arch_id)
+        trial.set_user_attr(ARCH_KEY, arch.to_json())
+        trial.set_user_attr(SUMMARY_KEY, arch.summary())
         return arch, self._twin(trial.study, arch.arch_id, trial.number)
 
     def reuse(self, trial: optuna.Trial, twin) -> dict:
         """Metrics of ``twin`` for ``trial`` (``reused_from`` recorded); TrialError if it failed."""
-        trial.set_user_attr("reused_from", twin.number)
+        trial.set_user_attr(REUSED_FROM_KEY, twin.number)
         if twin.state == TrialState.FAIL:
-            reason = f"same architecture as trial {twin.number}, which failed: {twin.user_attrs['error']}"
-            trial.set_user_attr("error", reason)
+            reason = f"same architecture as trial {twin.number}, which failed: {twin.user_attrs[ERROR_KEY]}"
+            trial.set_user_attr(ERROR_KEY, reason)
             raise TrialError(reason)
-        return dict(twin.user_attrs["metrics"])
+        return dict(twin.user_attrs[METRICS_KEY])
 
     def record(self, trial: optuna.Trial, metrics: dict) -> list[float]:
         """Store ``metrics`` and constraint values on ``trial``; return the objective values.
@@ -135,15 +135,15 @@ class Objective:
             v = metrics.get(name)
             if v is None or not math.isfinite(float(v)):
                 reason = f"objective {name} is {v!r}"
-                trial.set_user_attr("error", reason)
+                trial.set_user_attr(ERROR_KEY, reason)
                 raise TrialError(reason)
             values.append(float(v))
-        trial.set_user_attr("metrics", {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                                        for k, v in metrics.items()})
+        trial.set_user_attr(METRICS_KEY, {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                          for k, v in metrics.items()})
         constraints = self._constraint_values(metrics)
         for key, value in constraints.items():
             trial.set_constraint(key, value)  # read by NSGA-II / TPE / GP samplers
-        trial.set_user_attr("constraints", constraints)
+        trial.set_user_attr(CONSTRAINTS_KEY, constraints)
         return values
 
     def _run(self, trial: optuna.Trial):
@@ -158,18 +158,18 @@ class Objective:
                 metrics = evaluate(arch, self.settings, ladder_history=self._ladder_history(trial.study),
                                    predictor=self.predictor(trial.study))
             except LadderPruned as e:
-                trial.set_user_attr("ladder_values", e.values)
-                trial.set_user_attr("ladder_passed", e.passed)
-                trial.set_user_attr("ladder_stopped", e.rung)
-                trial.set_user_attr("pruned_reason", str(e))
+                trial.set_user_attr(LADDER_VALUES_KEY, e.values)
+                trial.set_user_attr(LADDER_PASSED_KEY, e.passed)
+                trial.set_user_attr(LADDER_STOPPED_KEY, e.rung)
+                trial.set_user_attr(PRUNED_REASON_KEY, str(e))
                 raise optuna.TrialPruned(str(e)) from None
             except TrialFailure as e:
-                trial.set_user_attr("error", str(e))
+                trial.set_user_attr(ERROR_KEY, str(e))
                 raise TrialError(str(e)) from None
             except Exception as e:  # building, training or timing crashed: record and go on
-                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
-                trial.set_user_attr("error", reason)
+                reason = failure_reason(e)
+                trial.set_user_attr(ERROR_KEY, reason)
                 raise TrialError(reason) from None
         values = self.record(trial, metrics)
-        trial.set_user_attr("wall_seconds", time.perf_counter() - t0)
+        trial.set_user_attr(WALL_SECONDS_KEY, time.perf_counter() - t0)
         return values
