@@ -11,10 +11,14 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nas.trial_attrs import (
+    ARCH_ID_KEY, ARCH_KEY, BASELINE_KEY, ERROR_KEY, LADDER_STOPPED_KEY, PRUNED_REASON_KEY, RETRY_OF_KEY,
+    REUSED_FROM_KEY, SUMMARY_KEY, metrics_of, retry_history,
+)
+
 __all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete",
            "CONSTRAINT_PREFIX", "FEASIBLE"]
 
-FAMILY_CACHE: dict = {}
 FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
 CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
 
@@ -176,16 +180,16 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
 
 
 def _retries(trials) -> tuple[set, dict]:
-    """(numbers of trials that were retried, {retried number: number of its retry})."""
-    from nas.study import _retried_numbers
-
-    retry_of = {}
+    """(numbers of trials that were retried after their process died, {retried number: number of its
+    retry}; interrupted trials run again are in the second only)."""
+    retried, retry_of = set(), {}
     for t in trials:
-        for n in t.system_attrs.get("retry_history", []):
+        for n in retry_history(t):
+            retried.add(n)
             retry_of[n] = t.number
-        if t.user_attrs.get("retry_of") is not None:
-            retry_of[t.user_attrs["retry_of"]] = t.number
-    return _retried_numbers(trials), retry_of
+        if t.user_attrs.get(RETRY_OF_KEY) is not None:
+            retry_of[t.user_attrs[RETRY_OF_KEY]] = t.number
+    return retried, retry_of
 
 
 def _feasibility(t) -> dict:
@@ -200,27 +204,27 @@ def _feasibility(t) -> dict:
 def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
     retried, retry_of = retries
     ua = t.user_attrs
-    row = {"number": t.number, "state": t.state.name, "arch_id": ua.get("arch_id"), "summary": ua.get("summary")}
+    row = {"number": t.number, "state": t.state.name, "arch_id": ua.get(ARCH_ID_KEY), "summary": ua.get(SUMMARY_KEY)}
     values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
     row.update(zip(metric_names, values))
-    for k, v in (ua.get("metrics") or {}).items():
+    for k, v in metrics_of(t).items():
         row.setdefault(k, v)
     row.update(_feasibility(t))
-    error = ua.get("error")
+    error = ua.get(ERROR_KEY)
     if t.state == TrialState.FAIL and not error:
         error = "worker stopped (heartbeat went stale) mid-trial"
         if t.number in retried:
             error += f"; retried as trial {retry_of.get(t.number)}"
     if t.state == TrialState.PRUNED and not error:
-        error = ua.get("pruned_reason")
+        error = ua.get(PRUNED_REASON_KEY)
     row["error"] = error
-    row["ladder_stopped"] = ua.get("ladder_stopped")
-    row["baseline"] = ua.get("baseline")  # name of an enqueued reference design (nas/baselines.py)
-    row["reused_from"] = ua.get("reused_from")
+    row["ladder_stopped"] = ua.get(LADDER_STOPPED_KEY)
+    row["baseline"] = ua.get(BASELINE_KEY)  # name of an enqueued reference design (nas/baselines.py)
+    row["reused_from"] = ua.get(REUSED_FROM_KEY)
     row["retried_as"] = retry_of.get(t.number)
     row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
     row["datetime_start"] = t.datetime_start
-    if ua.get("arch"):
-        row.update(flatten_arch(ua["arch"]))
-    row["arch_json"] = ua.get("arch")
+    if ua.get(ARCH_KEY):
+        row.update(flatten_arch(ua[ARCH_KEY]))
+    row["arch_json"] = ua.get(ARCH_KEY)
     return row
