@@ -14,8 +14,11 @@ from nas.budget import abandon, ask_within_budget, report_running
 from nas.config import SearchConfig
 from nas.heartbeats import Heartbeat
 from nas.objective import Objective, TrialError
+from nas.optuna_access import fresh_trial
 from nas.progress import Progress
 from nas.study import budget_count
+from nas.trial_attrs import ERROR_KEY, REUSED_FROM_KEY, error_of
+from search_spaces.failures import failure_reason
 
 __all__ = ["run", "run_local", "front_size"]
 
@@ -36,9 +39,9 @@ def front_size(study: optuna.Study) -> int:
 def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
     if t.state == TrialState.COMPLETE:
         vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
-        reused = t.user_attrs.get("reused_from")
+        reused = t.user_attrs.get(REUSED_FROM_KEY)
         return vals + (f" (reused trial {reused})" if reused is not None else "")
-    return str(t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or t.state.name)
+    return error_of(t) or t.state.name
 
 
 @register_backend("local")
@@ -78,7 +81,7 @@ def run_local(study: optuna.Study, config: SearchConfig, *, progress: Optional[P
         _evaluate(study, objective, slot.trial, config.heartbeat_interval)
         ran += 1
         if progress is not None:
-            t = study._storage.get_trial(slot.trial._trial_id)
+            t = fresh_trial(study, slot.trial)
             progress.end(budget_count(study), front_size(study), t.number, t.state.name, _detail(t, names))
     log(f"timeout of {config.timeout:g}s reached")
     return ran
@@ -98,8 +101,8 @@ def _evaluate(study: optuna.Study, objective: Objective, trial: optuna.Trial, he
             abandon(study, [trial], e)
             raise
         except BaseException as e:
-            if not trial.user_attrs.get("error"):
-                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            if not trial.user_attrs.get(ERROR_KEY):
+                trial.set_user_attr(ERROR_KEY, failure_reason(e))
             study.tell(trial, state=TrialState.FAIL)
             raise
     _tell(study, trial, values)
