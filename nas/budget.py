@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from nas import interrupts
 from nas.config import SearchConfig
 from nas.heartbeats import heartbeat_ages
-from nas.optuna_access import engine, fresh_trial, storage_of, study_id, trial_id
+from nas.optuna_access import engine, fresh_trial, storage_of, study_id_of, trial_id_of
 from nas.study import count_finished
 from nas.study_lock import study_lock
 from nas.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retry_history
@@ -60,7 +60,7 @@ def ask_within_budget(study: optuna.Study, config: SearchConfig, log=print) -> S
                 with warnings.catch_warnings():  # heartbeats are ours (nas.heartbeats), not Study.optimize's
                     warnings.simplefilter("ignore", UserWarning)
                     slot.trial = study.ask()
-                storage_of(study).record_heartbeat(trial_id(slot.trial))
+                storage_of(study).record_heartbeat(trial_id_of(slot.trial))
     except KeyboardInterrupt as e:
         if slot.trial is not None:
             abandon(study, [slot.trial], e)
@@ -79,7 +79,7 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
     storage = storage_of(study)
     for number, age in ages.items():
         if age is None:
-            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id(study), number))
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number))
     stale = [n for n, age in ages.items() if age is not None and age > config.grace_period]
     if not stale:
         return

@@ -14,7 +14,7 @@ from typing import Optional
 import optuna
 import sqlalchemy as sa
 
-from nas.optuna_access import engine, storage_of, study_id, trial_id
+from nas.optuna_access import engine, storage_of, study_id_of, trial_id_of
 
 __all__ = ["Heartbeat", "heartbeat_ages"]
 
@@ -30,7 +30,7 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, Optional[float]]:
              .select_from(_TRIALS.outerjoin(_BEATS, _TRIALS.c.trial_id == _BEATS.c.trial_id))
              # an untyped SQL literal: PostgreSQL's trials.state is an enum, which a bound VARCHAR
              # (as psycopg 3 sends it) does not compare with
-             .where(_TRIALS.c.study_id == study_id(study), _TRIALS.c.state == sa.literal_column("'RUNNING'")))
+             .where(_TRIALS.c.study_id == study_id_of(study), _TRIALS.c.state == sa.literal_column("'RUNNING'")))
     with engine(study).connect() as conn:
         now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
         rows = conn.execute(query).all()
@@ -45,7 +45,7 @@ class Heartbeat:
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
         self._storage = storage_of(study)
-        self._trial_id = trial_id(trial)
+        self._trial_id = trial_id_of(trial)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"nas-heartbeat-{trial.number}", daemon=True)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-__all__ = ["engine", "fresh_trial", "storage_of", "study_id", "trial_id"]
+__all__ = ["engine", "fresh_trial", "storage_of", "study_id_of", "trial_id_of"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -23,19 +23,19 @@ def storage_of(study: optuna.Study) -> BaseStorage:
     return study._storage
 
 
-def study_id(study: optuna.Study) -> int:
+def study_id_of(study: optuna.Study) -> int:
     """The study's id in its storage."""
     return study._study_id
 
 
-def trial_id(trial: optuna.Trial) -> int:
+def trial_id_of(trial: optuna.Trial) -> int:
     """The trial's id in its study's storage (not its number)."""
     return trial._trial_id
 
 
 def fresh_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     """``trial`` as stored now: its state and attributes, read past Optuna's per-trial cache."""
-    return storage_of(study).get_trial(trial_id(trial))
+    return storage_of(study).get_trial(trial_id_of(trial))
 
 
 def engine(study: optuna.Study) -> sa.engine.Engine:

@@ -34,7 +34,12 @@ from nas.backends.local import _detail, front_size
 from nas.budget import abandon, ask_within_budget
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
+from nas.optuna_access import fresh_trial, storage_of, trial_id_of
 from nas.study import budget_count
+from nas.trial_attrs import (
+    DRIVER_KEY, ERROR_KEY, FAILED_TRIAL_KEY, METRICS_KEY, PRUNED_AT_STEP_KEY, PRUNED_LOSS_KEY, RETRY_HISTORY_KEY,
+    RETRY_OF_KEY, WALL_SECONDS_KEY, WORKER_DIED_KEY, WORKER_KEY, retry_history,
+)
 from search_spaces import ArchSpec
 
 __all__ = ["StudySearcher", "WorkerFailureCallback"]
@@ -82,10 +87,10 @@ class StudySearcher(Searcher):
 
     # ----------------------------------------------------------------------- heartbeats
     def _heartbeats(self) -> None:
-        storage = self.study._storage
+        storage = storage_of(self.study)
         while not self._stop.wait(self.config.heartbeat_interval):
             with self._lock:
-                ids = [t._trial_id for t in self._waiting()]
+                ids = [trial_id_of(t) for t in self._waiting()]
             for tid in ids:
                 try:
                     storage.record_heartbeat(tid)
@@ -147,8 +152,8 @@ class StudySearcher(Searcher):
         except TrialError as e:
             self._fail(trial, str(e))
             return None
-        trial.set_user_attr("driver", self._driver)
-        retried = self.study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
+        trial.set_user_attr(DRIVER_KEY, self._driver)
+        retried = retry_history(fresh_trial(self.study, trial))
         if twin is not None and twin.number in retried:  # the run this trial retries is no twin
             twin = None
         if twin is None:
@@ -168,9 +173,9 @@ class StudySearcher(Searcher):
     def _finished(self, trial: optuna.Trial, reusable: bool = True) -> None:
         self._done = budget_count(self.study)
         self.ran += 1
-        t = self.study._storage.get_trial(trial._trial_id)
+        t = fresh_trial(self.study, trial)
         if self.progress is not None:
-            detail = (f"stopped by the scheduler at step {t.user_attrs.get('pruned_at_step')}"
+            detail = (f"stopped by the scheduler at step {t.user_attrs.get(PRUNED_AT_STEP_KEY)}"
                       if t.state == TrialState.PRUNED else _detail(t, self.names))
             self.progress.end(self._done, front_size(self.study), t.number, t.state.name, detail)
         self._release(t, reusable)
@@ -180,8 +185,8 @@ class StudySearcher(Searcher):
         finished would; when it has none to reuse (stopped by the scheduler, worker died) they run."""
         with self._lock:
             twins = self._parked.pop(original.number, [])
-        reuse = reusable and (original.state == TrialState.COMPLETE and "metrics" in original.user_attrs
-                              or original.state == TrialState.FAIL and original.user_attrs.get("error"))
+        reuse = reusable and (original.state == TrialState.COMPLETE and METRICS_KEY in original.user_attrs
+                              or original.state == TrialState.FAIL and original.user_attrs.get(ERROR_KEY))
         for trial, arch in twins:
             if not reuse:
                 with self._lock:
@@ -193,7 +198,7 @@ class StudySearcher(Searcher):
                 self._fail(trial, str(e))
 
     def _fail(self, trial: optuna.Trial, reason: str, reusable: bool = True) -> None:
-        trial.set_user_attr("error", reason)
+        trial.set_user_attr(ERROR_KEY, reason)
         self.study.tell(trial, state=TrialState.FAIL)
         self._finished(trial, reusable)
 
@@ -220,35 +225,36 @@ class StudySearcher(Searcher):
             return
         result = result or {}
         if result.get("worker"):
-            trial.set_user_attr("worker", json.loads(result["worker"]))
+            trial.set_user_attr(WORKER_KEY, json.loads(result["worker"]))
         if not result.get("final"):
             step = int(result.get("step") or 0)
-            trial.set_user_attr("pruned_at_step", step)
-            trial.set_user_attr("pruned_loss", float(result.get(METRIC, float("nan"))))
+            trial.set_user_attr(PRUNED_AT_STEP_KEY, step)
+            trial.set_user_attr(PRUNED_LOSS_KEY, float(result.get(METRIC, float("nan"))))
             self.study.tell(trial, state=TrialState.PRUNED)
             self._finished(trial)
         elif result.get("error"):
             self._fail(trial, str(result["error"]))
         else:
-            trial.set_user_attr("wall_seconds", time.monotonic() - self._started.pop(trial.number, time.monotonic()))
+            trial.set_user_attr(WALL_SECONDS_KEY, time.monotonic() - self._started.pop(trial.number, time.monotonic()))
             self._complete(trial, json.loads(result["metrics"]))
 
     def worker_died(self, trial_id: str, reason: str, step: int) -> None:
         trial = self._pop(trial_id)
         if trial is None:
             return
-        trial.set_user_attr("worker_died", True)  # not the architecture's outcome: twins run themselves
+        trial.set_user_attr(WORKER_DIED_KEY, True)  # not the architecture's outcome: twins run themselves
         self._fail(trial, f"worker process died at step {step}: {reason}", reusable=False)
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
+        frozen = fresh_trial(self.study, trial)
+        history = [*retry_history(frozen), frozen.number]
         if len(history) > self.config.max_retry:
             self.log(f"trial #{frozen.number}: worker died, not retried again ({len(history) - 1} retries)")
             return
+        kept = {k: v for k, v in frozen.user_attrs.items() if k not in (ERROR_KEY, WORKER_KEY, WORKER_DIED_KEY)}
         self.study.add_trial(optuna.create_trial(
             state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
-            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k not in ("error", "worker", "worker_died")},
-                        "retry_of": frozen.number},
-            system_attrs={**frozen.system_attrs, "failed_trial": frozen.number, "retry_history": history},
+            user_attrs={**kept, RETRY_OF_KEY: frozen.number},
+            # as Optuna's RetryHeartbeatStaleTrialCallback records a retry, so retry_history() reads it
+            system_attrs={**frozen.system_attrs, FAILED_TRIAL_KEY: frozen.number, RETRY_HISTORY_KEY: history},
         ))
         self._done = budget_count(self.study)
         self.log(f"trial #{frozen.number}: worker died; queued again with the same parameters")
