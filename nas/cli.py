@@ -1,4 +1,5 @@
-"""The `nas` command line (see DESIGN.md for the contract)."""
+"""The `nas` command line (its commands are listed in README.md; docs/architecture.md says how a
+command reaches the study)."""
 
 from __future__ import annotations
 
@@ -329,11 +330,12 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     """Trials by state, budget, front size, best value per objective, environment (fronts, bests
     and hypervolume count only trials that satisfy the space's constraints)."""
     from nas.results import feasible_complete, load_trials, pareto_front
+    from nas.optuna_access import storage_of
     from nas.study import ENV_ATTR, budget_count, load_study
 
     url = _storage(study, storage)
     st, config = load_study(url, study)
-    df = load_trials(st._storage, study)
+    df = load_trials(storage_of(st), study)
     t = Table(title=f"study {study}", show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
@@ -409,12 +411,13 @@ def export(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
 def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
          trial: int = typer.Option(..., "--trial", help="trial number")):
     """One trial: its metrics, its architecture as JSON, and a summary of the built model."""
+    from nas.optuna_access import storage_of
     from nas.results import load_trials
     from nas.study import load_study
     from search_spaces import ArchSpec, build_model
 
     st, config = load_study(_storage(study, storage), study)
-    df = load_trials(st._storage, study)
+    df = load_trials(storage_of(st), study)
     rows = df[df["number"] == trial]
     if rows.empty:
         raise UserError(f"study {study!r} has no trial {trial}; trials are 0..{len(df) - 1}")
