@@ -12,13 +12,13 @@ import torch
 from evaluators.cost import count_params, decode_state_mb, flops_per_sample
 from evaluators.decode import measure_decode
 from evaluators.errors import OutOfMemory, TrialFailure
-from evaluators.ladder import LadderPruned, check_filter, parse_ladder, promote
+from evaluators.ladder import Ladder, check_filter, parse_ladder
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
 from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
 from evaluators.profiles import measure_profile as measure_profile_here, profile_requests, task_profile
 from evaluators.tasks import make_task
-from evaluators.train import TrainConfig, evaluate_accuracy, train_proxy
+from evaluators.train import ProxyTraining, TrainConfig, TrainResult, evaluate_accuracy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
 from search_spaces.profiles import metric_name
@@ -100,89 +100,91 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
     t0 = time.perf_counter()
     task = make_task(settings.task, settings.task_params, seed=settings.seed)
     try:
-        torch.manual_seed(settings.seed)
-        model = build_model(arch, task.io)
-        metrics = {"params": count_params(model), "flops": flops_per_sample(model, task.io)}
-        if task.io.causal:  # what generating the next token must keep in memory, at the task's length
-            state = decode_state_mb(model, task.io.seq_len)
-            if state is not None:
-                metrics["state_mb"] = state
-        metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="init"))
-        predictor = predictor or Predictor(MemoryTable(), settings.latency, seed=settings.seed)
-        profile_runner = with_prediction(measure_profile or _measure_here(settings), predictor)
-        early = _filtered_profiles(settings)
-        for request in early:
-            metrics.update(profile_runner(arch, task.io, request))
-        history = ladder_history or {}
-        values, passed = {}, []
-        zc_done = False
-        for rung in settings.ladder:
-            if rung.kind == "filter":
-                why = check_filter(rung, metrics)
-                if why:
-                    raise LadderPruned(rung.name, why, values, passed)
-                passed.append(rung.name)
-            elif rung.kind == "predict":
-                predicted, why = screen(rung, arch, task.io, task_profile(task.io, settings.latency), predictor)
-                metrics.update(predicted)
-                values.update(predicted)
-                if why:
-                    raise LadderPruned(rung.name, why, values, passed)
-                passed.append(rung.name)
-            elif rung.kind == "zero_cost":
-                if not zc_done:
-                    metrics.update(_zero_cost(model, task, settings))
-                    zc_done = True
-                values[rung.name] = float(metrics[rung.metric])
-                if not promote(values[rung.name], history.get(rung.name, ()), rung.keep, rung.min_trials):
-                    raise LadderPruned(rung.name, f"{rung.metric} {values[rung.name]:.4g} is not in the top "
-                                                  f"{rung.keep:g} of {len(history.get(rung.name, ())) + 1}", values, passed)
-                passed.append(rung.name)
-        if settings.zero_cost and not zc_done:  # at initialisation, before training
-            metrics.update(_zero_cost(model, task, settings))
-        train_rungs = {r.steps: r for r in settings.ladder if r.kind == "train"}
-
-        def step_hook(step, loss):
-            if on_step is not None:
-                on_step(step, loss)
-            rung = train_rungs.get(step + 1)
-            if rung is None:
-                return
-            acc = evaluate_accuracy(model, task, settings.train.eval_samples)
-            model.train()
-            values[rung.name] = acc
-            if not promote(acc, history.get(rung.name, ()), rung.keep, rung.min_trials):
-                raise LadderPruned(rung.name, f"accuracy {acc:.4g} after {rung.steps} steps is not in the top "
-                                              f"{rung.keep:g} of {len(history.get(rung.name, ())) + 1}", values, passed)
-            passed.append(rung.name)
-
-        result = train_proxy(model, task, settings.train, seed=settings.seed,
-                             on_step=step_hook if (train_rungs or on_step is not None) else None)
-        if settings.ladder:
-            metrics["ladder_values"] = dict(values)
-            metrics["ladder_passed"] = passed + ["train"]
-        metrics.update(
-            accuracy=result.accuracy,
-            final_loss=result.final_loss,
-            train_loss_sum=result.loss_sum,
-            train_seconds=result.seconds,
-        )
-        metrics.update(task.scores(result.accuracy, result.test_loss))  # e.g. bits_per_byte (text)
-        metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
-        cpu = settings.latency.device == "cpu"
-        if cpu:  # counted, not timed: no need to hold the device alone for it
-            metrics["peak_mem_mb"] = peak_memory_mb(model, task.io, settings.latency)
-        with latency_lock if latency_lock is not None else contextlib.nullcontext():
-            metrics.update(measure_latency(model, task.io, settings.latency, memory=not cpu))
-            if settings.decode:
-                metrics.update(measure_decode(model, task.io, settings.latency))
-        for request in (r for r in settings.profiles if r not in early):
-            metrics.update(profile_runner(arch, task.io, request))
+        metrics = _measure(arch, task, settings, Ladder(settings.ladder, ladder_history), on_step=on_step,
+                           latency_lock=latency_lock, measure_profile=measure_profile, predictor=predictor)
     except TrialFailure:
         raise
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise OutOfMemory(f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     metrics["eval_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def _measure(arch: ArchSpec, task, settings: EvalSettings, ladder: Ladder, *, on_step, latency_lock,
+             measure_profile, predictor) -> dict:
+    """Build ``arch``, count its costs, climb the ladder, train it, then time it (in that order)."""
+    torch.manual_seed(settings.seed)
+    model = build_model(arch, task.io)
+    metrics = _counted_costs(model, task, settings)
+    predictor = predictor or Predictor(MemoryTable(), settings.latency, seed=settings.seed)
+    run_profile = with_prediction(measure_profile or _measure_here(settings), predictor)
+    early = _filtered_profiles(settings)
+    for request in early:
+        metrics.update(run_profile(arch, task.io, request))
+    _screen(ladder, arch, model, task, settings, predictor, metrics)
+    _zero_cost_once(model, task, settings, metrics)  # at initialisation, before training
+    result = _train(model, task, settings, ladder, on_step)
+    metrics.update(ladder.outcome())
+    metrics.update(accuracy=result.accuracy, final_loss=result.final_loss, train_loss_sum=result.loss_sum,
+                   train_seconds=result.seconds)
+    metrics.update(task.scores(result.accuracy, result.test_loss))  # e.g. bits_per_byte (text)
+    metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
+    metrics.update(_timed_costs(model, task, settings, latency_lock))
+    for request in (r for r in settings.profiles if r not in early):
+        metrics.update(run_profile(arch, task.io, request))
+    return metrics
+
+
+def _counted_costs(model, task, settings: EvalSettings) -> dict:
+    """What the untrained model costs, counted without timing: params, FLOPs, decoding state, and
+    the user metrics computed at initialisation."""
+    metrics = {"params": count_params(model), "flops": flops_per_sample(model, task.io)}
+    if task.io.causal:  # what generating the next token must keep in memory, at the task's length
+        state = decode_state_mb(model, task.io.seq_len)
+        if state is not None:
+            metrics["state_mb"] = state
+    metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="init"))
+    return metrics
+
+
+def _screen(ladder: Ladder, arch: ArchSpec, model, task, settings: EvalSettings, predictor: Predictor,
+            metrics: dict) -> None:
+    """Judge the rungs before training, in order, adding what they compute to ``metrics``: bounds
+    on counted costs (filter), predicted latencies (predict), a zero-cost score's rank (zero_cost)."""
+    for rung in ladder.screens:
+        if rung.kind == "filter":
+            ladder.judge(rung, check_filter(rung, metrics))
+        elif rung.kind == "predict":
+            predicted, why = screen(rung, arch, task.io, task_profile(task.io, settings.latency), predictor)
+            metrics.update(predicted)
+            ladder.judge(rung, why, predicted)
+        else:  # zero_cost
+            _zero_cost_once(model, task, settings, metrics)
+            score = float(metrics[rung.metric])
+            ladder.rank(rung, score, f"{rung.metric} {score:.4g}")
+
+
+def _train(model, task, settings: EvalSettings, ladder: Ladder, on_step) -> TrainResult:
+    """The proxy training, paused at each train rung to rank the accuracy reached there."""
+    with ProxyTraining(model, task, settings.train, seed=settings.seed, on_step=on_step) as run:
+        for rung in ladder.checkpoints:
+            run.train_to(rung.steps)
+            acc = evaluate_accuracy(model, task, settings.train.eval_samples)
+            ladder.rank(rung, acc, f"accuracy {acc:.4g} after {rung.steps} steps")
+        return run.finish()
+
+
+def _timed_costs(model, task, settings: EvalSettings, latency_lock) -> dict:
+    """Peak memory, latency and (if asked) decoding time of the trained model at the task's shape;
+    timing holds ``latency_lock``."""
+    metrics = {}
+    cpu = settings.latency.device == "cpu"
+    if cpu:  # counted, not timed: no need to hold the device alone for it
+        metrics["peak_mem_mb"] = peak_memory_mb(model, task.io, settings.latency)
+    with latency_lock if latency_lock is not None else contextlib.nullcontext():
+        metrics.update(measure_latency(model, task.io, settings.latency, memory=not cpu))
+        if settings.decode:
+            metrics.update(measure_decode(model, task.io, settings.latency))
     return metrics
 
 
@@ -201,7 +203,10 @@ def _measure_here(settings: EvalSettings):
     return run
 
 
-def _zero_cost(model, task, settings: EvalSettings) -> dict:
-    """The requested zero-cost proxies at initialisation; RNG state is left as it was."""
+def _zero_cost_once(model, task, settings: EvalSettings, metrics: dict) -> None:
+    """Add the requested zero-cost proxies at initialisation to ``metrics`` unless they are there
+    already; RNG state is left as it was."""
+    if not settings.zero_cost or all(n in metrics for n in settings.zero_cost):
+        return
     x, y = zero_cost_batch(task, settings.zero_cost_batch, seed=settings.seed)
-    return compute_zero_cost(model, task.io, x, y, settings.zero_cost, seed=settings.seed)
+    metrics.update(compute_zero_cost(model, task.io, x, y, settings.zero_cost, seed=settings.seed))

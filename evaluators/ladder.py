@@ -27,7 +27,7 @@ from typing import Mapping, Optional, Sequence
 
 from search_spaces.schema import Check, SettingError, check_keys
 
-__all__ = ["Rung", "LadderPruned", "parse_ladder", "promote"]
+__all__ = ["Ladder", "Rung", "LadderPruned", "parse_ladder", "promote"]
 
 KINDS = ("filter", "predict", "zero_cost", "train")
 PREDICTABLE = "latency_ms"  # the metric a predict rung predicts, at the task's shape or a profile
@@ -59,6 +59,47 @@ class LadderPruned(Exception):
     def __init__(self, rung: str, reason: str, values: dict, passed: list):
         super().__init__(f"stopped at rung {rung}: {reason}")
         self.rung, self.reason, self.values, self.passed = rung, reason, dict(values), list(passed)
+
+
+class Ladder:
+    """One candidate's climb: the rungs in order, the scores earlier candidates had at each
+    (``history``: rung name -> scores), and what this candidate has done so far. Each judgement
+    either records the rung as passed or raises :class:`LadderPruned` with the rung's reason."""
+
+    def __init__(self, rungs: Sequence[Rung], history: Optional[Mapping[str, Sequence[float]]] = None):
+        self.rungs, self.history = tuple(rungs), history or {}
+        self.values: dict = {}  # score per rung (and predicted metrics)
+        self.passed: list = []  # names of the rungs passed, in order
+
+    @property
+    def screens(self) -> tuple:
+        """The rungs judged before training (filter, predict, zero_cost), in order."""
+        return tuple(r for r in self.rungs if r.kind != "train")
+
+    @property
+    def checkpoints(self) -> tuple:
+        """The train rungs, by increasing step."""
+        return tuple(r for r in self.rungs if r.kind == "train")
+
+    def judge(self, rung: Rung, why: Optional[str], values: Optional[Mapping] = None) -> None:
+        """Record ``values``; stop the candidate at ``rung`` if there is a reason ``why``."""
+        self.values.update(values or {})
+        if why:
+            raise LadderPruned(rung.name, why, self.values, self.passed)
+        self.passed.append(rung.name)
+
+    def rank(self, rung: Rung, score: float, what: str) -> None:
+        """Promote ``score`` (described by ``what``) against the rung's history, or stop here."""
+        self.values[rung.name] = score
+        seen = self.history.get(rung.name, ())
+        promoted = promote(score, seen, rung.keep, rung.min_trials)
+        self.judge(rung, None if promoted else f"{what} is not in the top {rung.keep:g} of {len(seen) + 1}")
+
+    def outcome(self) -> dict:
+        """What a candidate that climbed every rung carries (nothing without a ladder)."""
+        if not self.rungs:
+            return {}
+        return {"ladder_values": dict(self.values), "ladder_passed": self.passed + ["train"]}
 
 
 RUNG_KEYS = {"filter": {"rung", "max", "min"}, "predict": {"rung", "max", "min"}, "zero_cost": {"rung", "metric", "keep", "min_trials"},

@@ -15,7 +15,7 @@ from evaluators.errors import NonFiniteLoss
 from evaluators.tasks.base import IGNORE_INDEX, Task
 from search_spaces.schema import from_mapping, setting
 
-__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "train_proxy", "evaluate_accuracy", "evaluate_split"]
+__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "ProxyTraining", "train_proxy", "evaluate_accuracy", "evaluate_split"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,44 @@ class TrainLoop:
         torch.set_rng_state(state["torch_rng"])
 
 
+class ProxyTraining:
+    """:func:`train_proxy` in parts, for a caller that looks at the model between them (a proxy
+    ladder's train rungs): :meth:`train_to` runs up to a step, :meth:`finish` runs the remaining
+    steps and evaluates. Used as a context manager, which sets ``cfg.threads`` for its duration."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig, *, seed: int = 0,
+                 on_step: Optional[Callable[[int, float], None]] = None):
+        self.model, self.task, self.cfg, self.on_step = model, task, cfg, on_step
+        self.loop = TrainLoop(model, task, cfg, seed=seed)
+        self.loss_sum, self.last_loss = 0.0, float("nan")
+
+    def __enter__(self) -> "ProxyTraining":
+        self._threads = torch.get_num_threads()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self._threads)
+
+    def train_to(self, step: int) -> None:
+        """Train until ``step`` optimizer steps are done (at most ``cfg.steps``)."""
+        while self.loop.step < min(step, self.cfg.steps):
+            done = self.loop.step
+            self.last_loss = self.loop.train_step()
+            self.loss_sum += self.last_loss
+            if self.on_step is not None:
+                self.on_step(done, self.last_loss)
+
+    def finish(self) -> TrainResult:
+        """The remaining steps, then the accuracy and loss on ``task.eval_split``."""
+        self.train_to(self.cfg.steps)
+        acc, test_loss = evaluate_split(self.model, self.task, self.cfg.eval_samples)
+        return TrainResult(acc, self.last_loss, self.loss_sum, self.cfg.steps, time.perf_counter() - self._t0,
+                           test_loss)
+
+
 def train_proxy(
     model: torch.nn.Module,
     task: Task,
@@ -144,19 +182,5 @@ def train_proxy(
     """Train ``model`` for ``cfg.steps`` steps on seeded mini-batches; return the accuracy on
     ``task.eval_split`` and the loss statistics. Raises :class:`NonFiniteLoss` if the loss
     becomes NaN/inf."""
-    loop = TrainLoop(model, task, cfg, seed=seed)
-    prev_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    t0 = time.perf_counter()
-    loss_sum, loss_val = 0.0, float("nan")
-    try:
-        for step in range(cfg.steps):
-            loss_val = loop.train_step()
-            loss_sum += loss_val
-            if on_step is not None:
-                on_step(step, loss_val)
-        acc, test_loss = evaluate_split(model, task, cfg.eval_samples)
-    finally:
-        torch.set_num_threads(prev_threads)
-    return TrainResult(acc, loss_val, loss_sum, cfg.steps, time.perf_counter() - t0, test_loss)
+    with ProxyTraining(model, task, cfg, seed=seed, on_step=on_step) as run:
+        return run.finish()
