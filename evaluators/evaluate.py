@@ -21,6 +21,7 @@ from evaluators.tasks import make_task
 from evaluators.train import ProxyTraining, TrainConfig, TrainResult, evaluate_accuracy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
+from search_spaces.failures import first_line
 from search_spaces.profiles import metric_name
 
 __all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "user_metrics_requested",
@@ -105,7 +106,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
     except TrialFailure:
         raise
     except (torch.OutOfMemoryError, MemoryError) as e:
-        raise OutOfMemory(f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise OutOfMemory(f"out of memory: {first_line(e)}") from e
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
 

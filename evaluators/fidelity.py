@@ -37,6 +37,7 @@ from evaluators.cost import count_params, flops_per_sample
 from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
+from search_spaces.failures import failure_reason
 
 __all__ = ["PROXIES", "SEED_AGREEMENT", "FidelityConfig", "run_fidelity", "correlations", "family_of", "to_markdown"]
 
@@ -138,7 +139,7 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
             row["reference_accuracy"] = float(np.mean(accs))
             row["reference_loss"] = float(np.mean(losses))
         except Exception as e:  # a failing candidate is a row with a reason, never the end of the run
-            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            row["error"] = failure_reason(e)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if on_row is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from evaluators.tasks.base import Task, register_task
+from search_spaces.failures import failure_reason
 from search_spaces.task_io import TaskIO
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -48,7 +49,7 @@ def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             d = _Unpickler(io.BytesIO(f.read()), encoding="bytes").load()
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
-        raise ValueError(f"cifar10: {path} is not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+        raise ValueError(f"cifar10: {path} is not a CIFAR-10 python batch ({failure_reason(e)})") from None
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"cifar10: {path} lacks b'data' and b'labels' (found {keys})")
