@@ -255,8 +255,9 @@ def supports(q, k, v, *, needs_grad: bool = False) -> str | None:
     return None
 
 
-def _band(n: int, m: int, causal: bool, window: int | None, dilation: int):
-    """(lo_off, hi_off, masked) in residue-class units; see the module docstring."""
+def _band(n: int, m: int, causal: bool, window: int | None):
+    """(lo_off, hi_off, masked) in residue-class units, so the same for every dilation; see the
+    module docstring."""
     if window is None:
         far = n + m  # further than any row-key distance: no limit on that side
         if causal:
@@ -327,5 +328,5 @@ def flash_attention(q, k, v, *, causal: bool = False, scale: float | None = None
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     dil = 1 if window is None else int(dilation)
-    band = _band(q.shape[2], k.shape[2], causal, window, dil)
+    band = _band(q.shape[2], k.shape[2], causal, window)
     return _FlashAttention.apply(q, k, v, scale, band, dil)

@@ -12,7 +12,7 @@ import itertools
 
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.registry import get_mixer_info
-from search_spaces.space import Space, StageChoices, _combo_ok, _count_params, with_heads
+from search_spaces.space import Space, StageChoices, _combo_ok, count_choices, with_heads
 from search_spaces.task_io import STEM_FOR_KIND
 
 __all__ = ["sample", "layer_groups"]
@@ -32,7 +32,7 @@ def _suggest(trial, name: str, choices: tuple, full: tuple | None = None, contex
 
 def _sample_mixer(trial, prefix: str, group: tuple, dim: int, heads) -> MixerSpec:
     group = tuple(with_heads(m, heads) for m in group)
-    viable = tuple(m for m in group if _count_params(m, dim))
+    viable = tuple(m for m in group if count_choices(m, dim))
     ctx0 = f"dim={dim}" + ("" if heads is None else f",heads={heads}")
     mtype = _suggest(trial, f"{prefix}.mixer", tuple(m.type for m in viable), tuple(m.type for m in group), ctx0)
     choice = next(m for m in viable if m.type == mtype)

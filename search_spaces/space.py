@@ -56,8 +56,8 @@ from search_spaces.registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
-__all__ = ["Space", "SpaceError", "TaskRef", "load_space", "list_spaces", "parse_space", "parse_space_text",
-           "resolve_space", "task_io", "valid_params", "with_heads", "SPACES_DIR"]
+__all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
+           "parse_space_text", "resolve_space", "task_io", "valid_params", "with_heads", "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
@@ -163,7 +163,7 @@ class Space:
             for dim in s.dim:
                 for depth in s.depth:
                     heads = s.heads_for(depth)
-                    n = lambda group: sum(_count_params(m, dim, heads) for m in group)  # noqa: E731
+                    n = lambda group: sum(count_choices(m, dim, heads) for m in group)  # noqa: E731
                     ffn = ffn_per ** depth if s.ffn_per_layer else ffn_per
                     for pattern in s.pattern:
                         if pattern == "uniform":
@@ -244,7 +244,8 @@ def valid_params(choice: MixerChoice, dim: int, heads: Optional[int] = None):
     return (p for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
 
 
-def _count_params(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
+def count_choices(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
+    """How many parameter combinations of ``choice`` are valid at width ``dim`` (see :func:`valid_params`)."""
     return sum(1 for _ in valid_params(choice, dim, heads))
 
 
@@ -541,7 +542,7 @@ def _check_widths(mixer: dict, dims: tuple, depths: tuple, budget: Optional[int]
             heads = None if budget is None else budget // dp
             for name in ("choices", "a", "b"):
                 group = mixer[name]
-                if group and not any(_count_params(m, d, heads) for m in group):
+                if group and not any(count_choices(m, d, heads) for m in group):
                     what = f"at dim {d}" + ("" if heads is None else f" with {heads} heads per layer (depth {dp})")
                     raise SettingError(f"{sp}.dim", f"no mixer in {sp}.mixer.{name} is valid {what} "
                                                     "(e.g. heads must divide dim)")

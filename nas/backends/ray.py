@@ -86,8 +86,6 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     Returns the number of trials this call finished. Ctrl-C: trials in flight are recorded FAIL
     (``interrupted``), queued again, and KeyboardInterrupt propagates."""
     if config.eval_settings().ladder:
-        from nas.errors import UserError
-
         raise UserError(f"space {config.space!r} has a proxy ladder, which the local backend runs; on the ray "
                         "backend early stopping comes from ASHA: remove `ladder:` or use --backend local")
     opts = ray_options(config)
