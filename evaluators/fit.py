@@ -116,8 +116,8 @@ def _tokens_floor(space: Space) -> int:
     sizes = (io.seq_len,) if io.kind == "signal" else io.image_size
     counts = []
     for p in space.stem_patch:
-        for st in space.stem_stride:
-            step = st or p
+        for stride in space.stem_stride:
+            step = stride or p
             n = 1
             for size in sizes:
                 n *= max(0, (size - p) // step + 1)

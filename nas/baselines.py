@@ -82,8 +82,8 @@ def _layout(space, min_depth: int = 1):
     out = []
     for s in space.stages:
         out.append([_middle(s.dim), _middle(s.downsample), _middle(s.depth), float(_middle(s.ffn_ratio))])
-    if sum(st[2] for st in out) < min_depth:
-        out[-1][2] += min_depth - sum(st[2] for st in out)
+    if sum(stage[2] for stage in out) < min_depth:
+        out[-1][2] += min_depth - sum(stage[2] for stage in out)
     return out
 
 
@@ -93,7 +93,7 @@ def _build(space, mixer_for: Callable[[int, int, int], MixerSpec], min_depth: in
     whole model)."""
     io = space.io
     layout = _layout(space, min_depth)
-    n_layers = sum(st[2] for st in layout)
+    n_layers = sum(stage[2] for stage in layout)
     stem_type = STEM_FOR_KIND[io.kind]
     patch = 1 if stem_type == "embed" else _middle(space.stem_patch)
     stages, layer = [], 0

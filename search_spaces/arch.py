@@ -227,19 +227,19 @@ class ArchSpec:
             raise ArchValidationError("stages", "at least one stage is needed")
 
         for si, stage in enumerate(self.stages):
-            sp = f"stages[{si}]"
+            where = f"stages[{si}]"
             if not isinstance(stage.dim, int) or isinstance(stage.dim, bool) or stage.dim < 1:
-                raise ArchValidationError(f"{sp}.dim", f"{stage.dim!r} must be an integer >= 1")
+                raise ArchValidationError(f"{where}.dim", f"{stage.dim!r} must be an integer >= 1")
             if stage.downsample not in DOWNSAMPLE_TYPES:
-                raise ArchValidationError(f"{sp}.downsample", f"{stage.downsample!r} is not one of {list(DOWNSAMPLE_TYPES)}")
+                raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} is not one of {list(DOWNSAMPLE_TYPES)}")
             if si == 0 and stage.downsample != "none":
-                raise ArchValidationError(f"{sp}.downsample", "the first stage takes the stem's tokens as they are; use the stem's stride")
+                raise ArchValidationError(f"{where}.downsample", "the first stage takes the stem's tokens as they are; use the stem's stride")
             if self.causal and stage.downsample != "none":
-                raise ArchValidationError(f"{sp}.downsample", f"{stage.downsample!r} merges tokens, which a causal model cannot do")
+                raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} merges tokens, which a causal model cannot do")
             if not stage.blocks:
-                raise ArchValidationError(f"{sp}.blocks", "a stage needs at least one block")
+                raise ArchValidationError(f"{where}.blocks", "a stage needs at least one block")
             for bi, block in enumerate(stage.blocks):
-                bp = f"{sp}.blocks[{bi}]"
+                bp = f"{where}.blocks[{bi}]"
                 mixer = block.mixer
                 try:
                     info = get_mixer_info(mixer.type)

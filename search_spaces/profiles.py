@@ -204,9 +204,9 @@ def scale_arch(arch: ArchSpec, profile: Profile) -> ArchSpec:
     if s.identity:
         return arch
     stages = tuple(
-        replace(st, dim=st.dim * s.dim,
-                blocks=tuple(_scaled_block(b, s) for b in st.blocks for _ in range(s.depth)))
-        for st in arch.stages)
+        replace(stage, dim=stage.dim * s.dim,
+                blocks=tuple(_scaled_block(b, s) for b in stage.blocks for _ in range(s.depth)))
+        for stage in arch.stages)
     return replace(arch, stages=stages).validate()
 
 

@@ -67,18 +67,18 @@ def layer_groups(pattern: str, depth: int, split: float = 0.5, every: int = 2) -
     raise ValueError(f"{pattern!r} is not a group pattern")
 
 
-def _sample_stage_mixers(trial, si: int, st: StageChoices, depth: int, dim: int) -> list[MixerSpec]:
-    heads = st.heads_for(depth)
-    pattern = _suggest(trial, f"s{si}.pattern", st.pattern)
+def _sample_stage_mixers(trial, si: int, stage: StageChoices, depth: int, dim: int) -> list[MixerSpec]:
+    heads = stage.heads_for(depth)
+    pattern = _suggest(trial, f"s{si}.pattern", stage.pattern)
     if pattern == "uniform":
-        return [_sample_mixer(trial, f"s{si}", st.mixers, dim, heads)] * depth
+        return [_sample_mixer(trial, f"s{si}", stage.mixers, dim, heads)] * depth
     if pattern == "per_layer":
-        return [_sample_mixer(trial, f"s{si}.b{bi}", st.mixers, dim, heads) for bi in range(depth)]
-    split = _suggest(trial, f"s{si}.split", st.split) if pattern == "a_then_b" else 0.5
-    every = _suggest(trial, f"s{si}.every", st.every) if pattern == "interleave" else 2
+        return [_sample_mixer(trial, f"s{si}.b{bi}", stage.mixers, dim, heads) for bi in range(depth)]
+    split = _suggest(trial, f"s{si}.split", stage.split) if pattern == "a_then_b" else 0.5
+    every = _suggest(trial, f"s{si}.every", stage.every) if pattern == "interleave" else 2
     layout = layer_groups(pattern, depth, split, every)
     chosen = {}
-    for g, group in (("a", st.mixers_a), ("b", st.mixers_b)):
+    for g, group in (("a", stage.mixers_a), ("b", stage.mixers_b)):
         if g in layout:
             chosen[g] = _sample_mixer(trial, f"s{si}.{g}", group, dim, heads)
     return [chosen[g] for g in layout]
@@ -96,19 +96,19 @@ def sample(space: Space, trial) -> ArchSpec:
         stride = 0  # equal to patch: one canonical spelling
     norm = _suggest(trial, "norm", space.norm)
     stages = []
-    for si, st in enumerate(space.stages):
-        depth = _suggest(trial, f"s{si}.depth", st.depth)
-        dim = _suggest(trial, f"s{si}.dim", st.dim)
-        downsample = _suggest(trial, f"s{si}.downsample", st.downsample)
-        mixers = _sample_stage_mixers(trial, si, st, depth, dim)
+    for si, stage in enumerate(space.stages):
+        depth = _suggest(trial, f"s{si}.depth", stage.depth)
+        dim = _suggest(trial, f"s{si}.dim", stage.dim)
+        downsample = _suggest(trial, f"s{si}.downsample", stage.downsample)
+        mixers = _sample_stage_mixers(trial, si, stage, depth, dim)
         shared_ffn = None
-        if not st.ffn_per_layer:
-            shared_ffn = FFNSpec(_suggest(trial, f"s{si}.ffn", st.ffn_type),
-                                 float(_suggest(trial, f"s{si}.ffn_ratio", st.ffn_ratio)))
+        if not stage.ffn_per_layer:
+            shared_ffn = FFNSpec(_suggest(trial, f"s{si}.ffn", stage.ffn_type),
+                                 float(_suggest(trial, f"s{si}.ffn_ratio", stage.ffn_ratio)))
         blocks = []
         for bi, mixer in enumerate(mixers):
-            ffn = shared_ffn or FFNSpec(_suggest(trial, f"s{si}.b{bi}.ffn", st.ffn_type),
-                                        float(_suggest(trial, f"s{si}.b{bi}.ffn_ratio", st.ffn_ratio)))
+            ffn = shared_ffn or FFNSpec(_suggest(trial, f"s{si}.b{bi}.ffn", stage.ffn_type),
+                                        float(_suggest(trial, f"s{si}.b{bi}.ffn_ratio", stage.ffn_ratio)))
             if ffn.type == "none":
                 ffn = FFNSpec("none", 1.0)  # the ratio means nothing without an FFN
             blocks.append(BlockSpec(mixer=mixer, ffn=ffn, norm=norm))

@@ -204,9 +204,9 @@ class Space:
             except SettingError as e:
                 raise SpaceError(src, e.path, e.message) from None
             self._check_stem(profile.task_io(io), f"deploy.{name}", "the stem patch ")
-        for st in self.stem_stride:
-            if st > min(self.stem_patch):
-                raise SpaceError(src, "arch.stem.stride", f"{st} is larger than the smallest patch {min(self.stem_patch)}")
+        for stride in self.stem_stride:
+            if stride > min(self.stem_patch):
+                raise SpaceError(src, "arch.stem.stride", f"{stride} is larger than the smallest patch {min(self.stem_patch)}")
         self.io = io
         return self
 
@@ -482,31 +482,31 @@ def _parse_mixer_group(choices, mp: str) -> tuple:
 
 
 def _parse_stage(s, si: int) -> StageChoices:
-    sp = f"arch.stages[{si}]"
-    check_keys(s, STAGE_KEYS, sp)
+    where = f"arch.stages[{si}]"
+    check_keys(s, STAGE_KEYS, where)
     if s is None:
-        raise SettingError(sp, "must be a mapping with depth, dim and mixer")
+        raise SettingError(where, "must be a mapping with depth, dim and mixer")
     for key in ("depth", "dim", "mixer"):
         if key not in s:
-            raise SettingError(f"{sp}.{key}", "missing required key")
-    depth = _choices(s["depth"], f"{sp}.depth", DEPTH)
-    dim = _choices(s["dim"], f"{sp}.dim", DIM)
-    downsample = _choices(s.get("downsample", "none"), f"{sp}.downsample", DOWNSAMPLE)
+            raise SettingError(f"{where}.{key}", "missing required key")
+    depth = _choices(s["depth"], f"{where}.depth", DEPTH)
+    dim = _choices(s["dim"], f"{where}.dim", DIM)
+    downsample = _choices(s.get("downsample", "none"), f"{where}.downsample", DOWNSAMPLE)
     if si == 0 and downsample != ("none",):
-        raise SettingError(f"{sp}.downsample", "the first stage cannot downsample; use the stem's stride")
-    budget = HEAD_BUDGET.coerce(s["head_budget"], f"{sp}.head_budget") if "head_budget" in s else None
+        raise SettingError(f"{where}.downsample", "the first stage cannot downsample; use the stem's stride")
+    budget = HEAD_BUDGET.coerce(s["head_budget"], f"{where}.head_budget") if "head_budget" in s else None
     for d in depth if budget is not None else ():
         if budget % d:
-            raise SettingError(f"{sp}.depth", f"{d} does not divide head_budget {budget} "
+            raise SettingError(f"{where}.depth", f"{d} does not divide head_budget {budget} "
                                               "(heads per layer = head_budget / depth)")
-    mixer = _parse_mixer(s["mixer"], f"{sp}.mixer")
-    _check_widths(mixer, dim, depth, budget, sp)
-    ffn = check_keys(s.get("ffn"), FFN_KEYS, f"{sp}.ffn")
+    mixer = _parse_mixer(s["mixer"], f"{where}.mixer")
+    _check_widths(mixer, dim, depth, budget, where)
+    ffn = check_keys(s.get("ffn"), FFN_KEYS, f"{where}.ffn")
     return StageChoices(
         depth, dim, downsample, mixer["choices"], mixer["pattern"],
-        ffn_type=_choices(ffn.get("type", "mlp"), f"{sp}.ffn.type", Check(str, choices=tuple(list_ffns()))),
-        ffn_ratio=_choices(ffn.get("ratio", 4), f"{sp}.ffn.ratio", FFN_RATIO),
-        ffn_per_layer=FLAG.coerce(ffn.get("per_layer", False), f"{sp}.ffn.per_layer"),
+        ffn_type=_choices(ffn.get("type", "mlp"), f"{where}.ffn.type", Check(str, choices=tuple(list_ffns()))),
+        ffn_ratio=_choices(ffn.get("ratio", 4), f"{where}.ffn.ratio", FFN_RATIO),
+        ffn_per_layer=FLAG.coerce(ffn.get("per_layer", False), f"{where}.ffn.per_layer"),
         mixers_a=mixer["a"], mixers_b=mixer["b"], split=mixer["split"], every=mixer["every"], head_budget=budget)
 
 
@@ -535,7 +535,7 @@ def _parse_mixer(mixer, mp: str) -> dict:
             "every": _choices(mixer.get("every", 2), f"{mp}.every", EVERY)}
 
 
-def _check_widths(mixer: dict, dims: tuple, depths: tuple, budget: Optional[int], sp: str) -> None:
+def _check_widths(mixer: dict, dims: tuple, depths: tuple, budget: Optional[int], where: str) -> None:
     """Every width must leave at least one valid mixer in each group (heads must divide dim...)."""
     for d in dims:
         for dp in depths:
@@ -544,5 +544,5 @@ def _check_widths(mixer: dict, dims: tuple, depths: tuple, budget: Optional[int]
                 group = mixer[name]
                 if group and not any(count_choices(m, d, heads) for m in group):
                     what = f"at dim {d}" + ("" if heads is None else f" with {heads} heads per layer (depth {dp})")
-                    raise SettingError(f"{sp}.dim", f"no mixer in {sp}.mixer.{name} is valid {what} "
+                    raise SettingError(f"{where}.dim", f"no mixer in {where}.mixer.{name} is valid {what} "
                                                     "(e.g. heads must divide dim)")

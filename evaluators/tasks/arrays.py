@@ -148,8 +148,8 @@ def inspect_arrays(path: str) -> ArraysInfo:
     path = os.path.abspath(os.path.expanduser(path)) if path else ""
     if not path or not os.path.isfile(path):
         return _inspect(path)  # the one-line error
-    st = os.stat(path)
-    return _inspect_cached(path, st.st_mtime_ns, st.st_size)
+    info = os.stat(path)
+    return _inspect_cached(path, info.st_mtime_ns, info.st_size)
 
 
 def _io(info: ArraysInfo) -> TaskIO:

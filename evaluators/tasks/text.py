@@ -97,14 +97,14 @@ def split_of(name: str, val_fraction: float, test_fraction: float) -> tuple[str,
 def _readable(path: str, shown: str) -> int:
     """The size of the regular file ``path``; SettingError (task.params.path) if it cannot be read."""
     try:
-        st = os.stat(path)
+        info = os.stat(path)
     except OSError as e:
         raise SettingError("task.params.path", f"{shown} cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(info.st_mode):
         raise SettingError("task.params.path", f"{shown} is not a regular file")
     if not os.access(path, os.R_OK):
         raise SettingError("task.params.path", f"{shown} cannot be read (permission denied)")
-    return st.st_size
+    return info.st_size
 
 
 def _walk(root: str, pattern: str, stdlib: bool) -> list[tuple[str, str, int]]:
