@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Optional
@@ -164,143 +165,215 @@ pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:10px;font-size:12px;over
 """
 
 
+@dataclass(frozen=True)
+class Section:
+    """One part of the report, in both of its forms."""
+
+    html: str
+    md: str
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """What the sections read: the trials, the objectives, the complete (feasible) trials and the
+    front among them, how many complete trials broke a constraint, and where figures go."""
+
+    df: pd.DataFrame
+    objectives: dict
+    done: pd.DataFrame
+    front: pd.DataFrame
+    n_infeasible: int
+    out_dir: Path
+
+
 def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
                  storage: str = "", title: Optional[str] = None) -> dict:
     """Write ``report.html`` (self-contained), ``report.md`` and the figures it links
     (``front.png``, ``hypervolume.png``, ``arch_<trial>.svg``) into ``out_dir``. Returns the paths."""
-    from nas import plots
-    from nas.hypervolume import hypervolume, hypervolume_history, reference_point
-    from nas.results import feasible_complete, pareto_front
-    from search_spaces import ArchSpec
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    study = df.attrs.get("study", "")
-    cfg = dict(df.attrs.get("config") or {})
-    objectives = dict(df.attrs.get("objectives") or {})
-    env = dict(environment or {})
-    title = title or f"mixer-nas report: study {study}"
-    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    html, md = [], []
+    trials = _trials(df, out_dir)
+    sections = [
+        _search_section(trials, dict(df.attrs.get("config") or {}), df.attrs.get("study", ""), storage),
+        _progress_section(trials),
+        _front_plot_section(trials),
+        _front_table_section(trials),
+        _diagrams_section(trials),
+        _failures_section(df),
+        _environment_section(dict(environment or {})),
+    ]
+    return _write_pages([s for s in sections if s is not None], out_dir,
+                        title or f"mixer-nas report: study {df.attrs.get('study', '')}", storage)
 
-    # ---- config
+
+def _trials(df: pd.DataFrame, out_dir: Path) -> _Trials:
+    from nas.results import feasible_complete, pareto_front
+
+    objectives = dict(df.attrs.get("objectives") or {})
+    done = feasible_complete(df, list(objectives)) if objectives and len(df) else df.iloc[0:0]
+    front = pareto_front(df) if len(done) else done
+    n_infeasible = int((df["state"] == "COMPLETE").sum()) - len(done) if len(df) else 0
+    return _Trials(df, objectives, done, front, n_infeasible, out_dir)
+
+
+def _search_section(t: _Trials, cfg: dict, study: str, storage: str) -> Section:
+    """The search config, the task and constraints of its space file, trials by state; the file."""
     space_yaml = cfg.pop("space_yaml", "")
-    cfg_rows = [["study", study], ["storage", storage or cfg.get("storage", "")],
-                ["space", str(cfg.get("space", ""))],
-                ["objectives", ", ".join(f"{k} ({v})" for k, v in objectives.items())],
-                ["sampler / seed", f"{cfg.get('sampler', '')} / {cfg.get('seed', '')}"],
-                ["budget (trials)", str(cfg.get("trials", ""))], ["backend / workers", f"{cfg.get('backend', '')} / {cfg.get('workers', '')}"]]
+    rows = [["study", study], ["storage", storage or cfg.get("storage", "")],
+            ["space", str(cfg.get("space", ""))],
+            ["objectives", ", ".join(f"{k} ({v})" for k, v in t.objectives.items())],
+            ["sampler / seed", f"{cfg.get('sampler', '')} / {cfg.get('seed', '')}"],
+            ["budget (trials)", str(cfg.get("trials", ""))],
+            ["backend / workers", f"{cfg.get('backend', '')} / {cfg.get('workers', '')}"]]
+    _add_space_rows(rows, space_yaml)
+    counts = t.df["state"].value_counts().to_dict() if len(t.df) else {}
+    rows.append(["trials by state", ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "none"])
+    if t.n_infeasible:
+        rows.append(["feasible trials", f"{len(t.done)} of {len(t.done) + t.n_infeasible} complete trials satisfy "
+                                        "the constraints; only those count for fronts and hypervolume"])
+    html = "<h2>Search</h2>" + _html_table(rows, ["", ""], "kv")
+    md = "## Search\n\n" + _md_table(rows, ["key", "value"])
+    if space_yaml:
+        html += f"<details><summary>search space file</summary><pre>{escape(space_yaml)}</pre></details>"
+        md += ("\n\n<details><summary>search space file</summary>\n\n```yaml\n" + space_yaml.rstrip()
+               + "\n```\n</details>")
+    return Section(html, md)
+
+
+def _add_space_rows(rows: list, space_yaml: str) -> None:
+    """The task (after the space row) and the constraints of the stored space file, if it says."""
     try:
         import yaml
 
         space = yaml.safe_load(space_yaml) if space_yaml else {}
         if isinstance(space, dict) and space.get("task"):
             task = space["task"] if isinstance(space["task"], dict) else {"name": space["task"]}
-            cfg_rows.insert(3, ["task", f"{task.get('name')} {json.dumps(task.get('params', {}))}"])
+            rows.insert(3, ["task", f"{task.get('name')} {json.dumps(task.get('params', {}))}"])
         if isinstance(space, dict) and space.get("constraints"):
-            cfg_rows.append(["constraints", json.dumps(space["constraints"])])
+            rows.append(["constraints", json.dumps(space["constraints"])])
     except Exception:  # a report never fails on a cosmetic detail
         pass
-    counts = df["state"].value_counts().to_dict() if len(df) else {}
-    cfg_rows.append(["trials by state", ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "none"])
-    done = feasible_complete(df, list(objectives)) if objectives and len(df) else df.iloc[0:0]
-    front = pareto_front(df) if len(done) else done
-    n_infeasible = int((df["state"] == "COMPLETE").sum()) - len(done) if len(df) else 0
-    if n_infeasible:
-        cfg_rows.append(["feasible trials", f"{len(done)} of {len(done) + n_infeasible} complete trials satisfy the "
-                                            "constraints; only those count for fronts and hypervolume"])
-    html.append("<h2>Search</h2>" + _html_table(cfg_rows, ["", ""], "kv"))
-    md.append("## Search\n\n" + _md_table(cfg_rows, ["key", "value"]))
-    if space_yaml:
-        html.append(f"<details><summary>search space file</summary><pre>{escape(space_yaml)}</pre></details>")
-        md.append("<details><summary>search space file</summary>\n\n```yaml\n" + space_yaml.rstrip() + "\n```\n</details>")
 
-    # ---- progress
-    if len(done):
-        ref = reference_point(df)
-        hist = hypervolume_history(df, reference=ref)
-        hv = hypervolume(df, reference=ref)
-        ref_txt = ", ".join(f"{k} = {v:.4g}" for k, v in ref.items())
-        what = "complete trials that satisfy the constraints" if n_infeasible else "complete trials"
-        note = (f"Hypervolume of the front of the first k {what} (trial order), against the reference point "
-                f"{ref_txt}: per objective the worst such value moved by 10% of the range. Final: {hv:.4g}.")
-        fig = plots.hypervolume_figure(hist)
-        fig.savefig(out_dir / "hypervolume.png", dpi=110)
-        html.append(f"<h2>Progress</h2><p class='note'>{escape(note)}</p><div class='fig'>{plots.figure_svg(fig)}</div>")
-        md.append(f"## Progress\n\n{note}\n\n![hypervolume over trials](hypervolume.png)")
 
-        pairs = plots.axes_pairs(df)
-        fig = plots.front_figure(df, pairs, "arch.family" if "arch.family" in df.columns else None,
-                                 panel_size=(7.5, 4.8) if len(pairs) == 1 else (5.4, 4.2))
-        fig.savefig(out_dir / "front.png", dpi=110)
-        html.append(f"<h2>Pareto front</h2><div class='fig'>{plots.figure_svg(fig)}</div>")
-        md.append("## Pareto front\n\n![front](front.png)")
-    else:
-        none = "No complete trial satisfies the constraints yet." if n_infeasible else "No complete trials yet."
-        html.append(f"<h2>Pareto front</h2><p>{none}</p>")
-        md.append(f"## Pareto front\n\n{none}")
+def _progress_section(t: _Trials) -> Optional[Section]:
+    """The hypervolume of the front of the first k trials against k (none before a complete trial)."""
+    from nas import plots
+    from nas.hypervolume import hypervolume, hypervolume_history, reference_point
 
-    # ---- front table
-    if len(front):
-        cols = [c for c in _front_columns(df) if c in front.columns]
-        if "baseline" in cols and not front["baseline"].notna().any():
-            cols.remove("baseline")
-        arrows = {k: (" ↑" if v == "maximize" else " ↓") for k, v in objectives.items()}
-        header = ["trial" if c == "number" else "architecture" if c == "summary" else c + arrows.get(c, "") for c in cols]
-        rows = [[_fmt(int(r["number"])) if c == "number" else _fmt(r[c]) for c in cols] for _, r in front.iterrows()]
-        pool = f"{len(done)} {'feasible ' if n_infeasible else ''}complete trials"
-        html.append(f"<p>{len(front)} of {pool} are on the front (sorted by {next(iter(objectives))}).</p>"
-                    + _html_table(rows, header, "front"))
-        md.append(f"{len(front)} of {pool} are on the front.\n\n" + _md_table(rows, header))
+    if not len(t.done):
+        return None
+    ref = reference_point(t.df)
+    hist = hypervolume_history(t.df, reference=ref)
+    hv = hypervolume(t.df, reference=ref)
+    ref_txt = ", ".join(f"{k} = {v:.4g}" for k, v in ref.items())
+    what = "complete trials that satisfy the constraints" if t.n_infeasible else "complete trials"
+    note = (f"Hypervolume of the front of the first k {what} (trial order), against the reference point "
+            f"{ref_txt}: per objective the worst such value moved by 10% of the range. Final: {hv:.4g}.")
+    fig = plots.hypervolume_figure(hist)
+    fig.savefig(t.out_dir / "hypervolume.png", dpi=110)
+    return Section(f"<h2>Progress</h2><p class='note'>{escape(note)}</p><div class='fig'>{plots.figure_svg(fig)}</div>",
+                   f"## Progress\n\n{note}\n\n![hypervolume over trials](hypervolume.png)")
 
-        # ---- diagrams
-        fams = set()
-        diagrams, md_d = [], []
-        for _, r in front.iterrows():
-            if not r.get("arch_json"):
-                continue
-            arch = ArchSpec.from_json(r["arch_json"])
-            from search_spaces import get_mixer_info, list_mixers
 
-            fams |= {get_mixer_info(t).family for t in arch.mixer_types() if t in list_mixers()}
-            obj_txt = ", ".join(f"{k} {_fmt(r[k])}" for k in objectives)
-            base = f" · baseline {r['baseline']}" if isinstance(r.get("baseline"), str) and r["baseline"] else ""
-            params = f" · {_fmt(r['params'])} params" if "params" in r and r["params"] == r["params"] else ""
-            cap = f"trial {int(r['number'])}{base}: {obj_txt}{params}"
-            svg = arch_svg(arch, cap)
-            name = f"arch_{int(r['number'])}.svg"
-            (out_dir / name).write_text(svg, encoding="utf-8")
-            diagrams.append(f"<div class='arch'>{svg}</div>")
-            md_d.append(f"### {cap}\n\n`{arch.summary()}`\n\n![trial {int(r['number'])}]({name})")
-        html.append("<h2>Front architectures</h2><p class='note'>Stage by stage, one box per layer: mixer and its key "
-                    "parameters (h = heads), FFN type × ratio below the line. Box height grows with the stage width; "
-                    "colour is the mixer family:</p><p>" + _legend_svg(sorted(fams)) + "</p>" + "<div class='archs'>" + "".join(diagrams) + "</div>")
-        md.append("## Front architectures\n\n" + "\n\n".join(md_d))
+def _front_plot_section(t: _Trials) -> Section:
+    """The front plot (one panel per pair of objectives), or why there is none yet."""
+    from nas import plots
 
-    # ---- failures
+    if not len(t.done):
+        none = "No complete trial satisfies the constraints yet." if t.n_infeasible else "No complete trials yet."
+        return Section(f"<h2>Pareto front</h2><p>{none}</p>", f"## Pareto front\n\n{none}")
+    pairs = plots.axes_pairs(t.df)
+    fig = plots.front_figure(t.df, pairs, "arch.family" if "arch.family" in t.df.columns else None,
+                             panel_size=(7.5, 4.8) if len(pairs) == 1 else (5.4, 4.2))
+    fig.savefig(t.out_dir / "front.png", dpi=110)
+    return Section(f"<h2>Pareto front</h2><div class='fig'>{plots.figure_svg(fig)}</div>",
+                   "## Pareto front\n\n![front](front.png)")
+
+
+def _front_table_section(t: _Trials) -> Optional[Section]:
+    """The front as a table: objectives (with their direction), costs, baseline, architecture."""
+    front = t.front
+    if not len(front):
+        return None
+    cols = [c for c in _front_columns(t.df) if c in front.columns]
+    if "baseline" in cols and not front["baseline"].notna().any():
+        cols.remove("baseline")
+    arrows = {k: (" ↑" if v == "maximize" else " ↓") for k, v in t.objectives.items()}
+    header = ["trial" if c == "number" else "architecture" if c == "summary" else c + arrows.get(c, "") for c in cols]
+    rows = [[_fmt(int(r["number"])) if c == "number" else _fmt(r[c]) for c in cols] for _, r in front.iterrows()]
+    pool = f"{len(t.done)} {'feasible ' if t.n_infeasible else ''}complete trials"
+    return Section(f"<p>{len(front)} of {pool} are on the front (sorted by {next(iter(t.objectives))}).</p>"
+                   + _html_table(rows, header, "front"),
+                   f"{len(front)} of {pool} are on the front.\n\n" + _md_table(rows, header))
+
+
+def _diagrams_section(t: _Trials) -> Optional[Section]:
+    """One layer diagram per front architecture (also written as ``arch_<trial>.svg``), with a legend."""
+    from search_spaces import ArchSpec, get_mixer_info, list_mixers
+
+    if not len(t.front):
+        return None
+    fams, diagrams, md = set(), [], []
+    for _, r in t.front.iterrows():
+        if not r.get("arch_json"):
+            continue
+        arch = ArchSpec.from_json(r["arch_json"])
+        fams |= {get_mixer_info(m).family for m in arch.mixer_types() if m in list_mixers()}
+        cap = _caption(r, t.objectives)
+        svg = arch_svg(arch, cap)
+        name = f"arch_{int(r['number'])}.svg"
+        (t.out_dir / name).write_text(svg, encoding="utf-8")
+        diagrams.append(f"<div class='arch'>{svg}</div>")
+        md.append(f"### {cap}\n\n`{arch.summary()}`\n\n![trial {int(r['number'])}]({name})")
+    html = ("<h2>Front architectures</h2><p class='note'>Stage by stage, one box per layer: mixer and its key "
+            "parameters (h = heads), FFN type × ratio below the line. Box height grows with the stage width; "
+            "colour is the mixer family:</p><p>" + _legend_svg(sorted(fams)) + "</p>" + "<div class='archs'>"
+            + "".join(diagrams) + "</div>")
+    return Section(html, "## Front architectures\n\n" + "\n\n".join(md))
+
+
+def _caption(r, objectives: dict) -> str:
+    """A front trial's caption: number, baseline, objective values, parameters."""
+    obj_txt = ", ".join(f"{k} {_fmt(r[k])}" for k in objectives)
+    base = f" · baseline {r['baseline']}" if isinstance(r.get("baseline"), str) and r["baseline"] else ""
+    params = f" · {_fmt(r['params'])} params" if "params" in r and r["params"] == r["params"] else ""
+    return f"trial {int(r['number'])}{base}: {obj_txt}{params}"
+
+
+def _failures_section(df: pd.DataFrame) -> Optional[Section]:
+    """Failed and pruned trials with their reasons."""
     bad = df[df["state"].isin(("FAIL", "PRUNED"))] if len(df) else df
-    if len(bad):
-        rows = [[str(int(r["number"])), r["state"].lower(), _fmt(r.get("error")), _fmt(r.get("summary"))]
-                for _, r in bad.iterrows()]
-        html.append("<h2>Failed and pruned trials</h2>" + _html_table(rows, ["trial", "state", "reason", "architecture"]))
-        md.append("## Failed and pruned trials\n\n" + _md_table(rows, ["trial", "state", "reason", "architecture"]))
+    if not len(bad):
+        return None
+    rows = [[str(int(r["number"])), r["state"].lower(), _fmt(r.get("error")), _fmt(r.get("summary"))]
+            for _, r in bad.iterrows()]
+    header = ["trial", "state", "reason", "architecture"]
+    return Section("<h2>Failed and pruned trials</h2>" + _html_table(rows, header),
+                   "## Failed and pruned trials\n\n" + _md_table(rows, header))
 
-    # ---- environment
+
+def _environment_section(env: dict) -> Section:
+    """Where the trials were measured (stored with the study) and the versions writing the report."""
     import optuna
 
     versions = {"mixer-nas": _version(), "optuna": optuna.__version__, "pandas": pd.__version__}
-    env_rows = [[k, str(v)] for k, v in env.items()] + [[f"{k} (report)", v] for k, v in versions.items()]
-    html.append("<h2>Environment</h2><p class='note'>Where the trials were measured (stored with the study), and "
-                "the versions that wrote this report.</p>" + _html_table(env_rows, ["", ""], "kv"))
-    md.append("## Environment\n\n" + _md_table(env_rows, ["key", "value"]))
+    rows = [[k, str(v)] for k, v in env.items()] + [[f"{k} (report)", v] for k, v in versions.items()]
+    return Section("<h2>Environment</h2><p class='note'>Where the trials were measured (stored with the study), and "
+                   "the versions that wrote this report.</p>" + _html_table(rows, ["", ""], "kv"),
+                   "## Environment\n\n" + _md_table(rows, ["key", "value"]))
 
+
+def _write_pages(sections: list, out_dir: Path, title: str, storage: str) -> dict:
+    """``report.html`` and ``report.md``: a title and the time, then the sections in order."""
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     head = (f"<h1>{escape(title)}</h1><p class='meta'>written {now} by <code>nas report</code>"
             f"{' from ' + escape(storage) if storage else ''}</p>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{head}{''.join(html)}</body></html>")
+            f"<style>{CSS}</style></head><body>{head}{''.join(s.html for s in sections)}</body></html>")
     paths = {"html": out_dir / "report.html", "md": out_dir / "report.md"}
     paths["html"].write_text(page, encoding="utf-8")
-    paths["md"].write_text(f"# {title}\n\nwritten {now} by `nas report`\n\n" + "\n\n".join(md) + "\n", encoding="utf-8")
+    paths["md"].write_text(f"# {title}\n\nwritten {now} by `nas report`\n\n" + "\n\n".join(s.md for s in sections)
+                           + "\n", encoding="utf-8")
     return paths
 
 
