@@ -15,8 +15,7 @@ import nas
 from nas.model_io import CHECKPOINT_FILE, WEIGHTS_FILE
 from nas.train_run import train
 from nas.train_spec import spec_from_trial
-from tests.cli_helpers import NAS, assert_one_line_error, invoke, write_space
-from tests.test_crash import default_stop_signals
+from tests.cli_helpers import NAS, assert_one_line_error, default_stop_signals, invoke, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +81,7 @@ def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(study_dir, r
     rc, stderr = _stop_after_first_checkpoint(study_dir, out, sig)
     assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM), stderr
     if sig == signal.SIGTERM:
-        assert "checkpoint saved" in stderr and "Traceback" not in stderr, stderr
+        assert "resume from the last checkpoint" in stderr and "Traceback" not in stderr, stderr
     step = torch.load(study_dir / out / CHECKPOINT_FILE, weights_only=True)["loop"]["step"]
     assert 2 <= step < STEPS, step  # stopped mid-run, after a checkpoint
     assert not (study_dir / out / WEIGHTS_FILE).exists()
@@ -175,6 +174,7 @@ def test_trials_from_front_trains_each_member(study_dir):
         assert json.loads((study_dir / "front" / f"trial-{n}" / "train.json").read_text())["source"]["trial"] == n
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in favour of torch.export
 def test_export_model_torchscript_matches(study_dir, reference):
     ref_dir, ref_model = reference
     r = invoke("export-model", ref_dir, "--format", "torchscript", "--out", study_dir / "m.pt", cwd=study_dir, check=True)
@@ -183,3 +183,16 @@ def test_export_model_torchscript_matches(study_dir, reference):
     x = torch.randint(0, 16, (5, 8))
     with torch.no_grad():
         assert torch.equal(scripted(x), ref_model(x))
+
+
+def test_arch_file_trains_on_a_space_with_the_same_task_only(study_dir, reference):
+    ref_dir, _ = reference
+    invoke("train", "--arch", ref_dir / "arch.json", "--space", "space.yaml", "--steps", 2, "--out", "from-arch",
+           cwd=study_dir, check=True)
+    run = json.loads((study_dir / "from-arch" / "train.json").read_text())
+    assert run["arch_id"] == json.loads((ref_dir / "train.json").read_text())["arch_id"]
+    assert run["source"] == {"arch": str(ref_dir / "arch.json")} and run["train"]["steps"] == 2
+    write_space(study_dir, name="other2.yaml", text=SPACE.replace("n_test: 16", "n_test: 17"))
+    r = invoke("train", "--arch", ref_dir, "--space", "other2.yaml", "--steps", 2, "--out", "x", cwd=study_dir)
+    assert_one_line_error(r, f"--arch {ref_dir}: it was trained on task mqar", "not on space t16's task")
+    assert not (study_dir / "x").exists()

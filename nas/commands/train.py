@@ -93,10 +93,10 @@ def train_cmd(
     from_front: bool = typer.Option(False, "--trials-from-front", help="train every Pareto-front trial, each into OUT/trial-N"),
     arch: Optional[str] = typer.Option(None, "--arch", help="arch JSON file (or a `nas train` folder) instead of a trial; needs --space"),
     space: Optional[str] = typer.Option(None, "--space", help="space (name or file) whose task and training settings to use "
-                                                              "[default: the study's]; its task must be the one searched on"),
+                                                              "(default: the study's); its task must be the one searched on"),
     steps: int = checked_option(..., "--steps", check=STEPS, help="training steps (the full budget)"),
     out_dir: Path = typer.Option(..., "--out", help="output folder; run again with the same folder to resume"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the initial weights and batch order [default: the study's]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the initial weights and batch order (default: the study's)"),
     checkpoint_every: int = checked_option(200, "--checkpoint-every", check=CHECKPOINT_EVERY, help="steps between checkpoints"),
     eval_samples: int = checked_option(0, "--eval-samples", check=EVAL_SAMPLES, help="test samples for the final evaluation (0 = all)"),
     plugin: List[str] = PluginOpt,
@@ -108,16 +108,17 @@ def train_cmd(
 
     specs = _specs(study, storage, trial, from_front, arch, space, steps, seed, plugin)
     outs = [out_dir / f"trial-{s.source['trial']}" for s in specs] if from_front else [out_dir]
-    for spec, folder in zip(specs, outs):  # every folder is checked before anything is written
-        check_out_dir(folder, spec)
-    for spec, folder in zip(specs, outs):
-        err.print(f"training {spec.describe()} for {spec.steps} steps into {folder}", highlight=False, markup=False)
+    states = [check_out_dir(folder, spec) for spec, folder in zip(specs, outs)]  # all, before anything is written
+    for spec, folder, state in zip(specs, outs, states):
+        if state != "done":
+            err.print(f"training {spec.describe()} for {spec.steps} steps into {folder}", highlight=False, markup=False)
         with StepProgress(spec.steps, folder.name or str(folder)) as progress:
             try:
                 metrics, _ = train(spec, folder, checkpoint_every=checkpoint_every, eval_samples=eval_samples,
                                    on_step=progress, log=lambda m: err.print(m, highlight=False, markup=False))
             except KeyboardInterrupt:
-                err.print(f"checkpoint saved in {folder}; run the same command again to resume", highlight=False)
+                err.print(f"stopped; run the same command again to resume from the last checkpoint in {folder}",
+                          highlight=False, markup=False)
                 raise
         _print_metrics(metrics, f"{folder}: {spec.arch.summary()} (test split)")
 
@@ -127,7 +128,7 @@ def train_cmd(
 def export_model_cmd(
     folder: Path = typer.Argument(..., help="a `nas train` output folder"),
     format: str = typer.Option("torchscript", "--format", help="torchscript | onnx"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write [default: FOLDER/model.torchscript.pt or FOLDER/model.onnx]"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: FOLDER/model.torchscript.pt or FOLDER/model.onnx)"),
 ):
     """Export a trained model (fixed input shape, any batch size) and check the file's outputs
     against the model's."""
