@@ -18,12 +18,14 @@ import contextlib
 import os
 import signal
 import threading
+from typing import Optional
 
-__all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "handling", "reinstall", "signal_number"]
+__all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "handling", "received", "reinstall",
+           "signal_number"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-_state = {"depth": 0, "defer": 0, "pending": None, "stopping": False, "previous": {}}
+_state = {"depth": 0, "defer": 0, "pending": None, "stopping": False, "received": None, "previous": {}}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -50,6 +52,7 @@ def _on_signal(signum, _frame):
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    _state["received"] = _state["received"] or signum
     if _state["defer"]:
         _state["pending"] = _state["pending"] or signum
         return
@@ -64,6 +67,13 @@ def _install() -> None:
             continue  # started ignored (nohup, a background job): leave it so
         _state["previous"][s] = current
         signal.signal(s, _on_signal)
+
+
+def received() -> Optional[Interrupted]:
+    """The stop signal this process got inside :func:`handling`, as the exception it raised (or would
+    have: code that catches KeyboardInterrupt itself, such as Ray Tune's run loop, may have swallowed
+    it); None when none came."""
+    return None if _state["received"] is None else Interrupted(_state["received"])
 
 
 def reinstall() -> None:
@@ -82,7 +92,7 @@ def handling():
         yield
         return
     if _state["depth"] == 0:
-        _state.update(stopping=False, pending=None, defer=0, previous={})
+        _state.update(stopping=False, pending=None, received=None, defer=0, previous={})
         _install()
     _state["depth"] += 1
     try:

@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 import nas
-from tests.cli_helpers import NAS, write_space
+from tests.cli_helpers import NAS, default_stop_signals, write_space
 
 pytest.importorskip("ray")  # the backend under test
 
@@ -80,27 +80,61 @@ def ray_env():
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_driver_sigkill_then_resume_continues_the_study(tmp_path, ray_env):
-    env = ray_env
+def _start_driver(tmp_path, env, log, url) -> subprocess.Popen:
+    """A 2-worker Ray search of TRIALS trials (study "d" at ``url``) writing to ``log``."""
     space = write_space(tmp_path, steps=200)
+    with open(log, "w") as out:
+        return subprocess.Popen([*NAS, "search", "--space", str(space), "--study", "d", "--storage", url,
+                                 "--trials", str(TRIALS), "--backend", "ray", "--workers", "2", "--heartbeat", "1",
+                                 "--sampler", "random", "--no-early-stop"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=default_stop_signals)
+
+
+def _wait_in_flight(driver, url, log, complete: bool) -> None:
+    """Until a trial is RUNNING on a worker (and, with ``complete``, another one is COMPLETE)."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert driver.poll() is None, f"driver exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no COMPLETE and RUNNING trials together:\n{log.read_text()}"
+        trials = _snapshot(url, "d").values()
+        if ((any(t.state == TrialState.COMPLETE for t in trials) or not complete)
+                and any(t.state == TrialState.RUNNING and "arch_id" in t.user_attrs for t in trials)):
+            return
+        time.sleep(0.2)
+
+
+def test_driver_sigterm_records_and_requeues_its_trials(tmp_path, ray_env):
+    """SIGTERM (a scheduler's or a container's stop) while Ray Tune runs: as Ctrl-C, the trials in
+    flight are recorded and queued again and the resume command printed; exit code 143."""
     url = f"sqlite:///{tmp_path}/d.db"
     log = tmp_path / "driver.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen([*NAS, "search", "--space", str(space), "--study", "d", "--storage", url,
-                                   "--trials", str(TRIALS), "--backend", "ray", "--workers", "2", "--heartbeat", "1",
-                                   "--sampler", "random", "--no-early-stop"],
-                                  cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+    driver = _start_driver(tmp_path, ray_env, log, url)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert driver.poll() is None, f"driver exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no COMPLETE and RUNNING trials together:\n{log.read_text()}"
-            trials = _snapshot(url, "d").values()
-            if (any(t.state == TrialState.COMPLETE for t in trials)
-                    and any(t.state == TrialState.RUNNING and "arch_id" in t.user_attrs for t in trials)):
-                break
-            time.sleep(0.2)
+        _wait_in_flight(driver, url, log, complete=False)
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=120)
+    finally:
+        driver.kill()
+        driver.wait()
+    said = log.read_text()
+    assert driver.returncode == 143, said
+    assert f"terminated by SIGTERM: 0/{TRIALS} trials finished and saved. Resume with:\n  nas resume --study d" in said
+    trials = _snapshot(url, "d").values()
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and not [t for t in trials if t.state == TrialState.RUNNING], [(t.number, t.state) for t in trials]
+    assert {t.user_attrs["error"] for t in stopped} == {"interrupted by SIGTERM; queued again for the next run"}
+    queued = sorted(t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING)
+    assert queued == sorted(t.number for t in stopped)
+
+
+def test_driver_sigkill_then_resume_continues_the_study(tmp_path, ray_env):
+    env = ray_env
+    url = f"sqlite:///{tmp_path}/d.db"
+    log = tmp_path / "driver.log"
+    driver = _start_driver(tmp_path, env, log, url)
+    try:
+        _wait_in_flight(driver, url, log, complete=True)
         driver.send_signal(signal.SIGKILL)  # the driver only: its Ray is orphaned
         driver.wait()
     finally:

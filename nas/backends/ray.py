@@ -146,12 +146,14 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
                 ),
             )
             tuner.fit()
-        interrupted = searcher.abandon_live(KeyboardInterrupt())  # Tune stopped on a Ctrl-C of its own
-        if interrupted:
-            raise KeyboardInterrupt(f"trials {interrupted} interrupted")
-    except KeyboardInterrupt as e:
-        searcher.abandon_live(e)
-        raise
+        # Tune ends its run early on a Ctrl-C (its own handler) or when its loop caught our stop signal
+        stop = interrupts.received() or KeyboardInterrupt()
+        if searcher.abandon_live(stop) or interrupts.received():
+            raise stop
+    except KeyboardInterrupt as e:  # Tune may re-raise a SIGTERM as a plain KeyboardInterrupt
+        stop = interrupts.received() or e
+        searcher.abandon_live(stop)
+        raise stop
     finally:
         searcher.close()
         if started:
