@@ -206,69 +206,82 @@ class ArchSpec:
     # ----------------------------------------------------------------- validation
     def validate(self) -> "ArchSpec":
         """Check every rule; raise ArchValidationError naming the path. Returns self."""
-        from search_spaces.ffn import FFNS
-        from search_spaces.registries import UnknownName
-        from search_spaces.registry import get_mixer_info
-
-        stem = self.stem
-        if stem.type not in STEM_TYPES:
-            raise ArchValidationError("stem.type", f"{stem.type!r} is not one of {list(STEM_TYPES)}")
-        if not isinstance(stem.patch, int) or stem.patch < 1:
-            raise ArchValidationError("stem.patch", f"{stem.patch!r} must be an integer >= 1")
-        if not isinstance(stem.stride, int) or stem.stride < 0:
-            raise ArchValidationError("stem.stride", f"{stem.stride!r} must be an integer >= 0")
-        if stem.stride > stem.patch:
-            raise ArchValidationError("stem.stride", f"{stem.stride} is larger than patch {stem.patch} (tokens would skip input)")
-        if stem.type == "embed" and stem.patch != 1:
-            raise ArchValidationError("stem.patch", "an embedding stem has patch 1")
-        if self.causal and stem.type != "embed" and stem.patch != 1:
-            raise ArchValidationError("stem.patch", "a causal model needs patch 1 (a patch mixes future samples)")
+        _check_stem(self.stem, self.causal)
         if not self.stages:
             raise ArchValidationError("stages", "at least one stage is needed")
-
         for si, stage in enumerate(self.stages):
-            where = f"stages[{si}]"
-            if not isinstance(stage.dim, int) or isinstance(stage.dim, bool) or stage.dim < 1:
-                raise ArchValidationError(f"{where}.dim", f"{stage.dim!r} must be an integer >= 1")
-            if stage.downsample not in DOWNSAMPLE_TYPES:
-                raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} is not one of {list(DOWNSAMPLE_TYPES)}")
-            if si == 0 and stage.downsample != "none":
-                raise ArchValidationError(f"{where}.downsample", "the first stage takes the stem's tokens as they are; use the stem's stride")
-            if self.causal and stage.downsample != "none":
-                raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} merges tokens, which a causal model cannot do")
-            if not stage.blocks:
-                raise ArchValidationError(f"{where}.blocks", "a stage needs at least one block")
+            _check_stage(stage, f"stages[{si}]", first=si == 0, causal=self.causal)
             for bi, block in enumerate(stage.blocks):
-                bp = f"{where}.blocks[{bi}]"
-                mixer = block.mixer
-                try:
-                    info = get_mixer_info(mixer.type)
-                except UnknownName as e:
-                    raise ArchValidationError(f"{bp}.mixer.type", str(e)) from None
-                if self.causal and not info.causal:
-                    raise ArchValidationError(f"{bp}.mixer.type", f"{mixer.type} does not support causal use")
-                if stem.type != "patch2d" and info.needs_2d:
-                    raise ArchValidationError(f"{bp}.mixer.type", f"{mixer.type} needs 2-D tokens (a patch2d stem)")
-                for pname, value in mixer.params.items():
-                    if pname not in info.params:
-                        raise ArchValidationError(
-                            f"{bp}.mixer.{pname}",
-                            f"{mixer.type} has no parameter {pname!r}; it takes {sorted(info.params)}",
-                        )
-                    err = info.params[pname].check(value)
-                    if err:
-                        raise ArchValidationError(f"{bp}.mixer.{pname}", err)
-                for rule in info.rules:
-                    err = rule(stage.dim, {**info.defaults(), **mixer.params})
-                    if err:
-                        field_name, msg = err
-                        raise ArchValidationError(f"{bp}.mixer.{field_name}", msg)
-                try:
-                    FFNS.get(block.ffn.type)
-                except UnknownName as e:
-                    raise ArchValidationError(f"{bp}.ffn.type", str(e)) from None
-                if not isinstance(block.ffn.ratio, (int, float)) or block.ffn.ratio <= 0:
-                    raise ArchValidationError(f"{bp}.ffn.ratio", f"{block.ffn.ratio!r} must be a number > 0")
-                if block.norm not in NORM_PLACEMENTS:
-                    raise ArchValidationError(f"{bp}.norm", f"{block.norm!r} is not one of {list(NORM_PLACEMENTS)}")
+                _check_block(block, f"stages[{si}].blocks[{bi}]", dim=stage.dim, stem=self.stem, causal=self.causal)
         return self
+
+
+def _check_stem(stem: StemSpec, causal: bool) -> None:
+    if stem.type not in STEM_TYPES:
+        raise ArchValidationError("stem.type", f"{stem.type!r} is not one of {list(STEM_TYPES)}")
+    if not isinstance(stem.patch, int) or stem.patch < 1:
+        raise ArchValidationError("stem.patch", f"{stem.patch!r} must be an integer >= 1")
+    if not isinstance(stem.stride, int) or stem.stride < 0:
+        raise ArchValidationError("stem.stride", f"{stem.stride!r} must be an integer >= 0")
+    if stem.stride > stem.patch:
+        raise ArchValidationError("stem.stride", f"{stem.stride} is larger than patch {stem.patch} (tokens would skip input)")
+    if stem.type == "embed" and stem.patch != 1:
+        raise ArchValidationError("stem.patch", "an embedding stem has patch 1")
+    if causal and stem.type != "embed" and stem.patch != 1:
+        raise ArchValidationError("stem.patch", "a causal model needs patch 1 (a patch mixes future samples)")
+
+
+def _check_stage(stage: StageSpec, where: str, *, first: bool, causal: bool) -> None:
+    """The stage's own fields (its blocks are checked one by one)."""
+    if not isinstance(stage.dim, int) or isinstance(stage.dim, bool) or stage.dim < 1:
+        raise ArchValidationError(f"{where}.dim", f"{stage.dim!r} must be an integer >= 1")
+    if stage.downsample not in DOWNSAMPLE_TYPES:
+        raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} is not one of {list(DOWNSAMPLE_TYPES)}")
+    if first and stage.downsample != "none":
+        raise ArchValidationError(f"{where}.downsample", "the first stage takes the stem's tokens as they are; use the stem's stride")
+    if causal and stage.downsample != "none":
+        raise ArchValidationError(f"{where}.downsample", f"{stage.downsample!r} merges tokens, which a causal model cannot do")
+    if not stage.blocks:
+        raise ArchValidationError(f"{where}.blocks", "a stage needs at least one block")
+
+
+def _check_block(block: BlockSpec, bp: str, *, dim: int, stem: StemSpec, causal: bool) -> None:
+    """One block at path ``bp`` in a stage of width ``dim``: its mixer, FFN and norm placement."""
+    from search_spaces.ffn import FFNS
+    from search_spaces.registries import UnknownName
+
+    _check_mixer(block.mixer, f"{bp}.mixer", dim=dim, stem=stem, causal=causal)
+    try:
+        FFNS.get(block.ffn.type)
+    except UnknownName as e:
+        raise ArchValidationError(f"{bp}.ffn.type", str(e)) from None
+    if not isinstance(block.ffn.ratio, (int, float)) or block.ffn.ratio <= 0:
+        raise ArchValidationError(f"{bp}.ffn.ratio", f"{block.ffn.ratio!r} must be a number > 0")
+    if block.norm not in NORM_PLACEMENTS:
+        raise ArchValidationError(f"{bp}.norm", f"{block.norm!r} is not one of {list(NORM_PLACEMENTS)}")
+
+
+def _check_mixer(mixer: MixerSpec, mp: str, *, dim: int, stem: StemSpec, causal: bool) -> None:
+    """A mixer against its registration: known, usable here, each parameter allowed, every rule kept."""
+    from search_spaces.registries import UnknownName
+    from search_spaces.registry import get_mixer_info
+
+    try:
+        info = get_mixer_info(mixer.type)
+    except UnknownName as e:
+        raise ArchValidationError(f"{mp}.type", str(e)) from None
+    if causal and not info.causal:
+        raise ArchValidationError(f"{mp}.type", f"{mixer.type} does not support causal use")
+    if stem.type != "patch2d" and info.needs_2d:
+        raise ArchValidationError(f"{mp}.type", f"{mixer.type} needs 2-D tokens (a patch2d stem)")
+    for pname, value in mixer.params.items():
+        if pname not in info.params:
+            raise ArchValidationError(f"{mp}.{pname}", f"{mixer.type} has no parameter {pname!r}; it takes {sorted(info.params)}")
+        err = info.params[pname].check(value)
+        if err:
+            raise ArchValidationError(f"{mp}.{pname}", err)
+    for rule in info.rules:
+        err = rule(dim, {**info.defaults(), **mixer.params})
+        if err:
+            field_name, msg = err
+            raise ArchValidationError(f"{mp}.{field_name}", msg)
