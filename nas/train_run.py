@@ -143,16 +143,20 @@ def final_metrics(model, task, eval_samples: int = 0) -> dict:
     return out
 
 
-def cost_metrics(model, spec: TrainSpec, task) -> dict:
+def cost_metrics(model, spec: TrainSpec, task, log: Callable[[str], None] = lambda m: None) -> dict:
     """The costs a search measures, measured again on the trained model (a copy: timing moves
     it to the latency device and dtype): params, flops, decode state, peak memory, latency (and
-    decode time when the space asks for it), and the space's user metrics that run on a trained
-    model. Deployment profiles (``metric@profile``, DESIGN.md) are measured here too once the
-    evaluators offer them per profile."""
+    decode time when the space asks for it), the space's user metrics that run on a trained
+    model, and the ``metric@profile`` costs the search measured at deployment profiles
+    (``evaluators.profiles``: the architecture scaled and built at the profile's shape; costs do
+    not depend on the weights). A profile that cannot be measured (out of memory there, say) is
+    logged and named under ``profile_errors``; the other metrics stand."""
     from evaluators.cost import count_params, decode_state_mb, flops_per_sample
     from evaluators.decode import measure_decode
+    from evaluators.errors import TrialFailure
     from evaluators.latency import measure_latency, peak_memory_mb
     from evaluators.metrics import compute_user_metrics
+    from evaluators.profiles import measure_profile
 
     s, io = spec.settings, spec.io
     out = {"params": count_params(model), "flops": flops_per_sample(model, io)}
@@ -166,6 +170,12 @@ def cost_metrics(model, spec: TrainSpec, task) -> dict:
     out.update(measure_latency(timed, io, s.latency, memory=not cpu))
     if s.decode:
         out.update(measure_decode(timed, io, s.latency))
+    for request in s.profiles:
+        try:
+            out.update(measure_profile(spec.arch, io, request, s.latency, seed=spec.seed))
+        except TrialFailure as e:
+            log(f"not measured: {e}")
+            out.setdefault("profile_errors", {})[request.profile.name] = str(e)
     return out
 
 
@@ -189,11 +199,11 @@ def _plot_losses(losses: list[float], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _finish(run: RunState, out: Path, eval_samples: int) -> dict:
+def _finish(run: RunState, out: Path, eval_samples: int, log) -> dict:
     model = run.model.eval()
     save_weights(model, out / WEIGHTS_FILE)
     metrics = {"split": "test", **final_metrics(model, run.task, eval_samples)}
-    metrics.update(cost_metrics(model, run.spec, run.task))
+    metrics.update(cost_metrics(model, run.spec, run.task, log))
     metrics.update(steps=run.step, train_seconds=run.seconds,
                    final_train_loss=run.losses[-1] if run.losses else float("nan"))
     _plot_losses(run.losses, run.spec.arch.summary(), out / LOSS_FILE)
@@ -223,4 +233,4 @@ def train(spec: TrainSpec, out, *, checkpoint_every: int = 200, eval_samples: in
         run.load(ckpt)
         log(f"resuming from step {run.step}/{spec.steps} ({ckpt})")
     _train_steps(run, ckpt, checkpoint_every, on_step)
-    return _finish(run, out, eval_samples), run.model
+    return _finish(run, out, eval_samples, log), run.model

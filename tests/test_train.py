@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 SPACE = """
 name: t16
 task: {name: mqar, params: {vocab_size: 16, seq_len: 8, num_kv_pairs: 2, n_train: 64, n_test: 16}}
-objectives: {accuracy: maximize, params: minimize}
+objectives: {accuracy: maximize, flops@long: minimize}
+deploy: {long: {seq_len: 16}}
 trials: 2
 train: {steps: 2, batch_size: 8, lr: 0.01, threads: 1}
 latency: {repeats: 1, warmup: 0, max_seconds: 0.05}
@@ -122,6 +123,10 @@ def test_the_folder_holds_the_run(reference):
     assert metrics["params"] == sum(p.numel() for p in model.parameters())
     assert metrics["steps"] == STEPS and metrics["split"] == "test"
     assert 0 <= metrics["accuracy"] <= 1 and metrics["latency_ms"] > 0 and metrics["flops"] > 0
+    searched = nas.load_trials(_url(ref_dir.parent), "s").set_index("number").loc[0]
+    for cost in ("params", "flops", "flops@long", "params@long", "state_mb"):  # as the search measured them
+        assert metrics[cost] == searched[cost], cost
+    assert metrics["flops@long"] > metrics["flops"]  # twice the tokens
     run = json.loads((ref_dir / "train.json").read_text())
     assert run["train"]["steps"] == STEPS and run["source"]["trial"] == 0 and run["task"]["name"] == "mqar"
     assert (ref_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
