@@ -35,7 +35,7 @@ def decode_state_mb(model: torch.nn.Module, n: int, bytes_per_value: int = 4):
     """Memory a causal decoder keeps per sequence after ``n`` tokens, summed over the mixers (KV
     caches, recurrent states, windows; see each mixer's ``decode_state``), in MiB at
     ``bytes_per_value``. None if some mixer does not define it."""
-    from search_spaces.registry import Mixer
+    from search_spaces.mixer import Mixer
 
     total = 0
     for m in model.modules():

@@ -17,7 +17,7 @@ _EXPORTS = {
     "StemSpec": "search_spaces.arch",
     "build_model": "search_spaces.builder",
     "list_ffns": "search_spaces.ffn",
-    "Mixer": "search_spaces.registry",
+    "Mixer": "search_spaces.mixer",
     "Param": "search_spaces.registry",
     "get_mixer": "search_spaces.registry",
     "get_mixer_info": "search_spaces.registry",

@@ -1,13 +1,17 @@
-"""Channel-mixing feed-forward choices (timm's Mlp / GluMlp), registered by name."""
+"""Channel-mixing feed-forward choices (:mod:`search_spaces.layers`), registered by name.
+
+The registry and its names need no torch (a space's ``ffn.type`` is checked without it); a
+builder imports the layers when it builds one.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
-
-import torch.nn as nn
-from timm.layers import GluMlp, Mlp
+from typing import TYPE_CHECKING, Callable
 
 from search_spaces.registries import Registry
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = ["FFNS", "build_ffn", "list_ffns", "register_ffn"]
 
@@ -31,14 +35,18 @@ def build_ffn(name: str, dim: int, ratio: float) -> nn.Module | None:
 @register_ffn("mlp")
 def _mlp(dim: int, ratio: float) -> nn.Module:
     """Linear -> GELU -> Linear with hidden width ratio * dim."""
-    return Mlp(dim, hidden_features=max(1, int(round(ratio * dim))), act_layer=nn.GELU)
+    from search_spaces.layers import Mlp
+
+    return Mlp(dim, max(1, int(round(ratio * dim))))  # GELU
 
 
 @register_ffn("glu")
 def _glu(dim: int, ratio: float) -> nn.Module:
     """SwiGLU: (SiLU(x W_g) * x W_v) W_o; hidden ratio * dim, split evenly into gate and value."""
+    from search_spaces.layers import GluMlp
+
     hidden = max(2, 2 * int(round(ratio * dim / 2)))
-    return GluMlp(dim, hidden_features=hidden, act_layer=nn.SiLU, gate_last=False)
+    return GluMlp(dim, hidden)  # SiLU
 
 
 @register_ffn("none")

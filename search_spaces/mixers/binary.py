@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
 class _SignSTE(torch.autograd.Function):
@@ -49,17 +50,7 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype=torch.float32) -> torch.Ten
     return bits.flatten(-2)[..., :d].to(dtype) * 2 - 1
 
 
-@register_mixer(
-    "binary",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "max_rel": Param(8, int, low=0, high=512, doc="relative-position bias reach in tokens (0: no bias)"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"),),
-    family="attention",
-)
+@register_mixer("binary")  # declared in search_spaces/mixers/__init__.py
 class BinaryAttention(Mixer):
     """BinaryAttention (Xiao, Zhang & Zhang, CVPR 2026): one-bit QK attention.
 

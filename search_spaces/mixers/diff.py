@@ -8,32 +8,12 @@ import torch
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import diff_heads_rule
+from search_spaces.registry import register_mixer
 
 
-def diff_heads_rule(dim: int, params: dict):
-    """Rule: 2 * heads divides dim (Q/K width d = dim / (2 heads)) and noise_heads divides heads."""
-    h, g = params["heads"], params["noise_heads"]
-    if h < 1 or dim % (2 * h):
-        return "heads", f"2 x {h} does not divide dim {dim}"
-    if g < 1 or h % g:
-        return "noise_heads", f"{g} does not divide heads {h}"
-    return None
-
-
-@register_mixer(
-    "diff",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="signal heads; 2 * heads must divide the width"),
-        "noise_heads": Param(2, int, low=1, counts_heads=True, doc="noise-control maps, each shared by heads / noise_heads "
-                                                 "signal heads (= heads: balanced DIFF attention)"),
-        "lambda_init": Param(0.8, float, low=0.0, high=0.9, doc="lambda_init (DIFF: 0.8 - 0.6 exp(-0.3 (l - 1)))"),
-        "head_norm": Param(True, bool, doc="per-head RMSNorm times (1 - lambda_init) after the difference"),
-    },
-    rules=(diff_heads_rule,),
-    family="attention",
-)
+@register_mixer("diff")  # declared in search_spaces/mixers/__init__.py
 class DifferentialAttention(Mixer):
     """Differential attention (Ye et al. 2024) with grouped noise heads (Grouped Differential Attention, 2025).
 

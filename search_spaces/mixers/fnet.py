@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "fnet",
-    causal=False,
-    params={
-        "norm": Param("ortho", str, choices=("ortho", "backward"),
-                      doc="FFT scaling: 'ortho' (1/sqrt(size), keeps the scale) or 'backward' (none, as in FNet)"),
-    },
-    family="spectral",
-)
+@register_mixer("fnet")  # declared in search_spaces/mixers/__init__.py
 class FourierMixing(Mixer):
     """FNet (Lee-Thorp et al. 2022; SpectFormer's spectral layer): y = Re(FFT_tokens(FFT_channels(x))).
 

@@ -6,18 +6,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "gfnet",
-    causal=False,
-    params={
-        "filter_size": Param(32, int, low=2, high=1024,
-                             doc="learned frequency bins per axis; resampled to the input's length"),
-    },
-    family="spectral",
-)
+@register_mixer("gfnet")  # declared in search_spaces/mixers/__init__.py
 class GlobalFilter(Mixer):
     """Global filter layer (GFNet / SpectFormer spectral block); circular, hence non-causal.
 

@@ -6,27 +6,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import GLU_GATES
+from search_spaces.registry import register_mixer
 
-_GATES = {  # GLU, GEGLU, SwiGLU, ReGLU (Shazeer 2020)
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
-    "silu": F.silu,
-    "relu": F.relu,
-}
+# GLU, GEGLU, SwiGLU, ReGLU (Shazeer 2020), in the order of the declared choices
+_GATES = dict(zip(GLU_GATES, (torch.sigmoid, F.gelu, F.silu, F.relu), strict=True))
 
 
-@register_mixer(
-    "glu",
-    causal=True,
-    params={
-        "ratio": Param(2.0, float, choices=(1.0, 2.0, 3.0, 4.0), doc="hidden width / model width"),
-        "act": Param("gelu", str, choices=tuple(_GATES),
-                     doc="gate activation: sigmoid (GLU), gelu (GEGLU), silu (SwiGLU), relu (ReGLU)"),
-        "bias": Param(True, bool, doc="biases on the projections"),
-    },
-    family="mlp",
-)
+@register_mixer("glu")  # declared in search_spaces/mixers/__init__.py
 class GLUMixer(Mixer):
     """Gated linear unit MLP as the token mixer (Activator, Abdullah & Aydin 2024).
 

@@ -5,28 +5,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 from search_spaces.mixers.softmax import KVAttention
-from search_spaces.registry import Param, divides, register_mixer
+from search_spaces.registry import register_mixer
 
 
-def kv_heads_divide_heads(dim: int, params: dict):
-    """Rule: ``kv_heads`` divides ``heads`` (each K/V head serves heads / kv_heads query heads)."""
-    h, g = params["heads"], params["kv_heads"]
-    if g < 1 or h % g:
-        return "kv_heads", f"{g} does not divide heads {h}"
-    return None
-
-
-@register_mixer(
-    "gqa",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="query heads; must divide the width"),
-        "kv_heads": Param(2, int, low=1, counts_heads=True, doc="key/value heads; must divide heads (1 = multi-query)"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
-    },
-    rules=(divides("heads"), kv_heads_divide_heads),
-    family="attention",
-)
+@register_mixer("gqa")  # declared in search_spaces/mixers/__init__.py
 class GroupedQueryAttention(KVAttention):
     """Grouped-query attention (Ainslie et al. 2023; MQA: Shazeer 2019), the baseline of the SQA paper.
 

@@ -6,23 +6,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "hilo",
-    causal=False,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="total heads; must divide the width"),
-        "alpha": Param(0.5, float, low=0.0, high=1.0,
-                       doc="fraction of heads in the Lo-Fi (pooled global) group; int(heads * alpha) heads"),
-        "window": Param(2, int, choices=(2, 3, 4, 7, 8),
-                        doc="side of the Hi-Fi window and the Lo-Fi pooling (tokens in 1-D)"),
-        "qkv_bias": Param(True, bool, doc="bias on the Q/K/V projections"),
-    },
-    rules=(divides("heads"),),
-    family="local",
-)
+@register_mixer("hilo")  # declared in search_spaces/mixers/__init__.py
 class HiLo(Mixer):
     """HiLo attention (Pan et al., "Fast Vision Transformers with HiLo Attention", LITv2, 2022).
 

@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
 class ImplicitFilter(nn.Module):
@@ -63,16 +64,7 @@ class _Sin(nn.Module):
         return torch.sin(self.freq * x)
 
 
-@register_mixer(
-    "hyena",
-    causal=True,
-    params={
-        "order": Param(2, int, choices=(2, 3), doc="number of gating steps (long convolutions)"),
-        "filter_dim": Param(16, int, low=4, high=256, doc="width of the implicit filter MLP"),
-        "short_kernel": Param(3, int, choices=(1, 3, 5, 7), doc="depthwise short conv on projections"),
-    },
-    family="hyena",
-)
+@register_mixer("hyena")  # declared in search_spaces/mixers/__init__.py
 class Hyena(Mixer):
     """Hyena operator (Poli et al.): y = x0 * (h_1 * (x1 * (h_2 * v))) ... for ``order`` steps.
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from search_spaces.mixers.hyena import decay_rates, sine_mlp
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.registry import register_mixer
 
 
 class ImplicitFilter2D(nn.Module):
@@ -59,17 +60,7 @@ def fft_conv2d(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return y[..., H - 1 : 2 * H - 1, W - 1 : 2 * W - 1].to(u.dtype)
 
 
-@register_mixer(
-    "hyena2d",
-    causal=False,
-    needs_2d=True,
-    params={
-        "order": Param(2, int, choices=(2, 3), doc="number of gating steps (long convolutions)"),
-        "filter_dim": Param(16, int, low=4, high=256, doc="width of the implicit filter MLP"),
-        "short_kernel": Param(3, int, choices=(1, 3, 5), doc="depthwise short 2-D conv on projections"),
-    },
-    family="hyena",
-)
+@register_mixer("hyena2d")  # declared in search_spaces/mixers/__init__.py
 class Hyena2D(Mixer):
     """Hyena N-D for images (Zimerman & Wolf, "Multi-Dimensional Hyena for Spatial Inductive Bias").
 

@@ -9,12 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import LINEAR_FEATURES
+from search_spaces.registry import register_mixer
 
-_FEATURES = {
-    "elu": lambda t: F.elu(t) + 1.0,  # Katharopoulos et al. 2020, "Transformers are RNNs"
-    "relu": F.relu,  # cosFormer's choice
-}
+# elu(x) + 1: Katharopoulos et al. 2020, "Transformers are RNNs"; relu: cosFormer's choice
+_FEATURES = dict(zip(LINEAR_FEATURES, (lambda t: F.elu(t) + 1.0, F.relu), strict=True))
 
 
 def cos_reweight(phi: torch.Tensor, horizon: int, start: int = 0) -> torch.Tensor:
@@ -33,18 +33,7 @@ def cos_reweight(phi: torch.Tensor, horizon: int, start: int = 0) -> torch.Tenso
     return torch.cat([phi * cos, phi * sin], dim=-1)
 
 
-@register_mixer(
-    "linear",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "feature": Param("elu", str, choices=tuple(_FEATURES), doc="feature map phi: elu(x)+1 or relu"),
-        "cosformer": Param(False, bool, doc="cosFormer cos(pi/2 (i-j)/N) re-weighting of the kernel"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"),),
-    family="linear",
-)
+@register_mixer("linear")  # declared in search_spaces/mixers/__init__.py
 class LinearAttention(Mixer):
     """Kernelized attention: out_i = sum_j w_ij phi(q_i).phi(k_j) v_j / sum_j w_ij phi(q_i).phi(k_j).
 

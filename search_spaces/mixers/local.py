@@ -6,22 +6,11 @@ import torch
 from torch import nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
+from search_spaces.mixer import Mixer, kv_buffers
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "local",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "window": Param(7, int, choices=(3, 5, 7, 9, 11, 13),
-                        doc="keys per axis in the window (causal 1-D: keys at or before the query)"),
-        "dilation": Param(1, int, choices=(1, 2, 3, 4), doc="gap between window positions (DiNAT)"),
-        "qkv_bias": Param(True, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"),),
-    family="local",
-)
+@register_mixer("local")  # declared in search_spaces/mixers/__init__.py
 class LocalAttention(Mixer):
     """Neighborhood attention with dilation (NAT / DiNAT, Hassani et al. 2022-23).
 

@@ -6,31 +6,11 @@ import torch
 import torch.nn as nn
 
 from search_spaces.mixers.softmax import SoftmaxAttention
-from search_spaces.registry import Param, divides, register_mixer
+from search_spaces.mixers.rules import moh_heads_rule
+from search_spaces.registry import register_mixer
 
 
-def moh_heads_rule(dim: int, params: dict):
-    """Rule: shared < heads (at least one routed head) and 1 <= topk <= heads - shared."""
-    h, s, k = params["heads"], params["shared"], params["topk"]
-    if s >= h:
-        return "shared", f"{s} leaves no routed head out of heads={h}"
-    if not 1 <= k <= h - s:
-        return "topk", f"{k} is not between 1 and the {h - s} routed heads"
-    return None
-
-
-@register_mixer(
-    "moh",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=2, counts_heads=True, doc="attention heads (shared + routed); must divide the width"),
-        "shared": Param(1, int, low=0, counts_heads=True, doc="heads every token uses"),
-        "topk": Param(2, int, low=1, counts_heads=True, doc="routed heads each token activates"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"), moh_heads_rule),
-    family="attention",
-)
+@register_mixer("moh")  # declared in search_spaces/mixers/__init__.py
 class MixtureOfHeadAttention(SoftmaxAttention):
     """Mixture-of-Head attention (Jin et al. 2024, "MoH: Multi-Head Attention as Mixture-of-Head").
 

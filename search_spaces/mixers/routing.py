@@ -6,33 +6,16 @@ import torch
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import topk_within_regions
+from search_spaces.registry import register_mixer
 
 
 def _largest_divisor_at_most(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
 
 
-def topk_within_regions(dim: int, params: dict):
-    """Rule: 1 <= topk <= regions^2 (the number of regions)."""
-    s, k = params["regions"], params["topk"]
-    if not 1 <= k <= s * s:
-        return "topk", f"{k} is not between 1 and the {s * s} regions"
-    return None
-
-
-@register_mixer(
-    "routing",
-    causal=False,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "regions": Param(2, int, low=1, high=16, doc="regions per grid side S (S^2 regions; 1-D: S^2 chunks)"),
-        "topk": Param(2, int, low=1, doc="regions each region routes its queries to"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"), topk_within_regions),
-    family="attention",
-)
+@register_mixer("routing")  # declared in search_spaces/mixers/__init__.py
 class BiLevelRoutingAttention(Mixer):
     """Bi-level routing attention (Zhu et al., CVPR 2023, BiFormer).
 

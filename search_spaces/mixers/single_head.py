@@ -6,29 +6,12 @@ import torch
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, register_mixer
-
-RATIOS = (0.125, 0.25, 0.5, 1.0)
-
-
-def _partial_dims(dim: int, params: dict):
-    """Rule: ``ratio * dim`` is a whole number of channels, at least one."""
-    p = dim * params["ratio"]
-    if p < 1 or p != int(p):
-        return "ratio", f"{params['ratio']} of dim {dim} is not a whole number of channels"
-    return None
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import partial_dims
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "single_head",
-    causal=True,
-    params={
-        "ratio": Param(0.25, float, choices=RATIOS, doc="fraction r of the channels the single head sees"),
-        "qk_dim": Param(16, int, choices=(8, 16, 32, 64), doc="query/key width of the single head"),
-    },
-    rules=(_partial_dims,),
-    family="attention",
-)
+@register_mixer("single_head")  # declared in search_spaces/mixers/__init__.py
 class SingleHeadAttention(Mixer):
     """SHViT single-head self-attention (Yun & Ro, CVPR 2024): one head over a fraction r of the channels.
 
@@ -43,7 +26,7 @@ class SingleHeadAttention(Mixer):
 
     def __init__(self, dim: int, *, causal: bool = False, ratio: float = 0.25, qk_dim: int = 16):
         super().__init__(dim, causal=causal)
-        if _partial_dims(dim, {"ratio": ratio}):
+        if partial_dims(dim, {"ratio": ratio}):
             raise ValueError(f"ratio {ratio} of dim {dim} is not a whole number of channels")
         self.pdim = int(dim * ratio)
         self.qk_dim = qk_dim

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 import kernels
-from search_spaces.registry import Mixer, Param, divides, kv_buffers, register_mixer
+from search_spaces.mixer import Mixer, kv_buffers
+from search_spaces.registry import register_mixer
 
 
 class KVAttention(Mixer):
@@ -39,16 +40,7 @@ class KVAttention(Mixer):
     _prefill = _step = _extend  # inference is dense attention (subsampled's eval() behaviour)
 
 
-@register_mixer(
-    "softmax",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"),),
-    family="attention",
-)
+@register_mixer("softmax")  # declared in search_spaces/mixers/__init__.py
 class SoftmaxAttention(KVAttention):
     """Multi-head scaled dot-product attention via ``kernels.attention`` (SDPA on CPU)."""
 

@@ -5,31 +5,11 @@ from __future__ import annotations
 import torch.nn as nn
 
 from search_spaces.mixers.softmax import KVAttention
-from search_spaces.registry import Param, divides, register_mixer
+from search_spaces.mixers.rules import sqa_heads_rule
+from search_spaces.registry import register_mixer
 
 
-def sqa_heads_rule(dim: int, params: dict):
-    """Rule: kv_heads | q_heads <= heads (K/V heads are shared by groups of query heads)."""
-    h, hq, hkv = params["heads"], params["q_heads"], params["kv_heads"]
-    if hq > h:
-        return "q_heads", f"{hq} is more than the head budget heads={h}"
-    if hkv < 1 or hq % hkv:
-        return "kv_heads", f"{hkv} does not divide q_heads {hq}"
-    return None
-
-
-@register_mixer(
-    "sqa",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="head budget H: sets the head width dim / H; must divide the width"),
-        "q_heads": Param(2, int, low=1, counts_heads=True, doc="query heads H_q <= H: score FLOPs scale with H_q / H"),
-        "kv_heads": Param(2, int, low=1, counts_heads=True, doc="key/value heads H_kv; must divide q_heads"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projections"),
-    },
-    rules=(divides("heads"), sqa_heads_rule),
-    family="attention",
-)
+@register_mixer("sqa")  # declared in search_spaces/mixers/__init__.py
 class SparseQueryAttention(KVAttention):
     """Sparse Query Attention (Filipek 2025): reduce query heads instead of K/V heads.
 

@@ -6,29 +6,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from search_spaces.registry import Mixer, Param, register_mixer
+from search_spaces.mixer import Mixer
+from search_spaces.mixers.rules import strip_heads_rule
+from search_spaces.registry import register_mixer
 
 
-def strip_heads_rule(dim: int, params: dict):
-    """Rule: heads * qk_ratio divides dim (each head's Q/K width is head_dim / qk_ratio)."""
-    h, r = params["heads"], params["qk_ratio"]
-    if h < 1 or dim % (h * r):
-        return "heads", f"{h} heads x qk_ratio {r} does not divide dim {dim}"
-    return None
-
-
-@register_mixer(
-    "strip",
-    causal=False,
-    params={
-        "heads": Param(2, int, low=1, counts_heads=True, doc="attention heads"),
-        "sr": Param(2, int, choices=(1, 2, 4, 8), doc="K/V spatial reduction stride per axis "
-                                                     "(K/V tokens: N / sr in 1-D, N / sr^2 on a grid)"),
-        "qk_ratio": Param(2, int, choices=(1, 2, 4, 8), doc="Q/K channel compression: Q/K width = head_dim / qk_ratio"),
-    },
-    rules=(strip_heads_rule,),
-    family="attention",
-)
+@register_mixer("strip")  # declared in search_spaces/mixers/__init__.py
 class StripSelfAttention(Mixer):
     """Strip self-attention (S2AFormer, 2025): cheap attention by shrinking both sides of Q K^T.
 

@@ -6,21 +6,10 @@ import torch
 
 import kernels
 from search_spaces.mixers.softmax import SoftmaxAttention
-from search_spaces.registry import Param, divides, register_mixer
+from search_spaces.registry import register_mixer
 
 
-@register_mixer(
-    "subsampled",
-    causal=True,
-    params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "groups": Param(2, int, choices=(1, 2, 4, 8), doc="training-time subsampling factor: tokens attend "
-                                                          "within one of this many random disjoint subsets"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
-    },
-    rules=(divides("heads"),),
-    family="attention",
-)
+@register_mixer("subsampled")  # declared in search_spaces/mixers/__init__.py
 class SubsampledAttention(SoftmaxAttention):
     """Stochastically Subsampled self-Attention (Hussain, Zaki & Subramanian, KDD 2023).
 
