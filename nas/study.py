@@ -119,8 +119,11 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
                                 f"database file {path.name} cannot be made there")
     if (no_driver := missing_driver(url)) is not None:
         raise UserError(no_driver)
-    try:  # two processes making one SQLite file take turns (Optuna's table set-up is not safe to race)
-        with lock_file(path) if path is not None and create else contextlib.nullcontext():
+    # two processes making one SQLite file take turns (Optuna's table set-up is not safe to race); in
+    # a read-only folder nobody can make it, and check_writable says so before anything is written
+    making = path is not None and create and os.access(path.parent, os.W_OK)
+    try:
+        with lock_file(path) if making else contextlib.nullcontext():
             storage = RDBStorage(
                 url,
                 heartbeat_interval=heartbeat_interval,

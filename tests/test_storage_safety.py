@@ -118,6 +118,8 @@ def test_a_read_only_file_or_folder_is_read_but_never_written(made, tmp_path):
         assert_one_line_error(nas_cli("resume", "--study", "m", "--storage", url, "--trials", 2),
                               url, "read-only file", str(path))
         os.chmod(ro, 0o555)
+        assert_one_line_error(nas_cli("search", "--space", tmp_path / "space.yaml", "--study", "m", "--storage", url,
+                                      "--trials", 2), url, "read-only file", str(path))
         new = f"sqlite:///{ro}/new.db"
         assert_one_line_error(nas_cli("search", "--space", tmp_path / "space.yaml", "--study", "n", "--storage", new),
                               new, "read-only folder")
