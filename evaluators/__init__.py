@@ -1,0 +1,53 @@
+"""How a candidate is scored: tasks (data), proxy training, costs, latency, zero-cost proxies, metrics.
+
+    import evaluators
+    evaluators.list_tasks()                            # registered task names
+    task = evaluators.make_task("mqar", seed=0)        # a Task: io, split("train") -> (x, y)
+    settings = evaluators.EvalSettings.from_space(space, seed=0)
+    metrics = evaluators.evaluate(arch, settings)      # {metric: value}
+    @evaluators.register_metric("test_loss", "minimize")  # a user metric: fn(model, task, settings)
+
+The public names below are imported on first use (PEP 562): importing a light submodule
+(``evaluators.errors``) does not import torch. Submodules keep their own ``__all__``.
+"""
+
+import importlib
+import importlib.util
+
+_EXPORTS = {
+    "EvalSettings": "evaluators.evaluate",
+    "evaluate": "evaluators.evaluate",
+    "NonFiniteLoss": "evaluators.errors",
+    "OutOfMemory": "evaluators.errors",
+    "TrialFailure": "evaluators.errors",
+    "LatencyConfig": "evaluators.latency",
+    "measure_latency": "evaluators.latency",
+    "Metric": "evaluators.metrics",
+    "register_metric": "evaluators.metrics",
+    "resolve_metric": "evaluators.metrics",
+    "Task": "evaluators.tasks",
+    "get_task": "evaluators.tasks",
+    "list_tasks": "evaluators.tasks",
+    "make_task": "evaluators.tasks",
+    "register_task": "evaluators.tasks",
+    "TrainConfig": "evaluators.train",
+    "train_proxy": "evaluators.train",
+    "compute_zero_cost": "evaluators.zero_cost",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:  # a submodule (evaluators.fit, ...), as when the package imported them all
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer, on_device
+from evaluators.latency import LatencyConfig, timed_rounds, cpu_timer, cuda_timer, on_device
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.profiles import Profile, profile_model, scale_arch
 from search_spaces.registry import get_mixer_info
@@ -169,5 +169,5 @@ def _time_call(call: Callable[[], object], cfg: LatencyConfig) -> PartTiming:
         call()
     if cuda:
         torch.cuda.synchronize()
-    r = _timed_rounds((cuda_timer if cuda else cpu_timer)(call), cfg)
+    r = timed_rounds((cuda_timer if cuda else cpu_timer)(call), cfg)
     return PartTiming(r["latency_ms"], r["latency_spread"], r["latency_runs"])

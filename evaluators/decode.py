@@ -4,7 +4,7 @@ Where ``latency_ms`` times the parallel forward over the task's whole sequence (
 generating model pays ``decode_ms`` for every further token: one :meth:`NASModel.decode_step`
 through the embedding, every block (mixer against its KV cache / recurrent state / window /
 long-conv history, FFN, norms) and the head. Timed like latency (same :class:`LatencyConfig`,
-threads, warm-up and rounds until the spread is small; see :func:`evaluators.latency._timed_rounds`).
+threads, warm-up and rounds until the spread is small; see :func:`evaluators.latency.timed_rounds`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from evaluators.latency import LatencyConfig, _timed_rounds, cpu_timer, cuda_timer, on_device
+from evaluators.latency import LatencyConfig, timed_rounds, cpu_timer, cuda_timer, on_device
 from search_spaces.task_io import TaskIO
 
 __all__ = ["measure_decode"]
@@ -53,7 +53,7 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
         if cuda:
             torch.cuda.synchronize()
         timer = cuda_timer if cuda else cpu_timer
-        timed = _timed_rounds(timer(lambda: model.decode_step(last, cache)), cfg)
+        timed = timed_rounds(timer(lambda: model.decode_step(last, cache)), cfg)
     finally:
         torch.set_num_threads(prev_threads)
         if cuda:

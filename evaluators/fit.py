@@ -32,7 +32,7 @@ from search_spaces.registry import get_mixer
 from search_spaces.schema import SettingError
 from search_spaces.space import MixerChoice, Space, StageChoices, valid_params
 
-__all__ = ["TRAIN_BYTES_PER_PARAM", "available_memory", "check_fits", "space_floor"]
+__all__ = ["TRAIN_BYTES_PER_PARAM", "available_memory", "check_fits", "mixer_params", "space_floor"]
 
 TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients, AdamW exp_avg and exp_avg_sq
 ACT_BYTES = 4  # fp32 activations
@@ -66,7 +66,9 @@ def _meta_params(build: Callable[[], Optional[torch.nn.Module]]) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _mixer_params(mtype: str, dim: int, causal: bool, grid: bool, params: tuple) -> int:
+def mixer_params(mtype: str, dim: int, causal: bool, grid: bool, params: tuple) -> int:
+    """Parameters of mixer ``mtype`` at width ``dim`` with ``params`` (sorted (name, value) pairs),
+    counted on the meta device (no memory used); 0 when it cannot be built."""
     cls = get_mixer(mtype)
     layout = {"grid": grid} if cls.grid_aware else {}
     return _meta_params(lambda: cls(dim, causal=causal, **layout, **dict(params)))
@@ -83,7 +85,7 @@ def _mixer_floor(choice: MixerChoice, dim: int, heads: Optional[int], causal: bo
     for i, p in enumerate(valid_params(choice, dim, heads)):
         if i >= MAX_COMBOS:
             return 0
-        n = _mixer_params(choice.type, dim, causal, grid, tuple(sorted(p.items())))
+        n = mixer_params(choice.type, dim, causal, grid, tuple(sorted(p.items())))
         best = n if best is None else min(best, n)
     return best
 

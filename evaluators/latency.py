@@ -24,8 +24,8 @@ from evaluators.memory import peak_memory_bytes
 from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "environment", "measure_latency", "on_device",
-           "peak_memory_mb"]
+__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "environment", "measure_latency", "median_ci",
+           "on_device", "peak_memory_mb", "timed_rounds"]
 
 DEVICES = ("cpu", "cuda")
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs
@@ -125,7 +125,7 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
             model(x)
         # one forward of its own, untimed (memory=False: the caller counts it, outside a latency lock)
         extra = {"peak_mem_mb": peak_memory_bytes(model, x) / 2**20} if memory else {}
-        return {**_timed_rounds(cpu_timer(lambda: model(x)), cfg), **extra}
+        return {**timed_rounds(cpu_timer(lambda: model(x)), cfg), **extra}
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -157,7 +157,7 @@ def cuda_timer(call):
     return once
 
 
-def _timed_rounds(once, cfg: LatencyConfig) -> dict:
+def timed_rounds(once, cfg: LatencyConfig) -> dict:
     """Rounds of ``cfg.repeats`` samples ``once(k) / k`` (ms per call) until the robust spread
     (MAD / median) is under ``cfg.target_spread``, or the median's 95% confidence interval is
     within ``cfg.target_ci`` of it, or ``cfg.max_seconds`` have passed. ``k`` (calls per sample) is
@@ -202,7 +202,7 @@ def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dic
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
 
-    result = _timed_rounds(cuda_timer(lambda: model(x)), cfg)
+    result = timed_rounds(cuda_timer(lambda: model(x)), cfg)
     result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     model.to("cpu", torch.float32)
     return result

@@ -15,7 +15,7 @@ from evaluators.errors import NonFiniteLoss
 from evaluators.tasks.base import IGNORE_INDEX, Task
 from search_spaces.schema import from_mapping, setting
 
-__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "ProxyTraining", "train_proxy", "evaluate_accuracy", "evaluate_split"]
+__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "ProxyTraining", "train_proxy", "evaluate_accuracy", "evaluate_split", "lr_at"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class TrainResult:
     test_loss: float = float("nan")  # mean cross-entropy (nats) over the evaluated targets of task.eval_split
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
@@ -107,7 +107,7 @@ class TrainLoop:
         cfg, model = self.cfg, self.model
         idx = torch.randint(0, len(self.x), (cfg.batch_size,), generator=self.gen)
         for group in self.opt.param_groups:
-            group["lr"] = _lr_at(self.step, cfg)
+            group["lr"] = lr_at(self.step, cfg)
         model.train()
         loss = _loss(model(self.x[idx]), self.y[idx])
         loss_val = loss.item()

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["flash_attention", "supports", "MAX_HEAD_DIM", "MAX_BWD_HEAD_DIM"]
+__all__ = ["flash_attention", "supports", "KERNELS", "MAX_HEAD_DIM", "MAX_BWD_HEAD_DIM"]
 
 MAX_HEAD_DIM = 512
 MAX_BWD_HEAD_DIM = 256
@@ -205,6 +205,9 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_,
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
     tl.store(DK + k_off, (dk * scale).to(DK.dtype.element_ty), mask=key_ok[:, None] & (offs_d[None, :] < D))
     tl.store(DV_ + v_off, dv.to(DV_.dtype.element_ty), mask=key_ok[:, None] & (offs_v[None, :] < DV))
+
+
+KERNELS = (_fwd_kernel, _bwd_dq_kernel, _bwd_dkdv_kernel)  # the kernels it launches (interpreted without CUDA)
 
 
 def _pow2(x: int, low: int = 16) -> int:

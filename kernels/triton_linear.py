@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["linear_attention_triton", "supports", "MAX_CAUSAL_HEAD_DIM"]
+__all__ = ["linear_attention_triton", "supports", "KERNELS", "MAX_CAUSAL_HEAD_DIM"]
 
 MAX_CAUSAL_HEAD_DIM = 128  # the causal kernel keeps the whole (D, Dv block) state in registers
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -107,6 +107,9 @@ def _causal_kernel(Q, K, V, O, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob,
                  mask=row_ok & (offs_v[None, :] < DV))
         s += tl.dot(tl.trans(k.to(tl.float32)), v.to(tl.float32))
         z += tl.sum(k.to(tl.float32), 0)
+
+
+KERNELS = (_state_kernel, _apply_kernel, _causal_kernel)  # the kernels it launches (interpreted without CUDA)
 
 
 def _pow2(x: int) -> int:

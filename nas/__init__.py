@@ -1,26 +1,52 @@
 """mixer-nas: neural architecture search for efficient transformer token mixers.
 
     import nas
+    df = nas.search("tiny", study="demo", trials=8)  # a built-in space, a YAML path or a dict
+    df = nas.resume("demo", trials=16)               # raise the budget, go on
     df = nas.load_trials("sqlite:///results/demo.db", "demo")
     front = nas.pareto_front(df)
+    nas.list_studies()                               # the studies in results/*.db (or a storage)
     model = nas.load_model("runs/s-3")    # a `nas train` folder (torch and timm imported on first use)
     text = nas.generate(model, "def ", 200)
+
+``__all__`` is the public surface of the package; the names the CLI's modules export beyond it
+(``nas.study``, ``nas.config``, ...) are for the engine and its tests.
 """
 
-from nas.results import load_trials, pareto_front, pareto_mask
-from nas.hypervolume import hypervolume, hypervolume_history
+from nas.errors import UserError
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "hypervolume", "hypervolume_history", "load_model", "generate"]
-__version__ = "0.1.0"
+__all__ = ["UserError", "delete_study", "generate", "hypervolume", "hypervolume_history", "list_studies", "load_model",
+           "load_trials", "pareto_front", "pareto_mask", "resume", "search", "__version__"]
 
-_LAZY = {"load_model": "nas.model_io", "generate": "nas.textgen"}  # import torch: only when used
+# imported on first use, so `import nas` (and every `nas` command) starts without them: nas.results
+# and nas.hypervolume (pandas, optuna), nas.api and nas.catalog (optuna), model_io and textgen (torch)
+_LAZY = {"load_trials": "nas.results", "pareto_front": "nas.results", "pareto_mask": "nas.results",
+         "hypervolume": "nas.hypervolume", "hypervolume_history": "nas.hypervolume",
+         "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.catalog",
+         "load_model": "nas.model_io", "generate": "nas.textgen"}
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("mixer-nas")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed: say so, do not guess
+        return "0+unknown"
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'nas' has no attribute {name!r}")
-    import importlib
+    if name == "__version__":
+        value = _version()
+    elif name in _LAZY:
+        import importlib
 
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shlex
 import signal
 import sys
 import textwrap
@@ -19,24 +18,29 @@ from rich.markup import escape
 from rich.table import Table
 
 from nas import interrupts
-from nas.config import SearchConfig
+from nas.api import SearchStopped
+from nas.config import SearchConfig, resolve_storage
 from nas.errors import UserError
+from nas.logs import NORMAL, QUIET, VERBOSE, configure
 from nas.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, checked_option
 from search_spaces.schema import check_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural architecture search for efficient transformer token mixers.")
 out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get wide tables
-err = Console(stderr=True, soft_wrap=True)  # never break a command the user may copy
+err = Console(stderr=True, soft_wrap=True)  # never break a command the user may copy; silent under -q
+err_always = Console(stderr=True, soft_wrap=True)  # errors and the end of a stopped search, also under -q
+state = {"verbosity": NORMAL}  # set by the global options -q / -v
 
 StudyOpt = typer.Option(..., "--study", help="study name")
-StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL [default: sqlite:///results/<study>.db]")
+StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL (default: $NAS_STORAGE if set, else "
+                                                   "sqlite:///results/<study>.db)")
 PluginOpt = typer.Option([], "--plugin", help="module name or .py file that registers mixers, tasks or metrics "
                                               "(repeatable; a study stores its plugins)")
 
 
 def _fail(msg: str, code: int = 2):
-    err.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+    err_always.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -52,10 +56,13 @@ def user_errors(fn):
                 return fn(*a, **kw)
         except UserError as e:
             _fail(str(e))
+        except SearchStopped as e:  # the search saved its trials and says how to resume
+            err_always.print(f"\n{e}", highlight=False, markup=False)
+            raise typer.Exit(128 + e.signum)
         except KeyboardInterrupt as e:
             n = interrupts.signal_number(e)
-            err.print("interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}",
-                      highlight=False)
+            err_always.print("interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}",
+                             highlight=False)
             raise typer.Exit(128 + n)
         except Exception as e:
             from nas.storage_errors import storage_problem
@@ -72,10 +79,30 @@ def user_errors(fn):
 
 
 def _storage(study: str, storage: Optional[str]) -> str:
-    from nas.config import check_study_name, default_storage
+    """--storage, else $NAS_STORAGE, else sqlite:///results/<study>.db (nas.config.resolve_storage)."""
+    return resolve_storage(study, storage)
 
-    check_study_name(study, file_name=storage is None)
-    return storage or default_storage(study)
+
+def _print_version(value: bool) -> None:
+    if value:
+        import nas
+
+        out.print(f"mixer-nas {nas.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print the version (from the installed package) and exit"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print errors and the final result only"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also print debug messages and Optuna's log lines"),
+):
+    if quiet and verbose:
+        raise typer.BadParameter("-q/--quiet and -v/--verbose exclude each other")
+    state["verbosity"] = QUIET if quiet else VERBOSE if verbose else NORMAL
+    err.quiet = quiet
+    configure(state["verbosity"], lambda line: err_always.print(line, highlight=False, markup=False))
 
 
 # ------------------------------------------------------------------------------ spaces
@@ -132,85 +159,25 @@ def _front_table(df, title="Pareto front") -> Table:
     return t
 
 
-class _InterruptFallout(logging.Filter):
-    """Logging filter: drops records whose exception was raised while a Ctrl-C unwound (a
-    KeyboardInterrupt in its context chain), e.g. SQLAlchemy's "Error closing cursor" when the
-    interrupt lands inside a database read. The interrupt itself is reported, once, by ``_run``."""
+def _progress(total: int):
+    """The progress of `nas search` / `nas resume`: a live line on a terminal, plain lines
+    otherwise; under -q none (the lines go to the logger, which keeps errors only)."""
+    from nas.progress import LogProgress, Progress
 
-    def filter(self, record) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        seen = set()
-        while exc is not None and id(exc) not in seen:
-            if isinstance(exc, KeyboardInterrupt):
-                return False
-            seen.add(id(exc))
-            exc = exc.__cause__ or exc.__context__
-        return True
+    return LogProgress(total, logging.getLogger("nas")) if state["verbosity"] == QUIET else Progress(total, err)
 
 
-class _Stderr(logging.StreamHandler):
-    """A stderr handler that writes to whatever ``sys.stderr`` is when it emits (tests swap it)."""
-
-    stream = property(lambda self: sys.stderr, lambda self, value: None)
-
-
-def _quiet_interrupt_fallout() -> None:
-    """Route SQLAlchemy's log records (warnings and errors, as Python's last-resort handler would)
-    through a stderr handler that leaves out the fallout of a Ctrl-C. Idempotent."""
-    log = logging.getLogger("sqlalchemy")
-    if any(isinstance(f, _InterruptFallout) for h in log.handlers for f in h.filters):
-        return
-    handler = _Stderr()
-    handler.setLevel(logging.WARNING)
-    handler.addFilter(_InterruptFallout())
-    log.addHandler(handler)
-
-
-def _run(study, config, created: bool):
-    from nas.backends import get_backend
-    from nas.progress import Progress
-    from nas.study import budget_count
-    from search_spaces.registries import UnknownName
-
+def _print_summary(df) -> None:
+    """The front as a table, then one line: trials finished by state, and the storage (a stop
+    meanwhile still says how to resume)."""
+    finished, budget, url = df.attrs["finished"], df.attrs["config"]["trials"], df.attrs["storage"]
     try:
-        run_backend = get_backend(config.backend)
-    except UnknownName as e:
-        raise UserError(f"study {config.study!r}: {e}") from None
-    _quiet_interrupt_fallout()
-    resume_cmd = f"nas resume --study {shlex.quote(config.study)} --storage {shlex.quote(config.storage)}"
-    try:  # from the first line on, a stop says how to resume
-        err.print(f"{'created' if created else 'continuing'} study [bold]{config.study}[/] in {config.storage}: "
-                  f"space {config.space}, sampler {config.sampler}, {budget_count(study)}/{config.trials} trials "
-                  "finished", highlight=False)
-        with Progress(config.trials, err) as progress:
-            run_backend(study, config, progress=progress, log=lambda m: err.print(m, highlight=False))
-        _print_summary(study, config)
-    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the backend recorded and re-queued its trials
-        n = interrupts.signal_number(e)
-        how = "interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}"
-        err.print(f"\n{how}: {budget_count(study)}/{config.trials} trials finished and saved. "
-                  f"Resume with:\n  {resume_cmd}", highlight=False)
-        raise typer.Exit(128 + n)
-    except Exception as e:  # a database problem on the way (locked, read-only, full) names the storage
-        from nas.storage_errors import storage_problem
-
-        problem = storage_problem(e, config.storage)
-        if problem is None:
-            raise
-        raise UserError(problem) from None
-
-
-def _print_summary(study, config) -> None:
-    """The front as a table, then one line: trials finished by state, and the storage."""
-    from nas.results import load_trials
-    from nas.study import budget_count
-
-    df = load_trials(study._storage, config.study)
-    out.print(_front_table(df))
-    counts = df["state"].value_counts().to_dict()
-    err.print(f"study {config.study}: {budget_count(study)}/{config.trials} trials finished "
-              f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); storage {config.storage}",
-              highlight=False)
+        out.print(_front_table(df))
+        counts = df["state"].value_counts().to_dict()
+        err.print(f"study {df.attrs['study']}: {finished}/{budget} trials finished "
+                  f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))}); storage {url}", highlight=False)
+    except KeyboardInterrupt as e:
+        raise SearchStopped.after(e, study=df.attrs["study"], storage=url, finished=finished, budget=budget) from None
 
 
 def _print_dry_run(config, sp) -> None:
@@ -246,59 +213,20 @@ def search(
                                  "space's models fit this machine), print what would run, write nothing"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
-    from nas.config import SAMPLERS, check_runs_here, load_space_checked
-    from nas.study import create_or_load_study
-
-    if sampler not in SAMPLERS:
-        raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
-    from nas.backends import get_backend
-    from search_spaces.registries import UnknownName
-
-    try:
-        get_backend(backend)
-    except UnknownName as e:
-        raise UserError(f"--backend: {e}") from None
+    from nas.api import plan_search, search as run_search
     from nas.locks import MODES
 
     if latency_lock not in MODES:
         raise UserError(f"--latency-lock: {latency_lock!r} is not one of {list(MODES)}")
-    from nas.plugins import check_same_plugins, load_cli_plugins, study_plugins
-
-    cli_plugins = load_cli_plugins(plugin)  # before the space: it may name what they register
-    sp = load_space_checked(space)  # validates (and resolves names) before anything is written
-    text = sp.text  # the file as read and checked, stored with the study
-    check_runs_here(sp, backend)
-    name = sp.name if study is None else study
-    config = SearchConfig(space=space, space_yaml=text, study=name, storage=_storage(name, storage),
-                          trials=trials or sp.trials, sampler=sampler, seed=seed, backend=backend,
-                          workers=workers, timeout=timeout, heartbeat_interval=heartbeat,
-                          grace_period=4 * heartbeat,
-                          extra={"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-                                 "asha": early_stop, "latency_lock": latency_lock}
-                          if backend == "ray" else {}, plugins=study_plugins(cli_plugins, sp))
+    options = {"ray_address": ray_address, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+               "asha": early_stop, "latency_lock": latency_lock} if backend == "ray" else {}
+    kw = dict(study=study, storage=storage, trials=trials, backend=backend, workers=workers, seed=seed,
+              sampler=sampler, plugins=plugin, timeout=timeout, heartbeat=heartbeat, options=options)
     if dry_run:
-        _print_dry_run(config, sp)
+        plan = plan_search(space, **kw)
+        _print_dry_run(plan.config, plan.space)
         return
-    st, stored, created = create_or_load_study(config)
-    if not created:
-        check_same_plugins(stored, config)
-        from nas.study import save_budget
-
-        ignored = [f"--{k} {v}" for k, v, was in (("sampler", sampler, stored.sampler), ("seed", seed, stored.seed),
-                                                   ("backend", backend, stored.backend), ("workers", workers, stored.workers))
-                   if v != was]
-        if ignored:
-            err.print(f"note: study {name!r} exists and keeps its stored settings (sampler {stored.sampler}, seed "
-                      f"{stored.seed}, backend {stored.backend}, workers {stored.workers}); ignored: {', '.join(ignored)}",
-                      highlight=False, markup=False)
-        save_budget(st, stored, trials)
-        stored.timeout = timeout
-    if baselines:
-        from nas.baselines import enqueue_baselines
-
-        queued = enqueue_baselines(st, sp, log=lambda m: err.print(m, highlight=False))
-        err.print(f"queued baselines: {', '.join(queued) or 'none (already in the study)'}", highlight=False)
-    _run(st, stored if not created else config, created)
+    _print_summary(run_search(space, **kw, baselines=baselines, progress=_progress))
 
 
 @app.command()
@@ -310,17 +238,9 @@ def resume(
     timeout: Optional[float] = checked_option(None, "--timeout", check=check_of(SearchConfig, "timeout"), help="stop starting new trials after this many seconds"),
 ):
     """Continue a study from its storage; the stored config says everything else."""
-    from nas.study import load_study
+    from nas.api import resume as run_resume
 
-    from nas.study import save_budget
-
-    st, config = load_study(_storage(study, storage), study, writable=True)
-    from nas.config import check_runs_here
-
-    check_runs_here(config.load_space(), config.backend)  # this machine may lack the memory or the CUDA device
-    save_budget(st, config, trials)  # kept for later resumes too
-    config.timeout = timeout
-    _run(st, config, created=False)
+    _print_summary(run_resume(study, storage=storage, trials=trials, timeout=timeout, progress=_progress))
 
 
 # ------------------------------------------------------------------------------ inspection
@@ -477,13 +397,13 @@ def main(argv: Optional[List[str]] = None):
         rv = app(args=argv, standalone_mode=False)
     except ClickUsageError as e:
         cmd = e.ctx.command_path if e.ctx is not None else "nas"
-        err.print(f"error: {e.format_message()} (see `{cmd} --help`)", highlight=False, markup=False)
+        err_always.print(f"error: {e.format_message()} (see `{cmd} --help`)", highlight=False, markup=False)
         sys.exit(2)
     except Abort:  # Ctrl-C outside a search
-        err.print("interrupted", highlight=False)
+        err_always.print("interrupted", highlight=False)
         sys.exit(130)
     except UserError as e:  # raised outside a command body
-        err.print(f"error: {e}", highlight=False, markup=False)
+        err_always.print(f"error: {e}", highlight=False, markup=False)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 

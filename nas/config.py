@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,8 @@ from typing import Optional
 from nas.errors import UserError
 from search_spaces.schema import SettingError, setting
 
-__all__ = ["SearchConfig", "SAMPLERS", "check_runs_here", "check_study_name", "default_storage", "load_space_checked"]
+__all__ = ["SearchConfig", "SAMPLERS", "STORAGE_ENV", "check_runs_here", "check_study_name", "default_storage",
+           "load_space_checked", "resolve_storage"]
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 
@@ -33,9 +35,24 @@ def check_study_name(name: str, *, file_name: bool) -> str:
     return name
 
 
+STORAGE_ENV = "NAS_STORAGE"  # the storage URL every command uses when --storage is not given
+
+
 def default_storage(study: str) -> str:
-    """``sqlite:///results/<study>.db``; UserError for a name that cannot be a file name there."""
+    """The storage of ``study`` when none is named: ``$NAS_STORAGE`` when set (and not empty), else
+    ``sqlite:///results/<study>.db`` (UserError for a name that cannot be a file name there)."""
+    env = os.environ.get(STORAGE_ENV)
+    if env:
+        return env
     return f"sqlite:///results/{check_study_name(study, file_name=True)}.db"
+
+
+def resolve_storage(study: str, storage: Optional[str] = None) -> str:
+    """The storage URL a command uses for ``study``: ``storage`` (``--storage``), else
+    ``$NAS_STORAGE``, else ``sqlite:///results/<study>.db``. UserError (naming --study) for a
+    study name that cannot name a study, or the default file."""
+    check_study_name(study, file_name=storage is None and not os.environ.get(STORAGE_ENV))
+    return storage or default_storage(study)
 
 
 @dataclass

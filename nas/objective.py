@@ -51,7 +51,11 @@ class Objective:
             self._predictor = Predictor(SQLLatencyTable(engine(study)), self.settings.latency, seed=self.settings.seed)
         return self._predictor
 
-    def _twin(self, study: optuna.Study, arch_id: str, number: int):
+    @staticmethod
+    def twin(study: optuna.Study, arch_id: str, number: int):
+        """The finished trial (other than ``number``) of architecture ``arch_id`` whose outcome a
+        repeat reuses: a COMPLETE one with metrics, or one that failed for the architecture's own
+        reason (not a stop signal, not a dead worker); None if there is none."""
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             if t.number == number or t.user_attrs.get(ARCH_ID_KEY) != arch_id:
                 continue
@@ -116,7 +120,7 @@ class Objective:
         trial.set_user_attr(ARCH_ID_KEY, arch.arch_id)
         trial.set_user_attr(ARCH_KEY, arch.to_json())
         trial.set_user_attr(SUMMARY_KEY, arch.summary())
-        return arch, self._twin(trial.study, arch.arch_id, trial.number)
+        return arch, self.twin(trial.study, arch.arch_id, trial.number)
 
     def reuse(self, trial: optuna.Trial, twin) -> dict:
         """Metrics of ``twin`` for ``trial`` (``reused_from`` recorded); TrialError if it failed."""

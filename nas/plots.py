@@ -22,7 +22,7 @@ from nas.errors import UserError
 from nas.results import CONSTRAINT_PREFIX, feasible_complete, pareto_mask
 
 __all__ = ["axes_pairs", "direction", "front_figure", "hypervolume_figure", "compare_figure",
-           "write_figure", "front_html", "compare_html", "failed_note"]
+           "write_figure", "front_html", "compare_html", "failed_note", "staircase"]
 
 FAILED_STATES = ("FAIL", "PRUNED")
 INFEASIBLE_LABEL = "violates a constraint"
@@ -79,7 +79,7 @@ def _front2d(done: pd.DataFrame, x: str, y: str, df: pd.DataFrame) -> pd.DataFra
     return front.sort_values([x, y])
 
 
-def _staircase(front: pd.DataFrame, x: str, y: str, df: pd.DataFrame):
+def staircase(front: pd.DataFrame, x: str, y: str, df: pd.DataFrame):
     """Vertices of the attainment line through the 2-D front: between neighbours, the corner
     that both weakly dominate."""
     if front.empty:
@@ -226,7 +226,7 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
                            label="on the front (all objectives)")
             handles.setdefault("on the front (all objectives)", h)
         f2 = _front2d(d, x, y, df)
-        sx, sy = _staircase(f2, x, y, df)
+        sx, sy = staircase(f2, x, y, df)
         if sx:
             lbl = "Pareto front" if len(pairs) == 1 else "front of this pair"
             (h,) = ax.plot(sx, sy, color="black", lw=1.3, ls="-", zorder=2, label=lbl)
@@ -303,7 +303,7 @@ def compare_figure(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[di
             d = feasible_complete(df, [x, y])
             lbl = name + (f" (HV {hvs[name]:.4g})" if hvs else "")
             ax.scatter(d[x], d[y], s=30, color=c, marker=markers[i % len(markers)], alpha=0.55, label=lbl, zorder=3)
-            sx, sy = _staircase(_front2d(d, x, y, df), x, y, df)
+            sx, sy = staircase(_front2d(d, x, y, df), x, y, df)
             if sx:
                 ax.plot(sx, sy, color=c, lw=1.6, zorder=4)
         ax.set_xlabel(_label(next(iter(dfs.values())), x))
@@ -411,7 +411,7 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
                                          showlegend=first, marker={**marker, "size": 9, "line": line},
                                          hovertext=_hover(sub, x, y, color), hoverinfo="text"), **pos)
         f2 = _front2d(d, x, y, df)
-        sx, sy = _staircase(f2, x, y, df)
+        sx, sy = staircase(f2, x, y, df)
         if sx:
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name="Pareto front" if len(pairs) == 1 else "front of the pair",
                                      legendgroup="front", showlegend=first, line={"color": "black", "width": 1.5},
@@ -456,7 +456,7 @@ def compare_html(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[dict
             fig.add_trace(go.Scatter(x=d[x], y=d[y], mode="markers", name=lbl, legendgroup=name, showlegend=k == 0,
                                      marker={"color": c, "size": 8, "opacity": 0.6},
                                      hovertext=_hover(d, x, y, None), hoverinfo="text"), **pos)
-            sx, sy = _staircase(_front2d(d, x, y, df), x, y, df)
+            sx, sy = staircase(_front2d(d, x, y, df), x, y, df)
             if sx:
                 fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=f"{name} front", legendgroup=name,
                                          showlegend=False, line={"color": c, "width": 2}, hoverinfo="skip"), **pos)

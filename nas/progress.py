@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 from rich.console import Console
 
 
+__all__ = ["LogProgress", "Progress"]
+
+
 class Progress:
-    """``start(k, n, summary)`` when a candidate starts, ``end(...)`` when it finishes."""
+    """``start(k, n, summary)`` when a candidate starts, ``end(...)`` when it finishes (a backend
+    calls them; a context manager around the run)."""
 
     def __init__(self, total: int, console: Console | None = None):
         self.total = total
@@ -33,13 +38,35 @@ class Progress:
         s = int(time.monotonic() - self._t0)
         return f"{s // 60}:{s % 60:02d}"
 
+    def start_line(self, done: int, front: int, number: int, summary: str) -> str:
+        return f"trial {done + 1}/{self.total} (#{number}) | front {front} | {self._elapsed()} | {summary}"
+
+    def end_line(self, done: int, front: int, number: int, state: str, detail: str) -> str:
+        return f"[{done}/{self.total}] trial #{number} {state}: {detail} | front {front} | {self._elapsed()}"
+
     def start(self, done: int, front: int, number: int, summary: str) -> None:
-        line = f"trial {done + 1}/{self.total} (#{number}) | front {front} | {self._elapsed()} | {summary}"
+        line = self.start_line(done, front, number, summary)
         if self._status is not None:
             self._status.update(line)
         else:
             print(f"[start] {line}", file=sys.stderr, flush=True)
 
     def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
-        line = f"[{done}/{self.total}] trial #{number} {state}: {detail} | front {front} | {self._elapsed()}"
+        line = self.end_line(done, front, number, state, detail)
         self.console.print(line, highlight=False, markup=False) if self.live else print(line, file=sys.stderr, flush=True)
+
+
+class LogProgress(Progress):
+    """The same lines through a logger (:func:`nas.search`'s default): each finished trial at
+    INFO, each start at DEBUG."""
+
+    def __init__(self, total: int, logger: logging.Logger):
+        self.total, self.logger = total, logger
+        self.live, self._status = False, None
+        self._t0 = time.monotonic()
+
+    def start(self, done: int, front: int, number: int, summary: str) -> None:
+        self.logger.debug("[start] %s", self.start_line(done, front, number, summary))
+
+    def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
+        self.logger.info("%s", self.end_line(done, front, number, state, detail))

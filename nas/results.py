@@ -16,7 +16,7 @@ from nas.trial_attrs import (
     REUSED_FROM_KEY, SUMMARY_KEY, metrics_of, retry_history,
 )
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete",
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete", "front_size",
            "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
@@ -73,6 +73,18 @@ def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None) -> pd.Data
         out = out.sort_values(cols[0], ascending=objectives[cols[0]] == "minimize")
     out.attrs = dict(df.attrs)
     return out
+
+
+def front_size(study: optuna.Study) -> int:
+    """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
+    COMPLETE trials that satisfy every constraint, as :func:`pareto_front` of :func:`load_trials`
+    counts them, read straight from the study (the progress lines, `nas studies`)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    if not trials:
+        return 0
+    values = np.array([t.values for t in trials], dtype=float)
+    return int(pareto_mask(values, [d.name.lower() for d in study.directions]).sum())
 
 
 def flatten_arch(arch_json: str) -> dict:
@@ -135,7 +147,8 @@ def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], st
     ``source`` is an Optuna storage (URL or object), or a file written by ``nas export``
     (``.csv`` with its ``.csv.meta.json`` sidecar, or ``.parquet``), read back as exported; there
     ``study`` may be left out. ``df.attrs``: ``objectives`` (column -> direction), ``constraints``
-    (constraint names, in column order), ``study`` and ``config`` (the stored search config)."""
+    (constraint names, in column order), ``study``, ``config`` (the stored search config) and
+    ``finished`` (the trials that count toward the budget, ``--trials``)."""
     if _is_export(source):
         from nas.export import read_export
 
@@ -153,7 +166,7 @@ def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], st
 
 
 def _load_from_storage(storage, study: str) -> pd.DataFrame:
-    from nas.study import CONFIG_ATTR
+    from nas.study import CONFIG_ATTR, count_finished
 
     storage = _open(storage)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -173,6 +186,7 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
     df.attrs["objectives"] = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
     df.attrs["constraints"] = constraints
     df.attrs["study"] = study
+    df.attrs["finished"] = count_finished(trials)
     cfg = st.user_attrs.get(CONFIG_ATTR)
     if cfg:
         df.attrs["config"] = json.loads(cfg)

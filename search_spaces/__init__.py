@@ -17,6 +17,7 @@ _EXPORTS = {
     "StemSpec": "search_spaces.arch",
     "build_model": "search_spaces.builder",
     "list_ffns": "search_spaces.ffn",
+    "register_ffn": "search_spaces.ffn",
     "Mixer": "search_spaces.mixer",
     "Param": "search_spaces.registry",
     "get_mixer": "search_spaces.registry",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "list_spaces": "search_spaces.space",
     "load_space": "search_spaces.space",
     "TaskIO": "search_spaces.task_io",
+    "UnknownName": "search_spaces.registries",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,14 +1,17 @@
-"""Helpers for end-to-end CLI tests: run `nas` in a subprocess, write tiny space files."""
+"""Helpers shared by the tests: run `nas` in a subprocess or in this process, write and load tiny
+space files, give a child process the default stop-signal dispositions."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
-NAS = [sys.executable, "-m", "nas.cli"]
+NAS = [sys.executable, "-m", "nas"]
 
 TINY_SPACE = """
 name: e2e
@@ -29,10 +32,62 @@ arch:
 """
 
 
+RAY_SPACE = """\
+name: raytiny
+task:
+  name: mqar
+  params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2, n_train: 200, n_test: 50}
+objectives:
+  accuracy: maximize
+  latency_ms: minimize
+trials: 4
+train: {steps: 20, batch_size: 16, lr: 0.01}
+latency: {batch_size: 1, threads: 1, warmup: 1, repeats: 5, max_seconds: 0.2}
+arch:
+  stages:
+    - depth: [1, 2]
+      dim: [32, 64]
+      mixer:
+        per_layer: true
+        choices:
+          softmax: {heads: [1, 2, 4]}
+          hyena: {filter_dim: [8, 16]}
+      ffn: {type: [mlp, glu], ratio: 2}
+"""
+
+
+def ray_search_config(tmp_path, name, *, trials, workers=2, storage=None, **options):
+    """The checked config of a ray search of RAY_SPACE (random sampler, seed 1, heartbeat 1 s) into
+    ``storage`` (default tmp_path/<name>.db), for tests that set up the study before the backend runs."""
+    from nas.api import plan_search
+
+    path = Path(tmp_path) / "space.yaml"
+    path.write_text(RAY_SPACE)
+    return plan_search(str(path), study=name, storage=storage or f"sqlite:///{tmp_path}/{name}.db", trials=trials,
+                       backend="ray", workers=workers, sampler="random", seed=1, heartbeat=1, options=options).config
+
+
 def write_space(dir: Path, steps: int = 5, name: str = "space.yaml", text: str | None = None) -> Path:
     p = Path(dir) / name
     p.write_text(textwrap.dedent(text if text is not None else TINY_SPACE % {"steps": steps}))
     return p
+
+
+def load_space_text(text: str):
+    """``search_spaces.load_space`` of ``text`` (dedented) written to a fresh temporary file."""
+    from search_spaces import load_space
+
+    p = Path(tempfile.mkdtemp()) / "s.yaml"
+    p.write_text(textwrap.dedent(text))
+    return load_space(str(p))
+
+
+def default_stop_signals():
+    """A shell that runs the suite in the background leaves SIGINT ignored (nohup: SIGHUP), and a
+    process started so keeps ignoring it, as it should: give the search the default dispositions
+    (``subprocess.Popen(..., preexec_fn=default_stop_signals)``)."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def run_nas(*args, cwd, timeout=300, check=False) -> subprocess.CompletedProcess:

@@ -73,7 +73,7 @@ def test_front_is_optunas_best_trials(bounded):
     done = df[df.state == "COMPLETE"]
     unconstrained = done[pareto_mask(done[["accuracy", "params"]].to_numpy(float), ["maximize", "minimize"])]
     assert not unconstrained.feasible.all()
-    from nas.backends.local import front_size  # the front size on the progress lines
+    from nas.results import front_size  # the front size on the progress lines
 
     assert front_size(study) == len(expected)
     r = run_nas("status", "--study", "b", "--storage", url, cwd=d, check=True)

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 import nas
-from tests.cli_helpers import NAS, invoke, run_nas, write_space
+from tests.cli_helpers import NAS, default_stop_signals, invoke, run_nas, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,6 @@ def _start(space, url, study, cwd, trials=3):
                              "--trials", str(trials), "--heartbeat", "1", "--sampler", "random"],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_stop_signals)
-
-
-def default_stop_signals():
-    """A shell that runs the suite in the background leaves SIGINT ignored (nohup: SIGHUP), and a
-    process started so keeps ignoring it, as it should: give the search the default dispositions."""
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, signal.SIG_DFL)
 
 
 def _wait_running(url, study, min_complete, proc, timeout=240):
@@ -170,10 +163,10 @@ def test_the_fallout_of_a_ctrl_c_is_not_logged_but_other_errors_are(capsys):
     traceback; the CLI leaves that out (it reports the interrupt itself) and shows other errors."""
     import logging
 
-    from nas.cli import _quiet_interrupt_fallout
+    from nas.logs import quiet_interrupt_fallout
 
-    _quiet_interrupt_fallout()
-    _quiet_interrupt_fallout()  # idempotent: one handler
+    quiet_interrupt_fallout()
+    quiet_interrupt_fallout()  # idempotent: one handler
     log = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
     try:
         try:

@@ -64,13 +64,13 @@ def test_evaluate_split_loss_is_cross_entropy_over_targets_only():
 
 
 def test_lr_schedule_decays_to_the_configured_fraction():
-    from evaluators.train import _lr_at
+    from evaluators.train import lr_at
 
     cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
-    assert _lr_at(0, cfg) == pytest.approx(0.1) and _lr_at(9, cfg) == pytest.approx(1.0)
-    assert _lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)  # default: cosine to 10%
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)  # default: cosine to 10%
     flat = TrainConfig(steps=100, lr=1.0, warmup_steps=10, decay_to=1.0)
-    assert all(_lr_at(s, flat) == pytest.approx(1.0) for s in range(10, 100))
+    assert all(lr_at(s, flat) == pytest.approx(1.0) for s in range(10, 100))
     assert TrainConfig.from_dict({"decay_to": 0.5}).decay_to == 0.5
     with pytest.raises(SettingError, match=r"train.decay_to: 2.0 is not allowed \(a number in \[0, 1\]\)"):
         TrainConfig.from_dict({"decay_to": 2.0})
@@ -118,7 +118,7 @@ def test_evaluate_returns_every_metric():
 
 
 def test_timed_samples_batch_calls_to_the_minimum_sample_time():
-    from evaluators.latency import _timed_rounds
+    from evaluators.latency import timed_rounds
 
     calls = []
 
@@ -126,11 +126,11 @@ def test_timed_samples_batch_calls_to_the_minimum_sample_time():
         calls.append(k)
         return 0.5 * k
 
-    r = _timed_rounds(once, LatencyConfig(repeats=5, min_sample_ms=2.0))
+    r = timed_rounds(once, LatencyConfig(repeats=5, min_sample_ms=2.0))
     assert r["latency_calls_per_sample"] == 4 and calls == [1] + [4] * 5  # one probe, then 5 samples of 4
     assert r["latency_ms"] == pytest.approx(0.5) and r["latency_converged"] and r["latency_runs"] == 5
     calls.clear()
-    r = _timed_rounds(once, LatencyConfig(repeats=3, min_sample_ms=0.0))
+    r = timed_rounds(once, LatencyConfig(repeats=3, min_sample_ms=0.0))
     assert r["latency_calls_per_sample"] == 1 and calls == [1, 1, 1, 1]
 
 
@@ -154,17 +154,17 @@ def test_noisy_timings_stop_once_the_median_is_pinned_down():
     median to target_ci; without that rule the same samples run to max_seconds."""
     import random
 
-    from evaluators.latency import _timed_rounds
+    from evaluators.latency import timed_rounds
 
     def noisy(seed):
         rng = random.Random(seed)
         return lambda k: k * rng.uniform(1.0, 1.5)  # MAD / median stays ~0.1
 
-    r = _timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=5.0))
+    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=5.0))
     assert not r["latency_spread"] <= 0.05 and r["latency_converged"]
     assert r["latency_ci"] <= 0.05 and r["latency_runs"] < 1000
     assert 1.2 < r["latency_ms"] < 1.3
-    r = _timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=0.05, target_ci=0.0))
+    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=0.05, target_ci=0.0))
     assert not r["latency_converged"] and r["latency_ci"] > 0  # only the time limit ended it
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from search_spaces import build_model, load_space, sample
 from search_spaces.sampling import layer_groups
-from tests.test_space import _space
+from tests.cli_helpers import load_space_text
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -21,7 +21,7 @@ def _samples(space, n=60, seed=0):
 
 
 def test_head_budget_trades_depth_for_heads():
-    space = _space("""
+    space = load_space_text("""
         task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
         arch:
           stages:
@@ -44,12 +44,12 @@ def test_head_budget_validation():
     from search_spaces import SpaceError
 
     with pytest.raises(SpaceError, match=r"arch.stages\[0\].depth: 3 does not divide head_budget 8"):
-        _space("""
+        load_space_text("""
             task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
             arch: {stages: [{head_budget: 8, depth: [1, 3], dim: 32, mixer: {choices: {softmax: {}}}}]}
         """)
     with pytest.raises(SpaceError, match=r"with 8 heads per layer \(depth 1\)"):
-        _space("""
+        load_space_text("""
             task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
             arch: {stages: [{head_budget: 8, depth: [1, 2], dim: 12, mixer: {choices: {softmax: {}}}}]}
         """)
@@ -68,7 +68,7 @@ def test_layer_groups(pattern, depth, kw, expected):
 
 
 def test_patterns_sample_structured_hybrids():
-    space = _space("""
+    space = load_space_text("""
         task: {name: mnist1d, params: {num_samples: 100}}
         arch:
           stem: {patch: 4}

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from nas.backends import ray as ray_backend  # noqa: E402
 from nas.study import budget_count, create_or_load_study, load_study  # noqa: E402
-from tests.test_ray_backend import _config  # noqa: E402
+from tests.cli_helpers import NAS, ray_search_config  # noqa: E402
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -79,12 +78,12 @@ def two_node_cluster():
 
 def test_two_drivers_share_a_postgres_study_on_a_two_node_cluster(postgres_url, two_node_cluster, tmp_path):
     # workers=2 over two 1-CPU nodes: this driver's first two trials run one on each node
-    config = _config(tmp_path, "shared", trials=4, workers=2, asha=False, ray_address=two_node_cluster.address)
-    config.storage = postgres_url
+    config = ray_search_config(tmp_path, "shared", trials=4, workers=2, storage=postgres_url, asha=False,
+                               ray_address=two_node_cluster.address)
     study, config, created = create_or_load_study(config)
     assert created
     # a second driver ("another machine"): `nas resume` reads backend, space and cluster from the study
-    other = subprocess.Popen([sys.executable, "-m", "nas.cli", "resume", "--study", "shared", "--storage", postgres_url],
+    other = subprocess.Popen([*NAS, "resume", "--study", "shared", "--storage", postgres_url],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ray_backend.run(study, config, log=lambda m: None)
@@ -110,8 +109,8 @@ def test_a_worker_killed_mid_run_on_the_cluster_loses_nothing(postgres_url, two_
     mid-trial; the study is then inspected for lost, duplicated or stuck trials."""
     marker = tmp_path / "killed"
     monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial at step 2 kills its worker
-    config = _config(tmp_path, "faulty", trials=4, workers=2, asha=False, ray_address=two_node_cluster.address)
-    config.storage = postgres_url
+    config = ray_search_config(tmp_path, "faulty", trials=4, workers=2, storage=postgres_url, asha=False,
+                               ray_address=two_node_cluster.address)
     study, config, _ = create_or_load_study(config)
     ray_backend.run(study, config, log=lambda m: None)
     assert marker.exists(), "no worker was killed"

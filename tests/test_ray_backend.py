@@ -10,37 +10,14 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+import nas  # noqa: E402
 from nas.backends import ray as ray_backend  # noqa: E402
-from nas.backends.local import run_local  # noqa: E402
-from nas.config import SearchConfig  # noqa: E402
 from nas.locks import DeviceLock  # noqa: E402
-from nas.results import load_trials  # noqa: E402
-from nas.study import budget_count, create_or_load_study, load_study  # noqa: E402
-
-SPACE = """\
-name: raytiny
-task:
-  name: mqar
-  params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2, n_train: 200, n_test: 50}
-objectives:
-  accuracy: maximize
-  latency_ms: minimize
-trials: 4
-train: {steps: 20, batch_size: 16, lr: 0.01}
-latency: {batch_size: 1, threads: 1, warmup: 1, repeats: 5, max_seconds: 0.2}
-arch:
-  stages:
-    - depth: [1, 2]
-      dim: [32, 64]
-      mixer:
-        per_layer: true
-        choices:
-          softmax: {heads: [1, 2, 4]}
-          hyena: {filter_dim: [8, 16]}
-      ffn: {type: [mlp, glu], ratio: 2}
-"""
+from nas.study import budget_count, create_or_load_study  # noqa: E402
+from tests.cli_helpers import RAY_SPACE, ray_search_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,45 +28,41 @@ def ray_local():
     ray.shutdown()
 
 
-def _config(tmp_path, name, *, trials, workers=2, sampler="random", backend="ray", **extra):
+def _search(tmp_path, name, *, trials, workers=2, backend="ray", **options):
+    """nas.search of RAY_SPACE (random sampler, seed 1, heartbeat 1 s) into tmp_path/<name>.db."""
     path = tmp_path / "space.yaml"
-    path.write_text(SPACE)
-    return SearchConfig(space=str(path), space_yaml=SPACE, study=name, storage=f"sqlite:///{tmp_path}/{name}.db",
-                        trials=trials, sampler=sampler, seed=1, backend=backend, workers=workers,
-                        heartbeat_interval=1, grace_period=4, extra=extra)
+    path.write_text(RAY_SPACE)
+    url = f"sqlite:///{tmp_path}/{name}.db"
+    df = nas.search(str(path), study=name, storage=url, trials=trials, backend=backend, workers=workers,
+                    sampler="random", seed=1, heartbeat=1, options=options)
+    return df, optuna.load_study(study_name=name, storage=url)
 
 
 def test_ray_search_fills_study_like_local(ray_local, tmp_path):
-    config = _config(tmp_path, "par", trials=4, asha=False)
-    study, config, _ = create_or_load_study(config)
-    ray_backend.run(study, config, log=lambda m: None)
+    df, study = _search(tmp_path, "par", trials=4, asha=False)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-    assert budget_count(study) == 4
+    assert df.attrs["finished"] == 4
     workers = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(workers) == 2, "two workers should have run trials in parallel"
 
-    local_cfg = _config(tmp_path, "loc", trials=1, backend="local")
-    local, local_cfg, _ = create_or_load_study(local_cfg)
-    run_local(local, local_cfg, log=lambda m: None)
+    _, local = _search(tmp_path, "loc", trials=1, backend="local")
     expected = set(local.trials[0].user_attrs)
     for t in trials:
         assert expected <= set(t.user_attrs), f"missing {expected - set(t.user_attrs)}"
         assert set(t.user_attrs["metrics"]) == set(local.trials[0].user_attrs["metrics"])
         assert t.user_attrs["metrics"]["latency_spread"] >= 0
-    df = load_trials(config.storage, "par")  # the results API reads it unchanged
+    # the rows are the results API's, unchanged
+    pd.testing.assert_frame_equal(df, nas.load_trials(df.attrs["storage"], "par"))
     assert len(df) == 4 and df["accuracy"].notna().all() and df["arch_id"].notna().all()
-    _, stored = load_study(config.storage, "par")  # and `nas resume` finds the stored config
-    assert stored.backend == "ray"
+    assert df.attrs["config"]["backend"] == "ray"  # and `nas resume` finds the stored config
 
 
 def test_asha_prunes_weak_candidates(ray_local, tmp_path):
     # one worker: trials reach the rungs in order, so the run is deterministic
-    config = _config(tmp_path, "asha", trials=6, workers=1, asha=True, report_every=2, asha_grace_steps=4,
-                     asha_reduction=2)
-    study, config, _ = create_or_load_study(config)
-    ray_backend.run(study, config, log=lambda m: None)
-    assert budget_count(study) == 6
+    df, study = _search(tmp_path, "asha", trials=6, workers=1, asha=True, report_every=2, asha_grace_steps=4,
+                        asha_reduction=2)
+    assert df.attrs["finished"] == 6
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert pruned, "ASHA should stop at least one of 6 random candidates"
     for t in pruned:
@@ -102,7 +75,7 @@ def test_asha_prunes_weak_candidates(ray_local, tmp_path):
 def test_killed_worker_and_dead_driver_trials_are_failed_and_retried_once(ray_local, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
     monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial kills its worker at step 2
-    config = _config(tmp_path, "kill", trials=3, asha=False)
+    config = ray_search_config(tmp_path, "kill", trials=3, asha=False)
     # the orphan's retry runs first and may be the trial whose worker is killed: allow that lineage
     # a second retry, so each fault below gets its one retry
     config.max_retry = 2
@@ -130,7 +103,7 @@ def test_a_twin_of_a_trial_in_flight_waits_and_reuses_its_result(ray_local, tmp_
 
     import search_spaces
 
-    config = _config(tmp_path, "twins", trials=3, asha=False)
+    config = ray_search_config(tmp_path, "twins", trials=3, asha=False)
     study, config, _ = create_or_load_study(config)
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
     arch = search_spaces.sample(config.load_space(), draw)
@@ -183,5 +156,5 @@ def test_a_dead_worker_is_not_an_architectures_outcome():
     for attrs in ({"arch_id": "a", "error": "worker process died at step 3: killed", "worker_died": True},
                   {"arch_id": "b", "error": "training loss became nan at step 2"}):
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
-    assert Objective._twin(None, study, "a", 99) is None
-    assert Objective._twin(None, study, "b", 99).user_attrs["arch_id"] == "b"
+    assert Objective.twin(study, "a", 99) is None
+    assert Objective.twin(study, "b", 99).user_attrs["arch_id"] == "b"

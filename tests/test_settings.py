@@ -243,7 +243,7 @@ def test_meta_build_counts_the_real_parameters(fit, name, causal, grid):
     cls = search_spaces.get_mixer(name)
     layout = {"grid": grid} if cls.grid_aware else {}
     real = sum(p.numel() for p in cls(48, causal=causal, **layout).parameters())
-    assert fit._mixer_params(name, 48, causal, grid, ()) == real
+    assert fit.mixer_params(name, 48, causal, grid, ()) == real
 
 
 @pytest.mark.parametrize("space_name", ["tiny", "vision-hier", "wide-vs-deep"])

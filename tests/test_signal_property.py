@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 
-from tests.cli_helpers import NAS, run_nas, write_space
-from tests.test_crash import default_stop_signals
+from tests.cli_helpers import NAS, default_stop_signals, run_nas, write_space
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
-import textwrap
 
 import optuna
 import pytest
 
 import search_spaces
 from search_spaces import SpaceError, load_space, sample
+from tests.cli_helpers import load_space_text
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -25,7 +25,7 @@ def test_builtin_space_samples_50_valid(name):
 
 
 def test_heads_filtered_by_width_with_conditional_names():
-    space = _space("""
+    space = load_space_text("""
         task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
         arch:
           stages:
@@ -48,7 +48,7 @@ def test_heads_filtered_by_width_with_conditional_names():
 
 
 def test_count_matches_enumeration():
-    space = _space("""
+    space = load_space_text("""
         task: {name: mqar, params: {vocab_size: 32, seq_len: 16, num_kv_pairs: 2}}
         arch:
           stages:
@@ -66,16 +66,6 @@ def test_count_matches_enumeration():
         ids.add(sample(space, t).arch_id)
         study.tell(t, 0.0)
     assert len(ids) == space.count()[0]
-
-
-def _space(text, tmp=None):
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp())
-    p = d / "s.yaml"
-    p.write_text(textwrap.dedent(text))
-    return load_space(str(p))
 
 
 BASE = """

@@ -16,7 +16,7 @@ import search_spaces
 from nas.baselines import baseline_archs
 from nas.cli import app
 from nas.config import SearchConfig
-from nas.plots import _staircase, axes_pairs
+from nas.plots import staircase, axes_pairs
 from nas.report import arch_svg
 from nas.study import CONFIG_ATTR, ENV_ATTR
 
@@ -137,7 +137,7 @@ def test_staircase_corners_are_dominated_by_both_neighbours(dx, dy):
     else:
         df["b"] = [3.0, 2.0, 1.0]
     df.attrs["objectives"] = {"a": dx, "b": dy}
-    xs, ys = _staircase(df, "a", "b", df)
+    xs, ys = staircase(df, "a", "b", df)
     assert len(xs) == 5  # 3 points + 2 corners
     sx, sy = (-1 if dx == "maximize" else 1), (-1 if dy == "maximize" else 1)
     for k in (1, 3):  # corners: no better than the points before and after, in both objectives

@@ -30,7 +30,8 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from nas.backends.local import _detail, front_size
+from nas.backends.local import _detail
+from nas.results import front_size
 from nas.budget import abandon, ask_within_budget
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
@@ -56,7 +57,7 @@ class StudySearcher(Searcher):
         self.study = study
         self.config = config
         self.space = config.load_space()
-        self.objective = Objective(self.space, config.eval_settings())  # for _twin / _constraint_values
+        self.objective = Objective(self.space, config.eval_settings())  # for twin / _constraint_values
         self.names = list(self.space.objectives)
         self.trainable_cfg = trainable_cfg
         self.progress = progress

@@ -16,24 +16,12 @@ from nas.heartbeats import Heartbeat
 from nas.objective import Objective, TrialError
 from nas.optuna_access import fresh_trial
 from nas.progress import Progress
+from nas.results import front_size
 from nas.study import budget_count
 from nas.trial_attrs import ERROR_KEY, REUSED_FROM_KEY, error_of
 from search_spaces.failures import failure_reason
 
-__all__ = ["run", "run_local", "front_size"]
-
-
-def front_size(study: optuna.Study) -> int:
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]  # feasible, as nas.pareto_front
-    if not trials:
-        return 0
-    from nas.results import pareto_mask
-    import numpy as np
-
-    values = np.array([t.values for t in trials], dtype=float)
-    directions = [d.name.lower() for d in study.directions]
-    return int(pareto_mask(values, directions).sum())
+__all__ = ["run", "run_local"]
 
 
 def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:

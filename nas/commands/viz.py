@@ -95,7 +95,7 @@ def _storages(studies: List[str], storages: Optional[List[str]]) -> List[str]:
 @user_errors
 def compare(
     study: List[str] = typer.Option(..., "--study", help="study name; repeat for each study (at least two)"),
-    storage: Optional[List[str]] = typer.Option(None, "--storage", help="storage URL: one shared, or one per --study in the same order [default: sqlite:///results/<study>.db each]"),
+    storage: Optional[List[str]] = typer.Option(None, "--storage", help="storage URL: one shared, or one per --study in the same order (default: $NAS_STORAGE if set, else sqlite:///results/<study>.db each)"),
     out_path: Optional[Path] = typer.Option(None, "--out", help="also plot the fronts together: FILE.png | FILE.html"),
 ):
     """Fronts of several studies side by side, with hypervolumes against one common reference point

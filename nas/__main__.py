@@ -1,0 +1,5 @@
+"""`python -m nas ...`: the `nas` command."""
+
+from nas.cli import main
+
+main()

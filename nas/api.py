@@ -1,0 +1,286 @@
+"""Run a search from Python; `nas search` and `nas resume` are these functions plus printing.
+
+    import nas
+    df = nas.search("tiny", study="demo", trials=8)   # a built-in space name, a YAML path or a dict
+    df = nas.resume("demo", trials=16)                # raise the budget and go on
+    front = nas.pareto_front(df)
+
+Both return :func:`nas.load_trials` of the study once it has its budget (``df.attrs["storage"]``
+says where it is). The storage is ``storage``, else ``$NAS_STORAGE``, else
+``sqlite:///results/<study>.db`` (:func:`nas.config.resolve_storage`). Everything is checked
+before anything is written: bad input raises :class:`nas.UserError`, one line naming the file, key
+or argument, the value and what is allowed. A stop signal (Ctrl-C; SIGTERM and SIGHUP stop it the
+same way while a search runs) raises :class:`SearchStopped` once the running trial is recorded
+and queued again, so :func:`resume` finishes the job. Messages go to the ``nas`` logger
+(:mod:`nas.logs`): notes at WARNING, the study line and each finished trial at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import shlex
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+
+from nas import interrupts
+from nas.config import SAMPLERS, SearchConfig, check_runs_here, load_space_checked, resolve_storage
+from nas.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DICT_SOURCE", "SearchPlan", "SearchStopped", "delete_study", "plan_search", "resume", "search"]
+
+log = logging.getLogger("nas")
+
+DICT_SOURCE = "<dict>"  # how a space given as a dict is named in messages and in its study
+SpaceArg = Union[str, os.PathLike, Mapping]
+ProgressFactory = Callable[[int], Any]  # budget -> a nas.progress.Progress (a context manager)
+_SETTINGS = {"trials": "trials", "workers": "workers", "timeout": "timeout", "heartbeat": "heartbeat_interval"}
+
+
+class SearchStopped(KeyboardInterrupt):
+    """A stop signal ended a search: its finished trials are saved and the interrupted one is
+    queued again. ``signum`` is the signal (SIGINT for Ctrl-C); the message says how to resume.
+    A KeyboardInterrupt, so code written for Ctrl-C handles it."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @classmethod
+    def after(cls, e: BaseException, *, study: str, storage: str, finished: int, budget: int) -> "SearchStopped":
+        """The stop ``e`` (a KeyboardInterrupt) of a search of ``study`` with ``finished`` of
+        ``budget`` trials done: its message says how many and the command that resumes it."""
+        n = interrupts.signal_number(e)
+        how = "interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}"
+        resume_cmd = f"nas resume --study {shlex.quote(study)} --storage {shlex.quote(storage)}"
+        return cls(n, f"{how}: {finished}/{budget} trials finished and saved. Resume with:\n  {resume_cmd}")
+
+
+@dataclass
+class SearchPlan:
+    """What :func:`search` would run, checked: the config it stores with the study and the space."""
+
+    config: SearchConfig
+    space: Any  # search_spaces.Space, validated and bound to its task
+
+
+def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = None,
+                trials: Optional[int] = None, backend: str = "local", workers: int = 1,
+                seed: Optional[int] = None, sampler: Optional[str] = None, plugins=None,
+                timeout: Optional[float] = None, heartbeat: Optional[int] = None,
+                options: Optional[Mapping] = None) -> SearchPlan:
+    """Check what :func:`search` takes (the arguments, the plugins, the space and that its models
+    fit this machine) and build its config; nothing is written (`nas search --dry-run`)."""
+    _check_arguments(backend=backend, sampler=sampler, options=options, trials=trials, workers=workers, timeout=timeout,
+                     heartbeat=heartbeat)
+    from nas.plugins import load_cli_plugins, study_plugins
+
+    given = load_cli_plugins(plugins)  # before the space: it may name what they register
+    sp = _load_space(space)
+    check_runs_here(sp, backend)
+    name = sp.name if study is None else study
+    beat = SearchConfig.heartbeat_interval if heartbeat is None else heartbeat
+    config = SearchConfig(space=DICT_SOURCE if isinstance(space, Mapping) else os.fspath(space), space_yaml=sp.text,
+                          study=name, storage=resolve_storage(name, storage), trials=trials or sp.trials,
+                          sampler=sampler or SearchConfig.sampler, seed=0 if seed is None else seed, backend=backend,
+                          workers=workers, timeout=timeout, heartbeat_interval=beat, grace_period=4 * beat,
+                          extra=dict(options or {}), plugins=study_plugins(given, sp))
+    log.debug("space %s: task %s, plugins %s; study %s in %s", sp.source, sp.task.name,
+              [p["name"] for p in config.plugins] or "none", name, config.storage)
+    return SearchPlan(config, sp)
+
+
+def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = None, trials: Optional[int] = None,
+           backend: str = "local", workers: int = 1, seed: Optional[int] = None, sampler: Optional[str] = None,
+           plugins=None, timeout: Optional[float] = None, heartbeat: Optional[int] = None,
+           options: Optional[Mapping] = None, baselines: bool = False,
+           progress: Optional[ProgressFactory] = None) -> "pd.DataFrame":
+    """Search ``space`` until study ``study`` has ``trials`` finished trials; returns its trials.
+
+    ``space``: a built-in space name, a path to a space file, or a dict with a space file's keys
+    (its ``plugins:`` paths are taken from the current directory). ``study``: None names it after
+    the space. ``trials`` (default: the space's), ``sampler`` (nsga2, tpe, random, gp; default
+    nsga2), ``seed`` (default 0), ``backend`` (local, ray) and ``workers`` are those of a new
+    study; an existing study keeps its own (a warning names what was ignored) and takes
+    ``trials`` as its new budget. ``plugins``: module names or ``.py`` paths loaded first and
+    stored with the study. ``options``: backend and sampler options stored with it (ray:
+    ``ray_address``, ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...;
+    see :mod:`nas.backends.ray`). ``baselines``: also queue the literature designs sized to the
+    space. ``progress``: ``f(budget)`` returning a :class:`nas.progress.Progress` (default: one
+    INFO line per finished trial on the ``nas`` logger)."""
+    with interrupts.handling():
+        plan = plan_search(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
+                           seed=seed, sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat,
+                           options=options)
+        given = {"sampler": sampler, "seed": seed, "backend": backend, "workers": workers}
+        st, config, created = _open(plan, given, trials=trials, timeout=timeout)
+        if baselines:
+            from nas.baselines import enqueue_baselines
+
+            queued = enqueue_baselines(st, plan.space, log=log.info)
+            log.info(f"queued baselines: {', '.join(queued) or 'none (already in the study)'}")
+        return _run(st, config, created, progress)
+
+
+def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] = None,
+           timeout: Optional[float] = None, progress: Optional[ProgressFactory] = None) -> "pd.DataFrame":
+    """Continue ``study`` from its storage with its stored space, plugins, sampler and backend;
+    ``trials`` is its new budget (kept for later resumes). Returns its trials, as :func:`search`."""
+    from nas.study import load_study, save_budget
+
+    _check_arguments(trials=trials, timeout=timeout)
+    with interrupts.handling():
+        st, config = load_study(resolve_storage(study, storage), study, writable=True)
+        check_runs_here(config.load_space(), config.backend)  # this machine may lack the memory or the CUDA device
+        save_budget(st, config, trials)
+        config.timeout = timeout
+        return _run(st, config, False, progress)
+
+
+def delete_study(study: str, *, storage: Optional[str] = None) -> None:
+    """Delete ``study`` and its trials (`nas delete --yes`); UserError if it is absent or a search
+    still runs one of its trials."""
+    from nas.study import delete_study as delete
+
+    delete(resolve_storage(study, storage), study)
+
+
+# ------------------------------------------------------------------------------ the steps
+def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = None,
+                     options: Optional[Mapping] = None, **settings) -> None:
+    """UserError for a sampler, backend, latency lock or setting out of range (the CLI's option
+    names, as `nas search` refuses them)."""
+    from nas.backends import get_backend
+    from search_spaces.registries import UnknownName
+    from search_spaces.schema import check_of
+
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
+    try:
+        if backend is not None:
+            get_backend(backend)
+    except UnknownName as e:
+        raise UserError(f"--backend: {e}") from None
+    if options is not None and not isinstance(options, Mapping):
+        raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
+    lock = (options or {}).get("latency_lock")
+    if lock is not None:
+        from nas.locks import MODES
+
+        if lock not in MODES:
+            raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
+    for name, value in settings.items():
+        problem = None if value is None else check_of(SearchConfig, _SETTINGS[name]).error(value)
+        if problem:
+            raise UserError(f"{name}: {problem}")
+
+
+def _load_space(space: SpaceArg):
+    if isinstance(space, Mapping):
+        return _dict_space(space)
+    if isinstance(space, (str, os.PathLike)):
+        return load_space_checked(os.fspath(space))
+    raise UserError(f"space: {space!r} is not allowed (a built-in space name, a path to a space file, or a dict)")
+
+
+def _dict_space(raw: Mapping):
+    """A space given as a dict: its plugins loaded (paths from the current directory), then
+    checked as the same keys in a file would be; its YAML text is what the study stores."""
+    import yaml
+
+    from search_spaces.plugins import PluginError, load_space_plugins
+
+    plain = _plain(raw, "")
+    try:
+        plugins = load_space_plugins(plain, Path.cwd())
+    except PluginError as e:
+        raise UserError(f"{DICT_SOURCE}: {e}") from None
+    sp = load_space_checked(DICT_SOURCE, text=yaml.safe_dump(plain, sort_keys=False))
+    sp.plugins = tuple(plugins)
+    return sp
+
+
+def _plain(value, path: str):
+    """``value`` as YAML data (dicts with str keys, lists, str, int, float, bool, None)."""
+    if isinstance(value, Mapping):
+        for k in value:
+            if not isinstance(k, str):
+                raise UserError(f"{DICT_SOURCE}: {path or 'keys'}: key {k!r} is not allowed (a string)")
+        return {k: _plain(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise UserError(f"{DICT_SOURCE}: {path}: {value!r} is not allowed (a str, number, bool, None, list or dict)")
+
+
+def _open(plan: SearchPlan, given: dict, *, trials: Optional[int], timeout: Optional[float]):
+    """(study, config, created): a new study, or the existing one with its stored config (its
+    budget set to ``trials`` when given); a warning names the arguments it ignores."""
+    from nas.plugins import check_same_plugins
+    from nas.study import create_or_load_study, save_budget
+
+    st, stored, created = create_or_load_study(plan.config)
+    if created:
+        return st, plan.config, True
+    check_same_plugins(stored, plan.config)
+    ignored = [f"--{k} {v}" for k, v in given.items() if v is not None and v != getattr(stored, k)]
+    if ignored:
+        log.warning(f"note: study {stored.study!r} exists and keeps its stored settings (sampler {stored.sampler}, "
+                    f"seed {stored.seed}, backend {stored.backend}, workers {stored.workers}); ignored: "
+                    f"{', '.join(ignored)}")
+    save_budget(st, stored, trials)
+    stored.timeout = timeout
+    return st, stored, False
+
+
+def _log_progress(total: int):
+    from nas.progress import LogProgress
+
+    return LogProgress(total, log)
+
+
+def _run(study, config: SearchConfig, created: bool, progress: Optional[ProgressFactory]) -> "pd.DataFrame":
+    """Run the study's backend until its budget; its trials (:func:`nas.load_trials`). A stop
+    signal becomes :class:`SearchStopped`; a database problem on the way a UserError naming it."""
+    from nas.backends import get_backend
+    from nas.logs import quiet_interrupt_fallout
+    from nas.results import load_trials
+    from nas.storage_errors import storage_problem
+    from nas.study import budget_count
+    from search_spaces.registries import UnknownName
+
+    try:
+        run_backend = get_backend(config.backend)
+    except UnknownName as e:
+        raise UserError(f"study {config.study!r}: {e}") from None
+    quiet_interrupt_fallout()
+    log.debug(f"study {config.study}: backend {config.backend} ({config.workers} worker(s)), sampler {config.sampler} "
+              f"seed {config.seed}, heartbeat {config.heartbeat_interval}s, timeout {config.timeout}, plugins "
+              f"{[p['name'] for p in config.plugins] or 'none'}, options {config.extra or 'none'}")
+    try:
+        log.info(f"{'created' if created else 'continuing'} study {config.study} in {config.storage}: space "
+                 f"{config.space}, sampler {config.sampler}, {budget_count(study)}/{config.trials} trials finished")
+        with (progress or _log_progress)(config.trials) as p:
+            run_backend(study, config, progress=p, log=log.info)
+        df = load_trials(config.storage, config.study)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the backend recorded and re-queued its trials
+        raise SearchStopped.after(e, study=config.study, storage=config.storage, finished=budget_count(study),
+                                  budget=config.trials) from None
+    except Exception as e:
+        problem = storage_problem(e, config.storage)
+        if problem is None:
+            raise
+        raise UserError(problem) from None
+    df.attrs["storage"] = config.storage
+    return df
