@@ -19,9 +19,9 @@ __all__ = ["UserError", "delete_study", "generate", "hypervolume", "hypervolume_
            "load_trials", "pareto_front", "pareto_mask", "resume", "search", "__version__"]
 
 # imported on first use, so `import nas` (and every `nas` command) starts without them: nas.results
-# and nas.hypervolume (pandas, optuna), nas.api and nas.catalog (optuna), model_io and textgen (torch)
+# and nas.front_volume (pandas, optuna), nas.api and nas.catalog (optuna), model_io and textgen (torch)
 _LAZY = {"load_trials": "nas.results", "pareto_front": "nas.results", "pareto_mask": "nas.results",
-         "hypervolume": "nas.hypervolume", "hypervolume_history": "nas.hypervolume",
+         "hypervolume": "nas.front_volume", "hypervolume_history": "nas.front_volume",
          "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.catalog",
          "load_model": "nas.model_io", "generate": "nas.textgen"}
 

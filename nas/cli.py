@@ -270,7 +270,7 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
         t.add_row("constraints", ", ".join(df.attrs["constraints"]))
     t.add_row("front size", f"{len(front)} ({_front_counts(df, front)})")
     if len(front):
-        from nas.hypervolume import hypervolume, reference_point
+        from nas.front_volume import hypervolume, reference_point
 
         ref = reference_point(df)
         t.add_row("hypervolume", f"{hypervolume(df):.4g} (reference {', '.join(f'{k}={v:.4g}' for k, v in ref.items())})")

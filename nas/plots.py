@@ -154,7 +154,7 @@ def _hv_text(df, pairs) -> str:
     objs = list(df.attrs.get("objectives") or {})
     if not objs:
         return ""
-    from nas.hypervolume import hypervolume
+    from nas.front_volume import hypervolume
 
     try:
         return f", hypervolume {hypervolume(df):.4g}"

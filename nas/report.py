@@ -258,7 +258,7 @@ def _add_space_rows(rows: list, space_yaml: str) -> None:
 def _progress_section(t: _Trials) -> Optional[Section]:
     """The hypervolume of the front of the first k trials against k (none before a complete trial)."""
     from nas import plots
-    from nas.hypervolume import hypervolume, hypervolume_history, reference_point
+    from nas.front_volume import hypervolume, hypervolume_history, reference_point
 
     if not len(t.done):
         return None

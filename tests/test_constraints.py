@@ -9,7 +9,7 @@ import pytest
 
 import nas
 from nas.export import sidecar_path
-from nas.hypervolume import hypervolume_of, reference_point
+from nas.front_volume import hypervolume_of, reference_point
 from nas.results import pareto_mask
 from tests.cli_helpers import invoke as run_nas, write_space
 

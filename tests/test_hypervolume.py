@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nas
-from nas.hypervolume import hypervolume_history, hypervolume_of, reference_point
+from nas.front_volume import hypervolume_history, hypervolume_of, reference_point
 
 
 def grid_count(points, ref):

@@ -185,7 +185,7 @@ def test_compare_two_studies_in_their_own_files(two_obj, tmp_path):
     assert out.exists()
     import pandas as pd
 
-    from nas.hypervolume import reference_point
+    from nas.front_volume import reference_point
 
     a, b = nas.load_trials(two_obj, "a"), nas.load_trials(other, "b")
     both = pd.concat([a[a.state == "COMPLETE"], b[b.state == "COMPLETE"]])

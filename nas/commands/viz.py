@@ -103,7 +103,7 @@ def compare(
     import pandas as pd
 
     from nas import plots
-    from nas.hypervolume import hypervolume, reference_point
+    from nas.front_volume import hypervolume, reference_point
     from nas.results import feasible_complete, load_trials, pareto_front
 
     if len(study) < 2:

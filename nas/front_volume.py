@@ -1,5 +1,8 @@
 """Hypervolume of a Pareto front: the volume of objective space it dominates, up to a reference point.
 
+``nas.hypervolume`` and ``nas.hypervolume_history`` are the functions here (the module is not named
+``nas.hypervolume``, so that name stays the function however the package was imported).
+
 Exact for any number of objectives: a sweep in 2-D, and slicing along the last objective (each
 slab's volume is the (m-1)-D hypervolume of the points at or below it) in 3-D and up, which is
 fine for the fronts a search produces (tens of points).
