@@ -24,8 +24,8 @@ from search_spaces import ArchSpec, build_model
 from search_spaces.failures import first_line
 from search_spaces.profiles import metric_name
 
-__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "user_metrics_requested",
-           "zero_cost_requested"]
+__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "static_costs", "timed_costs",
+           "user_metrics_requested", "zero_cost_requested"]
 
 # every metric name a space may use, with its natural direction (objectives, constraints, plots):
 # a live view of the metric registry (evaluators/metrics.py), user metrics included
@@ -130,20 +130,27 @@ def _measure(arch: ArchSpec, task, settings: EvalSettings, ladder: Ladder, *, on
                    train_seconds=result.seconds)
     metrics.update(task.scores(result.accuracy, result.test_loss))  # e.g. bits_per_byte (text)
     metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
-    metrics.update(_timed_costs(model, task, settings, latency_lock))
+    metrics.update(timed_costs(model, task.io, settings, latency_lock))
     for request in (r for r in settings.profiles if r not in early):
         metrics.update(run_profile(arch, task.io, request))
     return metrics
 
 
-def _counted_costs(model, task, settings: EvalSettings) -> dict:
-    """What the untrained model costs, counted without timing: params, FLOPs, decoding state, and
-    the user metrics computed at initialisation."""
-    metrics = {"params": count_params(model), "flops": flops_per_sample(model, task.io)}
-    if task.io.causal:  # what generating the next token must keep in memory, at the task's length
-        state = decode_state_mb(model, task.io.seq_len)
+def static_costs(model, io) -> dict:
+    """Params, FLOPs and (causal tasks) decoding state: counted, not timed, and the same for any
+    weights (``nas train`` counts them again on the trained model)."""
+    metrics = {"params": count_params(model), "flops": flops_per_sample(model, io)}
+    if io.causal:  # what generating the next token must keep in memory, at the task's length
+        state = decode_state_mb(model, io.seq_len)
         if state is not None:
             metrics["state_mb"] = state
+    return metrics
+
+
+def _counted_costs(model, task, settings: EvalSettings) -> dict:
+    """What the untrained model costs, counted without timing: :func:`static_costs` and the user
+    metrics computed at initialisation."""
+    metrics = static_costs(model, task.io)
     metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="init"))
     return metrics
 
@@ -175,17 +182,17 @@ def _train(model, task, settings: EvalSettings, ladder: Ladder, on_step) -> Trai
         return run.finish()
 
 
-def _timed_costs(model, task, settings: EvalSettings, latency_lock) -> dict:
+def timed_costs(model, io, settings: EvalSettings, latency_lock=None) -> dict:
     """Peak memory, latency and (if asked) decoding time of the trained model at the task's shape;
-    timing holds ``latency_lock``."""
+    timing holds ``latency_lock`` and moves the model to the latency device and dtype."""
     metrics = {}
     cpu = settings.latency.device == "cpu"
     if cpu:  # counted, not timed: no need to hold the device alone for it
-        metrics["peak_mem_mb"] = peak_memory_mb(model, task.io, settings.latency)
+        metrics["peak_mem_mb"] = peak_memory_mb(model, io, settings.latency)
     with latency_lock if latency_lock is not None else contextlib.nullcontext():
-        metrics.update(measure_latency(model, task.io, settings.latency, memory=not cpu))
+        metrics.update(measure_latency(model, io, settings.latency, memory=not cpu))
         if settings.decode:
-            metrics.update(measure_decode(model, task.io, settings.latency))
+            metrics.update(measure_decode(model, io, settings.latency))
     return metrics
 
 

@@ -151,28 +151,18 @@ def cost_metrics(model, spec: TrainSpec, task, log: Callable[[str], None] = lamb
     (``evaluators.profiles``: the architecture scaled and built at the profile's shape; costs do
     not depend on the weights). A profile that cannot be measured (out of memory there, say) is
     logged and named under ``profile_errors``; the other metrics stand."""
-    from evaluators.cost import count_params, decode_state_mb, flops_per_sample
-    from evaluators.decode import measure_decode
     from evaluators.errors import TrialFailure
-    from evaluators.latency import measure_latency, peak_memory_mb
+    from evaluators.evaluate import static_costs, timed_costs
     from evaluators.metrics import compute_user_metrics
     from evaluators.profiles import measure_profile
 
-    s, io = spec.settings, spec.io
-    out = {"params": count_params(model), "flops": flops_per_sample(model, io)}
-    if io.causal and (state := decode_state_mb(model, io.seq_len)) is not None:
-        out["state_mb"] = state
+    s = spec.settings
+    out = static_costs(model, spec.io)
     out.update(compute_user_metrics(s.metrics, model, task, s, at="trained"))
-    timed = copy.deepcopy(model)
-    cpu = s.latency.device == "cpu"
-    if cpu:
-        out["peak_mem_mb"] = peak_memory_mb(timed, io, s.latency)
-    out.update(measure_latency(timed, io, s.latency, memory=not cpu))
-    if s.decode:
-        out.update(measure_decode(timed, io, s.latency))
+    out.update(timed_costs(copy.deepcopy(model), spec.io, s))
     for request in s.profiles:
         try:
-            out.update(measure_profile(spec.arch, io, request, s.latency, seed=spec.seed))
+            out.update(measure_profile(spec.arch, spec.io, request, s.latency, seed=spec.seed))
         except TrialFailure as e:
             log(f"not measured: {e}")
             out.setdefault("profile_errors", {})[request.profile.name] = str(e)
