@@ -98,47 +98,16 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
     """One row per architecture: arch_id, family, summary, every proxy, ``reference_accuracy``
     (or ``error`` when the candidate failed). ``on_row(rows)`` is called after each architecture
     (e.g. to save partial results of a long run)."""
-    import search_spaces
-
     task = make_task(space.task.name, space.task.params, seed=cfg.seed)
-    short = TrainConfig.from_dict(space.train)
-    if cfg.short_steps:
-        short = replace(short, steps=cfg.short_steps, warmup_steps=min(short.warmup_steps, cfg.short_steps))
-    ref_steps = cfg.reference_steps or 4 * short.steps
-    # the reference is a complete training: the standard cosine decay to 10% of lr over its own steps,
-    # whatever schedule the space's short proxy uses (a short run may keep lr flat, as a prefix of a long run)
-    reference = replace(short, steps=ref_steps, eval_samples=0, decay_to=TrainConfig.decay_to)
-    x, y = zero_cost_batch(task, cfg.zero_cost_batch, seed=cfg.seed)
+    short, reference = _schedules(space, cfg)
+    batch = zero_cost_batch(task, cfg.zero_cost_batch, seed=cfg.seed)
     rows = []
     archs = sample_archs(space, cfg.n, cfg.seed)
     for i, arch in enumerate(archs):
         t0 = time.perf_counter()
         row = {"arch_id": arch.arch_id, "family": family_of(arch), "summary": arch.summary()}
         try:
-            torch.manual_seed(cfg.seed)
-            model = search_spaces.build_model(arch, task.io)
-            init = {k: v.clone() for k, v in model.state_dict().items()}
-            row["params"] = count_params(model)
-            row["flops"] = flops_per_sample(model, task.io)
-            row.update(compute_zero_cost(model, task.io, x, y, tuple(ZERO_COST), seed=cfg.seed))
-            r = train_proxy(model, task, short, seed=cfg.seed)
-            row.update(short_accuracy=r.accuracy, train_loss_sum=r.loss_sum, final_loss=r.final_loss,
-                       short_test_loss=r.test_loss)
-            accs, losses = [], []
-            for k in range(cfg.reference_seeds):
-                if k == 0:
-                    model.load_state_dict(init)  # the same initialisation, trained longer
-                else:  # another initialisation and data order: how noisy is the reference itself?
-                    torch.manual_seed(cfg.seed + k)
-                    model = search_spaces.build_model(arch, task.io)
-                torch.manual_seed(cfg.seed + k)
-                ref = train_proxy(model, task, reference, seed=cfg.seed + k)
-                accs.append(ref.accuracy)
-                losses.append(ref.test_loss)
-                if cfg.reference_seeds > 1:
-                    row[f"reference_accuracy_seed{k}"] = ref.accuracy
-            row["reference_accuracy"] = float(np.mean(accs))
-            row["reference_loss"] = float(np.mean(losses))
+            _score(row, arch, task, batch, short, reference, cfg)
         except Exception as e:  # a failing candidate is a row with a reason, never the end of the run
             row["error"] = failure_reason(e)
         row["seconds"] = time.perf_counter() - t0
@@ -146,15 +115,61 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
         if on_row is not None:
             on_row(rows)
         if log is not None:
-            if "error" in row:
-                log(f"[{i + 1}/{len(archs)}] {arch.arch_id} FAILED {row['error']} | {arch.summary()}")
-            else:
-                log(f"[{i + 1}/{len(archs)}] {arch.arch_id} {row['family']:<9} short acc {row['short_accuracy']:.3f} "
-                    f"| reference acc {row['reference_accuracy']:.3f} | {row['seconds']:.0f}s | {arch.summary()}")
+            log(f"[{i + 1}/{len(archs)}] {_log_line(arch, row)}")
     df = pd.DataFrame(rows)
-    df.attrs.update(short_steps=short.steps, reference_steps=ref_steps, n=cfg.n, seed=cfg.seed,
+    df.attrs.update(short_steps=short.steps, reference_steps=reference.steps, n=cfg.n, seed=cfg.seed,
                     reference_seeds=cfg.reference_seeds)
     return df
+
+
+def _schedules(space, cfg: FidelityConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The short proxy training and the reference training."""
+    short = TrainConfig.from_dict(space.train)
+    if cfg.short_steps:
+        short = replace(short, steps=cfg.short_steps, warmup_steps=min(short.warmup_steps, cfg.short_steps))
+    ref_steps = cfg.reference_steps or 4 * short.steps
+    # the reference is a complete training: the standard cosine decay to 10% of lr over its own steps,
+    # whatever schedule the space's short proxy uses (a short run may keep lr flat, as a prefix of a long run)
+    return short, replace(short, steps=ref_steps, eval_samples=0, decay_to=TrainConfig.decay_to)
+
+
+def _score(row: dict, arch, task, batch, short: TrainConfig, reference: TrainConfig, cfg: FidelityConfig) -> None:
+    """Add to ``row`` the costs, every zero-cost proxy and the short training's scores at one
+    initialisation, then the reference training from that same initialisation (and from other
+    seeds' if asked). What was added before a failure stays in the row."""
+    import search_spaces
+
+    torch.manual_seed(cfg.seed)
+    model = search_spaces.build_model(arch, task.io)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    row["params"] = count_params(model)
+    row["flops"] = flops_per_sample(model, task.io)
+    row.update(compute_zero_cost(model, task.io, *batch, tuple(ZERO_COST), seed=cfg.seed))
+    r = train_proxy(model, task, short, seed=cfg.seed)
+    row.update(short_accuracy=r.accuracy, train_loss_sum=r.loss_sum, final_loss=r.final_loss,
+               short_test_loss=r.test_loss)
+    accs, losses = [], []
+    for k in range(cfg.reference_seeds):
+        if k == 0:
+            model.load_state_dict(init)  # the same initialisation, trained longer
+        else:  # another initialisation and data order: how noisy is the reference itself?
+            torch.manual_seed(cfg.seed + k)
+            model = search_spaces.build_model(arch, task.io)
+        torch.manual_seed(cfg.seed + k)
+        ref = train_proxy(model, task, reference, seed=cfg.seed + k)
+        accs.append(ref.accuracy)
+        losses.append(ref.test_loss)
+        if cfg.reference_seeds > 1:
+            row[f"reference_accuracy_seed{k}"] = ref.accuracy
+    row["reference_accuracy"] = float(np.mean(accs))
+    row["reference_loss"] = float(np.mean(losses))
+
+
+def _log_line(arch, row: dict) -> str:
+    if "error" in row:
+        return f"{arch.arch_id} FAILED {row['error']} | {arch.summary()}"
+    return (f"{arch.arch_id} {row['family']:<9} short acc {row['short_accuracy']:.3f} "
+            f"| reference acc {row['reference_accuracy']:.3f} | {row['seconds']:.0f}s | {arch.summary()}")
 
 
 def _tau_rho(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -57,7 +57,7 @@ def fidelity(
     Kendall tau / Spearman rho (bootstrap 95% CIs) overall and per mixer family. With --latency:
     Kendall tau and median / 90th-percentile relative error of predicted against measured latency,
     per profile and family."""
-    from evaluators.fidelity import FidelityConfig, correlations, run_fidelity, to_markdown
+    from evaluators.fidelity import FidelityConfig
     from nas.config import check_runs_here, load_space_checked
     from nas.plugins import load_cli_plugins
 
@@ -70,31 +70,46 @@ def fidelity(
         from nas.commands.profile import latency_fidelity
 
         return latency_fidelity(sp, n, seed, out_dir, profiles, storage, _machine())
-    out_dir = out_dir or Path("results") / f"fidelity-{sp.name}"
+    out_dir = _out_dir(out_dir or Path("results") / f"fidelity-{sp.name}")
+    cfg = FidelityConfig(n=n, seed=seed, short_steps=steps or 0, reference_steps=reference_steps or 0,
+                         bootstrap=bootstrap, reference_seeds=reference_seeds)
+    command = " ".join(sys.argv[2:]) if sys.argv[1:2] == ["fidelity"] else f"--space {space} --n {n} --seed {seed}"
+    _proxy_fidelity(sp, cfg, out_dir, command)
+
+
+def _out_dir(out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out: cannot create {out_dir}: {e.strerror}") from None
-    cfg = FidelityConfig(n=n, seed=seed, short_steps=steps or 0, reference_steps=reference_steps or 0,
-                         bootstrap=bootstrap, reference_seeds=reference_seeds)
-    started = datetime.datetime.now()
-    err.print(f"fidelity of space {sp.name} (task {sp.task.name}): {n} architectures, seed {seed}", highlight=False)
+    return out_dir
+
+
+def _proxy_fidelity(sp, cfg, out_dir: Path, command: str) -> None:
+    """Score the sampled architectures, write archs.csv, correlations.csv and fidelity.md (keeping
+    archs.partial.csv up to date while it runs), and print tau and rho per proxy."""
     import pandas as pd
+
+    from evaluators.fidelity import correlations, run_fidelity, to_markdown
+
+    started = datetime.datetime.now()
+    err.print(f"fidelity of space {sp.name} (task {sp.task.name}): {cfg.n} architectures, seed {cfg.seed}",
+              highlight=False)
 
     def save_partial(rows):  # a long run that is stopped still leaves its per-arch scores
         pd.DataFrame(rows).to_csv(out_dir / "archs.partial.csv", index=False)
 
     df = run_fidelity(sp, cfg, log=lambda m: print(m, file=sys.stderr, flush=True), on_row=save_partial)
     (out_dir / "archs.partial.csv").unlink(missing_ok=True)
-    corr = correlations(df, bootstrap=bootstrap, seed=seed)
+    corr = correlations(df, bootstrap=cfg.bootstrap, seed=cfg.seed)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     header = (f"# Proxy fidelity: space `{sp.name}`\n\n"
-              f"- command: `nas fidelity {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['fidelity'] else f'--space {space} --n {n} --seed {seed}'}`\n"
+              f"- command: `nas fidelity {command}`\n"
               f"- date: {started:%Y-%m-%d %H:%M} ({minutes:.1f} min)\n"
               f"- machine: {_machine()}\n")
     df.to_csv(out_dir / "archs.csv", index=False)
     corr.to_csv(out_dir / "correlations.csv", index=False)
-    (out_dir / "fidelity.md").write_text(to_markdown(df, corr, header=header, bootstrap=bootstrap))
+    (out_dir / "fidelity.md").write_text(to_markdown(df, corr, header=header, bootstrap=cfg.bootstrap))
     c = corr[corr["group"] == "all"].sort_values("tau", ascending=False)
     for _, r in c.iterrows():
         print(f"{r['proxy']:<16} tau {r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}]  "
