@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -115,6 +116,33 @@ def _is_baseline(df: pd.DataFrame) -> pd.Series:
     return df["baseline"].notna() & (df["baseline"].astype(str) != "")
 
 
+@dataclass(frozen=True)
+class _Panel:
+    """What the panel of one pair of objectives shows (the same in the static and interactive plots)."""
+
+    x: str
+    y: str
+    done: pd.DataFrame  # complete feasible trials with both values
+    normal: pd.DataFrame  # of those, the ones that are not baselines
+    baselines: pd.DataFrame
+    front: pd.DataFrame  # the front of this pair
+    stairs: tuple  # (xs, ys) of its step line
+    failed: pd.DataFrame  # failed or pruned trials whose values are known
+    infeasible: pd.DataFrame  # complete trials that violate a constraint
+
+
+def _panels(df: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[_Panel]:
+    done, infeasible, bad = _split(df)
+    base = _is_baseline(df)
+    panels = []
+    for x, y in pairs:
+        d = done.dropna(subset=[x, y])
+        front = _front2d(d, x, y, df)
+        panels.append(_Panel(x, y, d, d[~base.loc[d.index]], d[base.loc[d.index]], front, staircase(front, x, y, df),
+                             bad.dropna(subset=[x, y]) if len(bad) else bad, infeasible.dropna(subset=[x, y])))
+    return panels
+
+
 def _colors(df: pd.DataFrame, color: Optional[str]):
     """(kind, mapping): ("cat", {value: hex}) or ("num", (vmin, vmax)) or (None, None)."""
     if not color:
@@ -193,68 +221,16 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
     rows, cols = _grid(len(pairs))
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows + 0.5), squeeze=False)
     kind, cmap = _colors(df, color)
-    done, infeasible, bad = _split(df)
     full = _full_front_numbers(df)
-    base = _is_baseline(df)
-    handles = {}
-    for ax, (x, y) in zip(axes.flat, pairs):
-        d = done.dropna(subset=[x, y])
-        normal = d[~base.loc[d.index]]
-        if kind == "cat":
-            for val, c in cmap.items():
-                sub = normal[normal[color].astype(str) == val]
-                if len(sub):
-                    h = ax.scatter(sub[x], sub[y], s=36, color=c, alpha=0.85, label=f"{color} = {val}", zorder=3)
-                    handles.setdefault(f"{color} = {val}", h)
-            for val, c in cmap.items():  # a family seen only among the baselines still gets its legend entry
-                if f"{color} = {val}" not in handles and (d[color].astype(str) == val).any():
-                    handles[f"{color} = {val}"] = ax.scatter([], [], s=36, color=c)
-            rest = normal[normal[color].isna()]
-            if len(rest):
-                ax.scatter(rest[x], rest[y], s=36, color="#999999", zorder=3)
-        elif kind == "num":
-            sc = ax.scatter(normal[x], normal[y], s=36, c=pd.to_numeric(normal[color], errors="coerce"),
-                            cmap="viridis", vmin=cmap[0], vmax=cmap[1], zorder=3)
-            if ax is axes.flat[len(pairs) - 1]:
-                fig.colorbar(sc, ax=axes.ravel().tolist(), label=color, shrink=0.8)
-        else:
-            h = ax.scatter(normal[x], normal[y], s=36, color=PALETTE[0], label="complete", zorder=3)
-            handles.setdefault("complete", h)
-        ring = d[d["number"].isin(full)]
-        if len(ring) and len(pairs) > 1:
-            h = ax.scatter(ring[x], ring[y], s=110, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4,
-                           label="on the front (all objectives)")
-            handles.setdefault("on the front (all objectives)", h)
-        f2 = _front2d(d, x, y, df)
-        sx, sy = staircase(f2, x, y, df)
-        if sx:
-            lbl = "Pareto front" if len(pairs) == 1 else "front of this pair"
-            (h,) = ax.plot(sx, sy, color="black", lw=1.3, ls="-", zorder=2, label=lbl)
-            handles.setdefault(lbl, h)
-            if len(pairs) == 1:
-                for _, r in f2.iterrows():
-                    ax.annotate(f"#{int(r['number'])}", (r[x], r[y]), textcoords="offset points", xytext=(5, 5),
-                                fontsize=8, color="#333333", zorder=6)
-        bl = d[base.loc[d.index]]
-        if len(bl):
-            bc = [cmap.get(str(v), "#999999") for v in bl[color]] if kind == "cat" else "gold"
-            h = ax.scatter(bl[x], bl[y], marker="*", s=240, c=bc, edgecolors="black", linewidths=0.8, zorder=5,
-                           label="baseline (literature design)")
-            handles.setdefault("baseline (literature design)", h)
-            for _, r in bl.iterrows():
-                ax.annotate(str(r["baseline"]), (r[x], r[y]), textcoords="offset points", xytext=(7, -10),
-                            fontsize=8, fontweight="bold", zorder=6)
-        fb = bad.dropna(subset=[x, y]) if len(bad) else bad
-        if len(fb):
-            h = ax.scatter(fb[x], fb[y], marker="x", s=40, color="#888888", zorder=3, label="failed / pruned")
-            handles.setdefault("failed / pruned", h)
-        inf = infeasible.dropna(subset=[x, y])
-        if len(inf):
-            h = ax.scatter(inf[x], inf[y], marker="o", s=36, facecolors="none", edgecolors="#888888", zorder=3,
-                           label=INFEASIBLE_LABEL)
-            handles.setdefault(INFEASIBLE_LABEL, h)
-        ax.set_xlabel(_label(df, x))
-        ax.set_ylabel(_label(df, y))
+    handles = {}  # legend label -> artist, in the order first drawn
+    for k, (ax, p) in enumerate(zip(axes.flat, _panels(df, pairs))):
+        sc = _mpl_points(ax, p, kind, cmap, color, handles)
+        if kind == "num" and k == len(pairs) - 1:
+            fig.colorbar(sc, ax=axes.ravel().tolist(), label=color, shrink=0.8)
+        _mpl_front(ax, p, full, len(pairs) == 1, handles)
+        _mpl_marked(ax, p, kind, cmap, color, handles)
+        ax.set_xlabel(_label(df, p.x))
+        ax.set_ylabel(_label(df, p.y))
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
@@ -266,6 +242,72 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
         fig.text(0.01, 0.01, note, fontsize=8, color="#555555", wrap=True)
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 0.97))
     return fig
+
+
+def _mpl_points(ax, p: _Panel, kind: str, cmap, color: Optional[str], handles: dict):
+    """The complete trials that are not baselines, coloured by ``color``; returns the scatter of a
+    numeric colouring (for its colour bar)."""
+    x, y, normal = p.x, p.y, p.normal
+    if kind == "num":
+        return ax.scatter(normal[x], normal[y], s=36, c=pd.to_numeric(normal[color], errors="coerce"),
+                          cmap="viridis", vmin=cmap[0], vmax=cmap[1], zorder=3)
+    if kind != "cat":
+        handles.setdefault("complete", ax.scatter(normal[x], normal[y], s=36, color=PALETTE[0], label="complete",
+                                                  zorder=3))
+        return None
+    for val, c in cmap.items():
+        sub = normal[normal[color].astype(str) == val]
+        if len(sub):
+            h = ax.scatter(sub[x], sub[y], s=36, color=c, alpha=0.85, label=f"{color} = {val}", zorder=3)
+            handles.setdefault(f"{color} = {val}", h)
+    for val, c in cmap.items():  # a family seen only among the baselines still gets its legend entry
+        if f"{color} = {val}" not in handles and (p.done[color].astype(str) == val).any():
+            handles[f"{color} = {val}"] = ax.scatter([], [], s=36, color=c)
+    rest = normal[normal[color].isna()]
+    if len(rest):
+        ax.scatter(rest[x], rest[y], s=36, color="#999999", zorder=3)
+    return None
+
+
+def _mpl_front(ax, p: _Panel, full, single: bool, handles: dict) -> None:
+    """Rings on the trials of the front of all objectives (with several panels), the step line of
+    this pair's front, and trial numbers on it (with one panel)."""
+    x, y = p.x, p.y
+    ring = p.done[p.done["number"].isin(full)]
+    if len(ring) and not single:
+        h = ax.scatter(ring[x], ring[y], s=110, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4,
+                       label="on the front (all objectives)")
+        handles.setdefault("on the front (all objectives)", h)
+    sx, sy = p.stairs
+    if not sx:
+        return
+    lbl = "Pareto front" if single else "front of this pair"
+    (h,) = ax.plot(sx, sy, color="black", lw=1.3, ls="-", zorder=2, label=lbl)
+    handles.setdefault(lbl, h)
+    if single:
+        for _, r in p.front.iterrows():
+            ax.annotate(f"#{int(r['number'])}", (r[x], r[y]), textcoords="offset points", xytext=(5, 5),
+                        fontsize=8, color="#333333", zorder=6)
+
+
+def _mpl_marked(ax, p: _Panel, kind: str, cmap, color: Optional[str], handles: dict) -> None:
+    """Baselines (named stars), failed or pruned trials (x) and trials violating a constraint (hollow)."""
+    x, y, bl = p.x, p.y, p.baselines
+    if len(bl):
+        bc = [cmap.get(str(v), "#999999") for v in bl[color]] if kind == "cat" else "gold"
+        h = ax.scatter(bl[x], bl[y], marker="*", s=240, c=bc, edgecolors="black", linewidths=0.8, zorder=5,
+                       label="baseline (literature design)")
+        handles.setdefault("baseline (literature design)", h)
+        for _, r in bl.iterrows():
+            ax.annotate(str(r["baseline"]), (r[x], r[y]), textcoords="offset points", xytext=(7, -10),
+                        fontsize=8, fontweight="bold", zorder=6)
+    if len(p.failed):
+        h = ax.scatter(p.failed[x], p.failed[y], marker="x", s=40, color="#888888", zorder=3, label="failed / pruned")
+        handles.setdefault("failed / pruned", h)
+    if len(p.infeasible):
+        h = ax.scatter(p.infeasible[x], p.infeasible[y], marker="o", s=36, facecolors="none", edgecolors="#888888",
+                       zorder=3, label=INFEASIBLE_LABEL)
+        handles.setdefault(INFEASIBLE_LABEL, h)
 
 
 def hypervolume_figure(history: pd.DataFrame, title: str = "hypervolume of the front over the search"):
@@ -385,61 +427,61 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
 
     kind, cmap = _colors(df, color)
     fig = _plotly_fig(pairs, _title(df, pairs))
-    done, infeasible, bad = _split(df)
     full = _full_front_numbers(df)
-    base = _is_baseline(df)
     rows, cols = _grid(len(pairs))
-    for k, (x, y) in enumerate(pairs):
+    for k, p in enumerate(_panels(df, pairs)):
         pos = {"row": k // cols + 1, "col": k % cols + 1}
         first = k == 0
-        d = done.dropna(subset=[x, y])
-        normal = d[~base.loc[d.index]]
-        groups = []
-        if kind == "cat":
-            for val, c in cmap.items():
-                groups.append((f"{color} = {val}", normal[normal[color].astype(str) == val], {"color": c}))
-        elif kind == "num":
-            groups.append((color, normal, {"color": pd.to_numeric(normal[color], errors="coerce"),
-                                           "colorscale": "Viridis", "cmin": cmap[0], "cmax": cmap[1],
-                                           "showscale": first, "colorbar": {"title": color}}))
-        else:
-            groups.append(("complete", normal, {"color": PALETTE[0]}))
-        for name, sub, marker in groups:
+        for name, sub, marker in _plotly_groups(p.normal, kind, cmap, color, first):
             if len(sub):
                 line = {"width": [1.5 if n in full else 0 for n in sub["number"]], "color": "black"}
-                fig.add_trace(go.Scatter(x=sub[x], y=sub[y], mode="markers", name=name, legendgroup=name,
+                fig.add_trace(go.Scatter(x=sub[p.x], y=sub[p.y], mode="markers", name=name, legendgroup=name,
                                          showlegend=first, marker={**marker, "size": 9, "line": line},
-                                         hovertext=_hover(sub, x, y, color), hoverinfo="text"), **pos)
-        f2 = _front2d(d, x, y, df)
-        sx, sy = staircase(f2, x, y, df)
+                                         hovertext=_hover(sub, p.x, p.y, color), hoverinfo="text"), **pos)
+        sx, sy = p.stairs
         if sx:
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name="Pareto front" if len(pairs) == 1 else "front of the pair",
                                      legendgroup="front", showlegend=first, line={"color": "black", "width": 1.5},
                                      hoverinfo="skip"), **pos)
-        bl = d[base.loc[d.index]]
-        if len(bl):
-            fig.add_trace(go.Scatter(x=bl[x], y=bl[y], mode="markers+text", name="baseline", legendgroup="baseline",
-                                     showlegend=first, text=bl["baseline"], textposition="bottom right",
-                                     marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1, "color": "black"}},
-                                     hovertext=_hover(bl, x, y, color), hoverinfo="text"), **pos)
-        fb = bad.dropna(subset=[x, y]) if len(bad) else bad
-        if len(fb):
-            fig.add_trace(go.Scatter(x=fb[x], y=fb[y], mode="markers", name="failed / pruned", legendgroup="failed",
-                                     showlegend=first, marker={"symbol": "x", "size": 9, "color": "#888888"},
-                                     hovertext=_hover(fb, x, y, color), hoverinfo="text"), **pos)
-        inf = infeasible.dropna(subset=[x, y])
-        if len(inf):
-            fig.add_trace(go.Scatter(x=inf[x], y=inf[y], mode="markers", name=INFEASIBLE_LABEL, legendgroup="infeasible",
-                                     showlegend=first, marker={"symbol": "circle-open", "size": 9, "color": "#888888"},
-                                     hovertext=_hover(inf, x, y, color), hoverinfo="text"), **pos)
-        fig.update_xaxes(title_text=_label(df, x), **pos)
-        fig.update_yaxes(title_text=_label(df, y), **pos)
+        _plotly_marked(fig, p, pos, first, color)
+        fig.update_xaxes(title_text=_label(df, p.x), **pos)
+        fig.update_yaxes(title_text=_label(df, p.y), **pos)
     note = failed_note(df, pairs)
     if note:
         fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.16 / rows, showarrow=False,
                            font={"size": 11, "color": "#555555"}, xanchor="left")
         fig.update_layout(margin={"b": 110})
     return fig.to_html(include_plotlyjs=True, full_html=full_html)
+
+
+def _plotly_groups(normal: pd.DataFrame, kind: str, cmap, color: Optional[str], first: bool) -> list:
+    """(legend name, rows, marker) per colour group of the complete trials that are not baselines."""
+    if kind == "cat":
+        return [(f"{color} = {val}", normal[normal[color].astype(str) == val], {"color": c}) for val, c in cmap.items()]
+    if kind == "num":
+        return [(color, normal, {"color": pd.to_numeric(normal[color], errors="coerce"), "colorscale": "Viridis",
+                                 "cmin": cmap[0], "cmax": cmap[1], "showscale": first, "colorbar": {"title": color}})]
+    return [("complete", normal, {"color": PALETTE[0]})]
+
+
+def _plotly_marked(fig, p: _Panel, pos: dict, first: bool, color: Optional[str]) -> None:
+    """Baselines (named stars), failed or pruned trials (x) and trials violating a constraint (hollow)."""
+    import plotly.graph_objects as go
+
+    marked = [
+        (p.baselines, "baseline", "baseline", {"symbol": "star", "size": 16, "color": "gold",
+                                               "line": {"width": 1, "color": "black"}}),
+        (p.failed, "failed / pruned", "failed", {"symbol": "x", "size": 9, "color": "#888888"}),
+        (p.infeasible, INFEASIBLE_LABEL, "infeasible", {"symbol": "circle-open", "size": 9, "color": "#888888"}),
+    ]
+    for rows, name, group, marker in marked:
+        if not len(rows):
+            continue
+        named = {"mode": "markers+text", "text": rows["baseline"], "textposition": "bottom right"} \
+            if group == "baseline" else {"mode": "markers"}
+        fig.add_trace(go.Scatter(x=rows[p.x], y=rows[p.y], name=name, legendgroup=group, showlegend=first,
+                                 marker=marker, hovertext=_hover(rows, p.x, p.y, color), hoverinfo="text", **named),
+                      **pos)
 
 
 def compare_html(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[dict] = None) -> str:
