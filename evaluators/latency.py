@@ -213,8 +213,8 @@ def environment(device: str = "cpu") -> dict:
     import os
 
     env = {}
-    if device == "cuda" and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
         env = {"gpu": props.name, "cuda": torch.version.cuda, "gpu_memory_gb": round(props.total_memory / 2**30, 1)}
         try:
             import triton
