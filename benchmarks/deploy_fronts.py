@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from nas.config import load_space_checked as load_space  # bound to its task
+from evaluators import load_space
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.profiles import Profile, Scale, profile_model
 from search_spaces.registry import get_mixer_info

@@ -1,6 +1,7 @@
 """How a candidate is scored: tasks (data), proxy training, costs, latency, zero-cost proxies, metrics.
 
     import evaluators
+    space = evaluators.load_space("tiny")              # a space file bound to its task's I/O
     evaluators.list_tasks()                            # registered task names
     task = evaluators.make_task("mqar", seed=0)        # a Task: io, split("train") -> (x, y)
     settings = evaluators.EvalSettings.from_space(space, seed=0)
@@ -22,6 +23,7 @@ _EXPORTS = {
     "TrialFailure": "evaluators.errors",
     "LatencyConfig": "evaluators.latency",
     "measure_latency": "evaluators.latency",
+    "load_space": "evaluators.spaces",
     "Metric": "evaluators.metrics",
     "register_metric": "evaluators.metrics",
     "resolve_metric": "evaluators.metrics",

@@ -154,7 +154,7 @@ BASELINES: dict[str, Callable] = {
 def baseline_archs(space) -> tuple[dict[str, ArchSpec], dict[str, str]]:
     """(name -> ArchSpec for every design the space's task can take, name -> reason for the rest)."""
     if space.io is None:
-        raise ValueError(f"space {space.name!r} is not bound to a task; load it with load_space()")
+        raise ValueError(f"space {space.name!r} is not bound to a task; load it with evaluators.load_space()")
     archs, skipped = {}, {}
     for name, design in BASELINES.items():
         try:

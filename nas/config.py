@@ -105,17 +105,16 @@ def load_space_checked(name_or_path: str, text: Optional[str] = None):
     declares, arch, task, objectives, constraints, train, latency and ladder, before anything is
     written; the first one that is wrong is a UserError naming the file, the key, the value and
     what is allowed."""
-    import search_spaces
     from evaluators.evaluate import EvalSettings
-    from search_spaces.space import SpaceError, parse_space_text, task_io
+    from evaluators.spaces import bind_task, load_space
+    from search_spaces.space import SpaceError, parse_space_text
 
     source = Path(name_or_path).name
     try:
         if text is None:
-            space = search_spaces.load_space(name_or_path)
+            space = load_space(name_or_path)
         else:
-            space = parse_space_text(text, source=source, default_name=Path(name_or_path).stem)
-            space.bind(task_io(space))
+            space = bind_task(parse_space_text(text, source=source, default_name=Path(name_or_path).stem))
         source = space.source
         _check_metrics(space)
         EvalSettings.from_space(space)

@@ -87,7 +87,8 @@ def _sample_stage_mixers(trial, si: int, stage: StageChoices, depth: int, dim: i
 def sample(space: Space, trial) -> ArchSpec:
     """Sample one architecture with Optuna's define-by-run API; the result is validated."""
     if space.io is None:
-        raise ValueError(f"space {space.name!r} is not bound to a task; load it with load_space()")
+        raise ValueError(f"space {space.name!r} is not bound to a task; load it with evaluators.load_space() "
+                         f"(or search_spaces.load_space(..., io=...))")
     io = space.io
     stem_type = STEM_FOR_KIND[io.kind]
     patch = _suggest(trial, "stem.patch", space.stem_patch) if stem_type != "embed" else 1

@@ -57,7 +57,7 @@ from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
-           "parse_space_text", "resolve_space", "task_io", "valid_params", "with_heads", "SPACES_DIR"]
+           "parse_space_text", "resolve_space", "valid_params", "with_heads", "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
@@ -304,10 +304,13 @@ def parse_space_text(text: str, *, source: str = "<space>", default_name: str = 
 
 
 def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
-    """Load a built-in space by name or a YAML file by path; validate it; bind it to its task.
+    """Load a built-in space by name or a YAML file by path and validate it; bind it to ``io``, its
+    task's I/O, when given. The plugins the file names (``plugins:``, paths relative to the file) are
+    loaded first.
 
-    The task's I/O comes from ``io`` or, by default, from the task registry of ``evaluators``.
-    The plugins the file names (``plugins:``, paths relative to the file) are loaded first.
+    A space names a task of the evaluators, which this package does not know: without ``io`` the
+    space is parsed and checked but not bound (it can be listed and counted, not sampled);
+    :func:`evaluators.load_space` loads it bound to its task.
     """
     path = resolve_space(name_or_path)
     source = path.name if path.parent == SPACES_DIR else str(path)
@@ -315,7 +318,7 @@ def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
     plugins = _load_plugins(text, path.parent, source)
     space = parse_space_text(text, source=source, default_name=path.stem)
     space.plugins = tuple(plugins)
-    return space.bind(io if io is not None else task_io(space))
+    return space if io is None else space.bind(io)
 
 
 def _load_plugins(text: str, base_dir: Path, source: str) -> list:
@@ -331,20 +334,6 @@ def _load_plugins(text: str, base_dir: Path, source: str) -> list:
         return load_space_plugins(raw, base_dir)
     except PluginError as e:
         raise SpaceError(source, e.key, e.message) from None
-
-
-def task_io(space: Space) -> TaskIO:
-    """The I/O of the space's task, from the task registry of ``evaluators`` (which checks the
-    task's parameters); errors become :class:`SpaceError` naming ``task``."""
-    from evaluators.tasks import task_io_for  # the task registry lives with the evaluators
-
-    try:
-        return task_io_for(space.task.name, space.task.params)
-    except SettingError as e:
-        raise SpaceError(space.source, e.path, e.message) from None
-    except (KeyError, ValueError, TypeError) as e:
-        msg = e.args[0] if e.args else str(e)
-        raise SpaceError(space.source, "task", " ".join(str(msg).split())) from None
 
 
 # The space file, declared: its keys, and the type and range of each setting.

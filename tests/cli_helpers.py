@@ -74,8 +74,9 @@ def write_space(dir: Path, steps: int = 5, name: str = "space.yaml", text: str |
 
 
 def load_space_text(text: str):
-    """``search_spaces.load_space`` of ``text`` (dedented) written to a fresh temporary file."""
-    from search_spaces import load_space
+    """``evaluators.load_space`` of ``text`` (dedented) written to a fresh temporary file: the space
+    bound to its task."""
+    from evaluators import load_space
 
     p = Path(tempfile.mkdtemp()) / "s.yaml"
     p.write_text(textwrap.dedent(text))

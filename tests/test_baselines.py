@@ -2,6 +2,7 @@ import optuna
 import pytest
 import torch
 
+import evaluators
 import search_spaces
 from evaluators.evaluate import EvalSettings
 from nas.baselines import BASELINES, baseline_archs, enqueue_baselines
@@ -19,7 +20,7 @@ def _middle(choices):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_every_design_fits_the_task_and_the_middle_of_the_space(name):
-    space = search_spaces.load_space(name)
+    space = evaluators.load_space(name)
     archs, skipped = baseline_archs(space)
     assert set(archs) | set(skipped) == set(BASELINES)
     for label, arch in archs.items():
@@ -38,7 +39,7 @@ def test_every_design_fits_the_task_and_the_middle_of_the_space(name):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_design_patterns(name):
-    space = search_spaces.load_space(name)
+    space = evaluators.load_space(name)
     archs, skipped = baseline_archs(space)
     fam = {label: [get_mixer_info(t).family for t in a.mixer_types()] for label, a in archs.items()}
     assert set(archs["transformer"].mixer_types()) == {"softmax"}
@@ -62,7 +63,7 @@ def test_enqueue_once_and_evaluated_as_given(tmp_path):
             .replace("steps: 100", "steps: 2")
             .replace("warmup: 2, repeats: 10, max_seconds: 1.0", "warmup: 1, repeats: 2, max_seconds: 0.2"))
     (tmp_path / "t.yaml").write_text(text)
-    space = search_spaces.load_space(str(tmp_path / "t.yaml"))
+    space = evaluators.load_space(str(tmp_path / "t.yaml"))
     storage = f"sqlite:///{tmp_path / 'b.db'}"
     study = optuna.create_study(study_name="b", storage=storage, directions=list(space.objectives.values()))
     study.set_metric_names(list(space.objectives))

@@ -10,6 +10,7 @@ import torch
 
 import evaluators.evaluate as evaluate_mod
 import nas
+from evaluators import load_space
 from evaluators.cost import decode_state_mb
 from evaluators.decode import measure_decode
 from evaluators.evaluate import EvalSettings, evaluate
@@ -29,7 +30,6 @@ from search_spaces import (
     get_mixer,
     get_mixer_info,
     list_mixers,
-    load_space,
     sample,
 )
 from tests.cli_helpers import TINY_SPACE, invoke, write_space

@@ -60,7 +60,8 @@ def test_ladder_search_records_rungs(tmp_path):
     done = df[(df.state == "COMPLETE") & df.reused_from.isna()]
     assert len(pruned) >= 1 and len(done) >= 1
     # the filter rung stops exactly the candidates over the bound
-    from search_spaces import ArchSpec, build_model, load_space
+    from evaluators import load_space
+    from search_spaces import ArchSpec, build_model
 
     io = load_space(str(space)).io
     for _, row in df[df.arch_json.notna()].iterrows():

@@ -3,7 +3,8 @@
 import optuna
 import pytest
 
-from search_spaces import build_model, load_space, sample
+from evaluators import load_space
+from search_spaces import build_model, sample
 from search_spaces.sampling import layer_groups
 from tests.cli_helpers import load_space_text
 

@@ -25,11 +25,12 @@ from evaluators.latency import LatencyConfig
 from evaluators.latency_fidelity import agreement
 from evaluators.predictor import MemoryTable, Predictor, environment_key, rechecked
 from evaluators.profiles import task_profile
+from evaluators.spaces import bind_task
 from nas.latency_tables import TABLE_NAME, open_latency_table
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.profiles import Profile, Scale
 from search_spaces.schema import SettingError
-from search_spaces.space import parse_space, task_io
+from search_spaces.space import parse_space
 from search_spaces.task_io import TaskIO
 from tests.cli_helpers import TINY_SPACE, assert_one_line_error, invoke, write_space
 
@@ -48,7 +49,7 @@ def _space(**top):
     raw["latency"] = {"warmup": 0, "repeats": 2, "max_seconds": 0.01, "min_sample_ms": 0}
     raw.update(top)
     space = parse_space(raw, source="s.yaml")
-    return space.bind(task_io(space))
+    return bind_task(space)
 
 
 # ------------------------------------------------------------------------------ tables and sums

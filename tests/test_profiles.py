@@ -20,6 +20,7 @@ from evaluators.ladder import LadderPruned
 from evaluators.latency import LatencyConfig
 from evaluators.metrics import DIRECTIONS, filter_metrics, resolve_metric
 from evaluators.profiles import ProfileRequest, measure_profile, profile_requests, task_profile
+from evaluators.spaces import bind_task
 from nas.backends.placement import GPU_TASK, check_cluster, local_gpus, measure_options, profile_runner
 from nas.errors import UserError
 from nas.locks import DeviceLock
@@ -27,7 +28,7 @@ from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpe
 from search_spaces.builder import build_model
 from search_spaces.profiles import Profile, Scale, metric_name, profile_model, scale_arch, split_metric
 from search_spaces.registries import UnknownName
-from search_spaces.space import SpaceError, parse_space, task_io
+from search_spaces.space import SpaceError, parse_space
 from search_spaces.task_io import TaskIO
 from tests.cli_helpers import TINY_SPACE
 
@@ -40,7 +41,7 @@ def _space(deploy, **top):
     raw["deploy"] = deploy
     raw.update(top)
     space = parse_space(raw, source="s.yaml")
-    return space.bind(task_io(space))
+    return bind_task(space)
 
 
 def _arch(dim, *blocks, ffn=FFNSpec("glu", 2.0)):

@@ -3,7 +3,8 @@ import optuna
 import pytest
 
 import search_spaces
-from search_spaces import SpaceError, load_space, sample
+from evaluators import load_space
+from search_spaces import SpaceError, sample
 from tests.cli_helpers import load_space_text
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

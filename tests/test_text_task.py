@@ -186,7 +186,8 @@ def test_space_errors_are_one_line_before_anything_runs(tmp_path):
 
 def test_evaluate_reports_bits_per_byte(tmp_path):
     from evaluators.evaluate import EvalSettings, evaluate
-    from search_spaces import load_space, sample
+    from evaluators import load_space
+    from search_spaces import sample
 
     import optuna
 

@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+import evaluators
 import nas
 import search_spaces
 from nas.baselines import baseline_archs
@@ -25,7 +26,7 @@ ENV = {"device": "cpu", "cpu": "x86_64", "cpu_count": 2, "python": "3.11", "torc
 
 
 def _archs():
-    space = search_spaces.load_space("tiny")
+    space = evaluators.load_space("tiny")
     archs, _ = baseline_archs(space)
     sampler = optuna.samplers.RandomSampler(seed=0)
     st = optuna.create_study(sampler=sampler)

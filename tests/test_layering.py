@@ -1,0 +1,71 @@
+"""The packages depend one way: nas -> evaluators -> search_spaces -> kernels (docs/architecture.md).
+
+Every import statement is read from the source (module level and inside functions, where the lazy
+imports are), and so are the module names given as strings to ``importlib.import_module`` and to a
+registry's ``builtins``. A package may import itself and the packages below it; nothing below
+``nas`` imports Optuna, Ray or the CLI's libraries. The exceptions are listed here with their reason.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("kernels", "search_spaces", "evaluators", "nas")  # each may import those before it
+ENGINE_ONLY = ("optuna", "ray", "typer", "rich")  # the study, the Ray backend and the CLI: nas/ only
+
+# (importing file, imported module) -> why it is allowed
+ALLOWED = {
+    ("evaluators/fidelity.py", "optuna"): "`nas fidelity` draws its architectures with Optuna's RandomSampler, "
+                                          "the define-by-run trial search_spaces.sample() takes; it keeps no study",
+}
+
+
+def _imported(tree: ast.AST):
+    """(line, module name) of every import in ``tree``, at any depth, and of the string constants
+    passed to ``import_module(...)`` or as ``builtins=(...)``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            args = list(node.args) if name == "import_module" else [k.value for k in node.keywords if k.arg == "builtins"]
+            for arg in args:
+                for const in ast.walk(arg):
+                    if isinstance(const, ast.Constant) and isinstance(const.value, str):
+                        yield node.lineno, const.value
+
+
+def _violations(package: str) -> list[str]:
+    rank = LAYERS.index(package)
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for line, module in _imported(ast.parse(path.read_text(), filename=rel)):
+            top = module.split(".")[0]
+            upward = top in LAYERS and LAYERS.index(top) > rank
+            engine = top in ENGINE_ONLY and package != "nas"
+            if (upward or engine) and (rel, top) not in ALLOWED:
+                found.append(f"{rel}:{line}: {package} imports {module}")
+    return found
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_imports_point_down(package):
+    assert not _violations(package), "\n".join(_violations(package))
+
+
+def test_every_allowed_exception_is_still_needed():
+    for (rel, top), why in ALLOWED.items():
+        tree = ast.parse((ROOT / rel).read_text())
+        assert any(m.split(".")[0] == top for _, m in _imported(tree)), f"{rel} no longer imports {top}: drop it"
+
+
+def test_the_walk_sees_function_level_and_string_imports():
+    src = ("def f():\n    from evaluators.tasks import task_io_for\n"
+           "R = Registry('x', builtins=('nas.backends.local',))\n"
+           "importlib.import_module('evaluators.metrics')\n")
+    assert {m for _, m in _imported(ast.parse(src))} == {"evaluators.tasks", "nas.backends.local", "evaluators.metrics"}
