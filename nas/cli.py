@@ -111,13 +111,12 @@ def global_options(
 def spaces():
     """List the built-in search spaces: task, mixers, number of architectures."""
     import search_spaces
-    from nas.config import load_space_checked
 
     t = Table(title="built-in spaces")
     for col in ("space", "task", "mixers", "architectures", "trials", "description"):
         t.add_column(col, overflow="fold")
-    for name in search_spaces.list_spaces():
-        s = load_space_checked(name)
+    for name in search_spaces.list_spaces():  # parsed and counted, not bound to a task: no torch needed
+        s = search_spaces.load_space(name)
         n, exact = s.count()
         t.add_row(name, s.task.name, ", ".join(s.mixer_names()), f"{'' if exact else '<= '}{n:,}", str(s.trials),
                   textwrap.shorten(s.description, 100, placeholder=" ..."))
@@ -260,7 +259,7 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
     t.add_row("storage", url)
-    t.add_row("space", f"{config.space} (task {config.load_space().task.name})")
+    t.add_row("space", f"{config.space} (task {config.task().name})")
     t.add_row("sampler / seed", f"{config.sampler} / {config.seed}")
     t.add_row("budget", f"{budget_count(st)}/{config.trials} finished")
     for state, n in sorted(df["state"].value_counts().items()):
@@ -329,12 +328,14 @@ def export(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
 @app.command()
 @user_errors
 def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
-         trial: int = typer.Option(..., "--trial", help="trial number")):
+         trial: int = typer.Option(..., "--trial", help="trial number"),
+         model: bool = typer.Option(True, "--model/--no-model", help="build the model and list its blocks' "
+                                                                  "parameters (imports torch)")):
     """One trial: its metrics, its architecture as JSON, and a summary of the built model."""
     from nas.optuna_access import storage_of
     from nas.results import load_trials
     from nas.study import load_study
-    from search_spaces import ArchSpec, build_model
+    from search_spaces import ArchSpec
 
     st, config = load_study(_storage(study, storage), study)
     df = load_trials(storage_of(st), study)
@@ -353,6 +354,14 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
     if metrics:
         out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), highlight=False)
     out.print_json(json.dumps(arch.to_dict()))
+    if model:
+        out.print(_model_summary(arch, config))
+
+
+def _model_summary(arch, config) -> Table:
+    """The model of ``arch`` built for the study's task: parameters per block, then the rest."""
+    from search_spaces import build_model
+
     model = build_model(arch, config.load_space().io)
     t = Table(title=f"model summary: {escape(arch.summary())}")
     for col in ("stage", "block", "width", "mixer", "ffn", "params"):
@@ -366,7 +375,7 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
     total = sum(p.numel() for p in model.parameters())
     t.add_row("", "", "", "stem + head + norms", "", f"{total - sum(p.numel() for s in model.stages for p in s.parameters()):,}")
     t.add_row("", "", "", "[bold]total[/]", "", f"[bold]{total:,}[/]")
-    out.print(t)
+    return t
 
 
 def _load_command_modules():

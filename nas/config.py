@@ -94,6 +94,15 @@ class SearchConfig:
         load_study_plugins(self.plugins, study=self.study)
         return load_space_checked(self.space, text=self.space_yaml)
 
+    def task(self):
+        """The space's task (a :class:`~search_spaces.space.TaskRef`: name and parameters) as stored,
+        read without loading the space: no plugin, no task registry, no torch."""
+        import yaml
+
+        from search_spaces.space import parse_task
+
+        return parse_task((yaml.safe_load(self.space_yaml) or {}).get("task"))
+
     def eval_settings(self):
         from evaluators.evaluate import EvalSettings  # torch: only where models are evaluated
 

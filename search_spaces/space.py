@@ -57,7 +57,7 @@ from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
-           "parse_space_text", "resolve_space", "valid_params", "with_heads", "SPACES_DIR"]
+           "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
@@ -393,7 +393,7 @@ def _parse(raw, source: str, default_name: str) -> Space:
         source=source,
         raw=raw,
         description=DESCRIPTION.coerce(raw.get("description") or "", "description").strip(),
-        task=_parse_task(raw["task"]),
+        task=parse_task(raw["task"]),
         objectives=_parse_objectives(raw.get("objectives", {"accuracy": "maximize", "latency_ms": "minimize"})),
         constraints=_parse_constraints(raw.get("constraints")),
         trials=TRIALS.coerce(raw.get("trials", 10), "trials"),
@@ -407,7 +407,8 @@ def _parse(raw, source: str, default_name: str) -> Space:
     )
 
 
-def _parse_task(task) -> TaskRef:
+def parse_task(task) -> TaskRef:
+    """The ``task:`` section of a space file (a name, or ``{name, params}``) as a :class:`TaskRef`."""
     if isinstance(task, str):
         task = {"name": task}
     check_keys(task, {"name", "params"}, "task")
