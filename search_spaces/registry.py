@@ -163,6 +163,8 @@ def register_mixer(
         raise TypeError(f"register_mixer({name!r}): say whether it supports causal use (causal=True or False)")
 
     def bind(cls: type) -> type:
+        if name not in MIXERS:
+            raise TypeError(f"mixer {name!r} is not declared: register it with its params and causal=True or False")
         info = MIXERS.get(name)
         if info.module != cls.__module__ or name in _CLASSES:
             raise ValueError(f"mixer {name!r} is declared for module {info.module}; {cls.__module__}.{cls.__name__} "
