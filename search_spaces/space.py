@@ -163,17 +163,16 @@ class Space:
             for dim in s.dim:
                 for depth in s.depth:
                     heads = s.heads_for(depth)
-                    n = lambda group: sum(count_choices(m, dim, heads) for m in group)  # noqa: E731
                     ffn = ffn_per ** depth if s.ffn_per_layer else ffn_per
                     for pattern in s.pattern:
                         if pattern == "uniform":
-                            layers = n(s.mixers)
+                            layers = _group_choices(s.mixers, dim, heads)
                         elif pattern == "per_layer":
-                            layers = n(s.mixers) ** depth
+                            layers = _group_choices(s.mixers, dim, heads) ** depth
                         else:
                             exact = False
                             k = {"a_then_b": len(s.split), "interleave": len(s.every), "stripe": 1}[pattern]
-                            layers = n(s.mixers_a) * n(s.mixers_b) * k
+                            layers = _group_choices(s.mixers_a, dim, heads) * _group_choices(s.mixers_b, dim, heads) * k
                         stage_total += layers * ffn
             total *= stage_total * len(s.downsample)
         return total, exact
@@ -242,6 +241,11 @@ def valid_params(choice: MixerChoice, dim: int, heads: Optional[int] = None):
     (with the head count fixed to ``heads`` in a width-vs-depth stage)."""
     choice = with_heads(choice, heads)
     return (p for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
+
+
+def _group_choices(group: tuple, dim: int, heads: Optional[int]) -> int:
+    """Valid (mixer, parameters) choices of a group of mixer choices at width ``dim``."""
+    return sum(count_choices(m, dim, heads) for m in group)
 
 
 def count_choices(choice: MixerChoice, dim: int, heads: Optional[int] = None) -> int:
