@@ -61,60 +61,26 @@ def evaluate_trial(cfg: dict) -> None:
     from ray import tune
 
     from evaluators.errors import TrialFailure
-    from evaluators.evaluate import evaluate
-    from nas.backends.placement import profile_runner
     from nas.locks import DeviceLock
     from search_spaces import ArchSpec
 
-    from search_spaces.plugins import load_plugins
-
     try:  # the study's plugins first (each once per worker process), from the text in cfg
-        load_plugins(cfg.get("plugins") or ())
-        settings = _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
+        settings = _load(cfg)
     except Exception as e:  # e.g. a plugin module not installed on this node: the trial's reason
         tune.report({"step": 0, "loss": float("inf"), "final": True, "error": f"on {socket.gethostname()}: {failure_reason(e)}"})
         return
     arch = ArchSpec.from_json(cfg["arch"])
-    every = max(1, int(cfg["report_every"]))
-    steps = settings.train.steps
     torch.set_num_threads(max(1, int(cfg["threads"])))
     lock = DeviceLock(settings.latency.device, mode=cfg["lock_mode"])
-    window: list[float] = []
-    reached = {"step": 0}
-    # started/ended: wall-clock times (s since the epoch) at which the worker began and finished the
-    # trial; with the study's ask/tell times they show where a trial's time went outside the worker
-    node = {"host": socket.gethostname(), "pid": os.getpid(), "started": round(time.time(), 3)}
-    try:
-        import ray
-
-        node["ray_node"] = ray.get_runtime_context().get_node_id()
-    except Exception:  # pragma: no cover - outside a Ray worker
-        pass
-
-    def on_step(step: int, loss: float) -> None:
-        reached["step"] = step + 1
-        window.append(loss)
-        if cfg.get("fault_kill_once") and step + 1 >= 2:
-            _kill_once(cfg["fault_kill_once"])
-        if (step + 1) % every == 0 and step + 1 < steps:
-            tune.report({"step": step + 1, "loss": sum(window) / len(window), "final": False})
-            window.clear()
-        lock.yield_shared()  # a latency measurement waiting elsewhere goes first
-
+    reporter = _Reporter(cfg, settings.train.steps, lock)
+    node = _node()
     result = {"step": 0, "loss": float("inf"), "final": True}  # "worker" is added once the trial ends
     try:
-        with lock.shared():
-            metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive(),
-                               measure_profile=profile_runner(settings, lock, plugins=cfg.get("plugins") or (),
-                                                              lock_mode=cfg["lock_mode"]),
-                               predictor=_predictor(settings, cfg.get("latency_tables"), lock))
-        result.update(step=steps, loss=float(metrics.get("final_loss", float("inf"))),
-                      metrics=json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                                          for k, v in metrics.items()}))
+        result.update(_evaluate(arch, settings, cfg, lock, reporter.on_step))
     except TrialFailure as e:
-        result.update(step=reached["step"], error=str(e))
+        result.update(step=reporter.reached, error=str(e))
     except Exception as e:  # building, training or timing crashed: a trial state, not a worker crash
-        result.update(step=reached["step"], error=failure_reason(e))
+        result.update(step=reporter.reached, error=failure_reason(e))
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
         node["lock_wait_measure_s"] = round(lock.waited_exclusive_s, 4)  # of which: a measurement waiting
@@ -122,3 +88,63 @@ def evaluate_trial(cfg: dict) -> None:
         result["worker"] = json.dumps(node)
         lock.close()
     tune.report(result)
+
+
+def _load(cfg: dict):
+    """The study's plugins loaded, then the trial's evaluation settings."""
+    from search_spaces.plugins import load_plugins
+
+    load_plugins(cfg.get("plugins") or ())
+    return _settings(cfg["space"], cfg["space_yaml"], int(cfg["seed"]))
+
+
+def _node() -> dict:
+    """Where the trial runs. started/ended (added at the end): wall-clock times (s since the epoch)
+    at which the worker began and finished the trial; with the study's ask/tell times they show
+    where a trial's time went outside the worker."""
+    node = {"host": socket.gethostname(), "pid": os.getpid(), "started": round(time.time(), 3)}
+    try:
+        import ray
+
+        node["ray_node"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover - outside a Ray worker
+        pass
+    return node
+
+
+class _Reporter:
+    """The training's step callback: the mean loss of the last ``report_every`` steps goes to the
+    scheduler; between steps a latency measurement waiting on this machine goes first."""
+
+    def __init__(self, cfg: dict, steps: int, lock):
+        self.every, self.steps, self.lock = max(1, int(cfg["report_every"])), steps, lock
+        self.kill_marker = cfg.get("fault_kill_once")
+        self.window: list[float] = []
+        self.reached = 0  # steps done
+
+    def on_step(self, step: int, loss: float) -> None:
+        from ray import tune
+
+        self.reached = step + 1
+        self.window.append(loss)
+        if self.kill_marker and step + 1 >= 2:
+            _kill_once(self.kill_marker)
+        if (step + 1) % self.every == 0 and step + 1 < self.steps:
+            tune.report({"step": step + 1, "loss": sum(self.window) / len(self.window), "final": False})
+            self.window.clear()
+        self.lock.yield_shared()  # a latency measurement waiting elsewhere goes first
+
+
+def _evaluate(arch, settings, cfg: dict, lock, on_step) -> dict:
+    """The trial's metrics (as JSON) and final loss, evaluated holding the machine's lock shared."""
+    from evaluators.evaluate import evaluate
+    from nas.backends.placement import profile_runner
+
+    with lock.shared():
+        metrics = evaluate(arch, settings, on_step=on_step, latency_lock=lock.exclusive(),
+                           measure_profile=profile_runner(settings, lock, plugins=cfg.get("plugins") or (),
+                                                          lock_mode=cfg["lock_mode"]),
+                           predictor=_predictor(settings, cfg.get("latency_tables"), lock))
+    return {"step": settings.train.steps, "loss": float(metrics.get("final_loss", float("inf"))),
+            "metrics": json.dumps({k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                                   for k, v in metrics.items()})}

@@ -85,67 +85,22 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     """Run trials on Ray Tune until ``budget_count(study) >= config.trials`` (or the timeout).
     Returns the number of trials this call finished. Ctrl-C: trials in flight are recorded FAIL
     (``interrupted``), queued again, and KeyboardInterrupt propagates."""
-    if config.eval_settings().ladder:
-        raise UserError(f"space {config.space!r} has a proxy ladder, which the local backend runs; on the ray "
-                        "backend early stopping comes from ASHA: remove `ladder:` or use --backend local")
-    opts = ray_options(config)
-    if opts["unknown"]:
-        log(f"ray backend: ignoring unknown options {opts['unknown']}")
-    if opts["ray_address"] and config.storage.startswith("sqlite"):
-        log("note: SQLite storage is written by this driver only; to share the study between "
-            "machines (several drivers), use a PostgreSQL URL (see docs/ray.md)")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, config.workers)))
-
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from nas.backends._ray_searcher import METRIC, MODE, StudySearcher, WorkerFailureCallback
-    from nas.backends._ray_trainable import evaluate_trial
+    from nas.backends._ray_searcher import StudySearcher
 
+    opts = _checked_options(config, log)
+    for name, value in (("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_AIR_NEW_OUTPUT", "0"),
+                        ("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, config.workers)))):
+        os.environ.setdefault(name, value)
     steps = config.eval_settings().train.steps
     # intermediate reports only feed the scheduler: without ASHA each would cost a round trip
     every = int(opts["report_every"] or max(1, steps // 10)) if opts["asha"] else steps
-    trainable_cfg = {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
-                     "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
-                     "lock_mode": opts["latency_lock"], "plugins": list(config.plugins),
-                     "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE"),
-                     # block latency tables (evaluators/predictor.py), where workers can reach them
-                     "latency_tables": worker_url(config.storage, remote_workers=bool(opts["ray_address"]))}
-    if opts["asha"] and steps > every:
-        scheduler = ASHAScheduler(time_attr="step", metric=METRIC, mode=MODE, max_t=steps,
-                                  grace_period=int(opts["asha_grace_steps"] or max(every, steps // 4)),
-                                  reduction_factor=float(opts["asha_reduction"]))
-    else:
-        scheduler = FIFOScheduler()
-
-    # Ray starts first, so its start-up overlaps the wait for stale trials' heartbeats to age out
-    started = _start_ray(config, opts, log)
-    interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own: SIGTERM stops as Ctrl-C does
-    try:
-        check_cluster(config.load_space(), ray.cluster_resources())  # a GPU for each CUDA profile
-        report_running(study, config, log=log)
-    except BaseException:
-        if started:
-            ray.shutdown()
-        raise
+    trainable_cfg, scheduler = _trainable_config(config, opts, every), _scheduler(opts, steps, every)
+    started = _connect(study, config, opts, log)
     searcher = StudySearcher(study, config, trainable_cfg, progress=progress, log=log)
-    resources = {"cpu": float(opts["cpus_per_trial"]), "gpu": float(opts["gpus_per_trial"])}
     try:
-        with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
-            tuner = tune.Tuner(
-                tune.with_resources(evaluate_trial, resources),
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                            max_concurrent_trials=config.workers, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"{config.study}-{int(time.time())}", storage_path=tmp, verbose=0,
-                    callbacks=[WorkerFailureCallback(searcher)],
-                    failure_config=tune.FailureConfig(max_failures=0),  # retries are ours (one per trial)
-                ),
-            )
-            tuner.fit()
+        _fit(config, opts, searcher, scheduler)
         # Tune ends its run early on a Ctrl-C (its own handler) or when its loop caught our stop signal
         stop = interrupts.received() or KeyboardInterrupt()
         if searcher.abandon_live(stop) or interrupts.received():
@@ -159,3 +114,80 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
         if started:
             ray.shutdown()
     return searcher.ran
+
+
+def _checked_options(config: SearchConfig, log) -> dict:
+    """The backend's options; a space with a proxy ladder is refused (ASHA stops trials here)."""
+    if config.eval_settings().ladder:
+        raise UserError(f"space {config.space!r} has a proxy ladder, which the local backend runs; on the ray "
+                        "backend early stopping comes from ASHA: remove `ladder:` or use --backend local")
+    opts = ray_options(config)
+    if opts["unknown"]:
+        log(f"ray backend: ignoring unknown options {opts['unknown']}")
+    if opts["ray_address"] and config.storage.startswith("sqlite"):
+        log("note: SQLite storage is written by this driver only; to share the study between "
+            "machines (several drivers), use a PostgreSQL URL (see docs/ray.md)")
+    return opts
+
+
+def _trainable_config(config: SearchConfig, opts: dict, every: int) -> dict:
+    """What every worker gets with its trial (see nas/backends/_ray_trainable.py)."""
+    return {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
+            "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
+            "lock_mode": opts["latency_lock"], "plugins": list(config.plugins),
+            "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE"),
+            # block latency tables (evaluators/predictor.py), where workers can reach them
+            "latency_tables": worker_url(config.storage, remote_workers=bool(opts["ray_address"]))}
+
+
+def _scheduler(opts: dict, steps: int, every: int):
+    """ASHA over the reported training loss, or first-in first-out without early stopping."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from nas.backends._ray_searcher import METRIC, MODE
+
+    if opts["asha"] and steps > every:
+        return ASHAScheduler(time_attr="step", metric=METRIC, mode=MODE, max_t=steps,
+                             grace_period=int(opts["asha_grace_steps"] or max(every, steps // 4)),
+                             reduction_factor=float(opts["asha_reduction"]))
+    return FIFOScheduler()
+
+
+def _connect(study: optuna.Study, config: SearchConfig, opts: dict, log) -> bool:
+    """Start or join Ray, check it can hold the study's profiles, and let stale trials age out;
+    True when this call started Ray (and must shut it down)."""
+    import ray
+
+    # Ray starts first, so its start-up overlaps the wait for stale trials' heartbeats to age out
+    started = _start_ray(config, opts, log)
+    interrupts.reinstall()  # ray.init sets a SIGTERM handler of its own: SIGTERM stops as Ctrl-C does
+    try:
+        check_cluster(config.load_space(), ray.cluster_resources())  # a GPU for each CUDA profile
+        report_running(study, config, log=log)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
+def _fit(config: SearchConfig, opts: dict, searcher, scheduler) -> None:
+    """One Tune run: the searcher asks and tells, the workers evaluate, until the budget is spent."""
+    from ray import tune
+
+    from nas.backends._ray_searcher import WorkerFailureCallback
+    from nas.backends._ray_trainable import evaluate_trial
+
+    resources = {"cpu": float(opts["cpus_per_trial"]), "gpu": float(opts["gpus_per_trial"])}
+    with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
+        tuner = tune.Tuner(
+            tune.with_resources(evaluate_trial, resources),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                        max_concurrent_trials=config.workers, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"{config.study}-{int(time.time())}", storage_path=tmp, verbose=0,
+                callbacks=[WorkerFailureCallback(searcher)],
+                failure_config=tune.FailureConfig(max_failures=0),  # retries are ours (one per trial)
+            ),
+        )
+        tuner.fit()
