@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+
 from nas.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
 
 LOCK = "rw"  # set from --latency-lock
@@ -53,7 +54,24 @@ def steady_rate(spans_by_worker: dict) -> tuple[float, int]:
 
 def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trials: int, tmp: Path,
             steps: int | None = None) -> dict:
-    import ray
+    study, config = _study(space, backend, workers, cpus_per_trial, trials, tmp, steps)
+    t_start = time.perf_counter()
+    timed = _timed_run(study, config, backend, workers, cpus_per_trial)
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get(REUSED_FROM_KEY) is None]
+    return {
+        "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
+        "trials": len(done),
+        "wall_s": time.perf_counter() - t_start,
+        **timed,
+        "trials_per_hour": 3600 * len(done) / timed["trials_wall_s"],
+        **_trial_costs(done, backend),
+        **_timeline(done, backend),
+    }
+
+
+def _study(space: str, backend: str, workers: int, cpus_per_trial: float, trials: int, tmp: Path,
+           steps: int | None):
+    """A fresh SQLite study of ``space`` (train steps overridden if given) for one configuration."""
     import yaml
 
     from nas.config import SearchConfig, load_space_checked
@@ -72,6 +90,12 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
                           extra={"cpus_per_trial": cpus_per_trial, "asha": False, "latency_lock": LOCK}
                           if backend == "ray" else {})
     study, config, _ = create_or_load_study(config)
+    return study, config
+
+
+def _timed_run(study, config, backend: str, workers: int, cpus_per_trial: float) -> dict:
+    """The backend's run(), with Ray's start and shutdown timed apart, and the driver's CPU time."""
+    import ray
     import torch
 
     torch.set_num_threads(int(cpus_per_trial))
@@ -89,22 +113,34 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
     run(study, config, log=lambda m: None)
     trials_wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    driver_cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     t1 = time.perf_counter()
     if backend == "ray":
         ray.shutdown()
-    shutdown = time.perf_counter() - t1
-    done = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get(REUSED_FROM_KEY) is None]
+    return {"trials_wall_s": trials_wall, "ray_start_s": ray_start, "ray_shutdown_s": time.perf_counter() - t1,
+            "driver_cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)}
+
+
+def _trial_costs(done: list, backend: str) -> dict:
+    """Per trial means: evaluation, training, lock waits, latency timing; Ray's overhead (median)."""
     metrics = [metrics_of(t) for t in done]
-    evals = [m["eval_seconds"] for m in metrics]
     overhead = [t.user_attrs[WALL_SECONDS_KEY] - m["eval_seconds"] for t, m in zip(done, metrics)]
-    trains = [m["train_seconds"] for m in metrics]
-    waits = [t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_s", 0.0) for t in done]
-    measure_waits = [t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_measure_s", 0.0) for t in done]
-    timing = [m["latency_runs"] * m["latency_ms"] / 1e3 for m in metrics]
     converged = [bool(m.get("latency_converged")) for m in metrics]
-    # where a Ray trial's time goes outside the worker: ask -> worker start, worker end -> tell, and
-    # on each worker process the idle time between one trial's end and its next trial's start
+    return {
+        "mean_eval_s": statistics.mean(m["eval_seconds"] for m in metrics),
+        "mean_train_s": statistics.mean(m["train_seconds"] for m in metrics),
+        "mean_lock_wait_s": statistics.mean(t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_s", 0.0) for t in done),
+        "mean_measure_wait_s": statistics.mean(t.user_attrs.get(WORKER_KEY, {}).get("lock_wait_measure_s", 0.0)
+                                               for t in done),
+        "mean_timing_s": statistics.mean(m["latency_runs"] * m["latency_ms"] / 1e3 for m in metrics),
+        "converged": sum(converged) / len(converged),
+        "overhead_s": statistics.median(overhead) if backend == "ray" else float("nan"),
+    }
+
+
+def _timeline(done: list, backend: str) -> dict:
+    """Where a Ray trial's time goes outside the worker: ask -> worker start, worker end -> tell, and
+    on each worker process the idle time between one trial's end and its next trial's start
+    (medians); and the steady-state rate."""
     to_start, to_tell, idle = [], [], []
     by_pid: dict = {}
     for t in done:
@@ -120,24 +156,9 @@ def run_one(space: str, backend: str, workers: int, cpus_per_trial: float, trial
         by_pid = {"local": sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in done)}
     steady = steady_rate(by_pid)
     return {
-        "config": f"{backend} x{workers} ({int(cpus_per_trial)} thr/trial)",
-        "trials": len(done),
-        "wall_s": time.perf_counter() - t_start,
-        "trials_wall_s": trials_wall,
-        "ray_start_s": ray_start,
-        "ray_shutdown_s": shutdown,
-        "trials_per_hour": 3600 * len(done) / trials_wall,
-        "mean_eval_s": statistics.mean(evals),
-        "mean_train_s": statistics.mean(trains),
-        "mean_lock_wait_s": statistics.mean(waits),
-        "mean_measure_wait_s": statistics.mean(measure_waits),
-        "mean_timing_s": statistics.mean(timing),
-        "converged": sum(converged) / len(converged),
         "ask_to_start_s": statistics.median(to_start) if to_start else float("nan"),
         "end_to_tell_s": statistics.median(to_tell) if to_tell else float("nan"),
         "worker_idle_s": statistics.median(idle) if idle else float("nan"),
-        "overhead_s": statistics.median(overhead) if backend == "ray" else float("nan"),
-        "driver_cpu_s": driver_cpu,
         "steady_per_hour": steady[0],
         "steady_trials": steady[1],
     }
