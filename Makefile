@@ -1,5 +1,5 @@
 # make search: install into .venv and run the default search (tiny space, SQLite in results/)
-# make test:   install into .venv (with test extras) and run the test suite
+# make test:   install into .venv (with test extras), lint (ruff check, configured in pyproject.toml), run the tests
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,6 +20,7 @@ search: install
 	$(BIN)/nas search --space tiny --study demo
 
 test: install-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

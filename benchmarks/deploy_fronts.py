@@ -26,8 +26,6 @@ Writes ``<out>/crossover.md``, ``<out>/fronts.md`` and ``<out>/fronts.png`` (the
 
 from __future__ import annotations
 
-import _repo_path  # noqa: F401  (repository root first on sys.path)
-
 import argparse
 import datetime
 import math
@@ -38,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 import torch
 import yaml
 

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import statistics
-import sys
 import time
 from functools import partial
 
 # This file is itself named kernels.py: drop its folder from the path so `import kernels` is the package.
 import _repo_path  # noqa: E402, F401
-
 import torch
 import torch.nn.functional as F
 

@@ -50,7 +50,7 @@ def _calibrated(df, how: str):
     import numpy as np
 
     df = df.copy()
-    for label, g in df.groupby("profile", sort=False):
+    for _profile, g in df.groupby("profile", sort=False):
         pred, meas = g["predicted"].to_numpy(float), g["measured"].to_numpy(float)
         d = meas - pred if how == "constant" else meas / pred
         loo = np.array([np.median(np.delete(d, i)) for i in range(len(d))])

@@ -20,10 +20,9 @@ import platform
 import statistics
 import time
 
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 import torch
 import torch.nn.functional as F
-
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 import kernels  # after the sys.path fix above
 from kernels import local

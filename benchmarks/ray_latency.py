@@ -94,11 +94,11 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="override the space's train steps (shorter runs)")
     args = ap.parse_args()
 
-    from nas.config import load_space_checked
-    from evaluators.evaluate import EvalSettings
-    from search_spaces.space import resolve_space
-
     import yaml
+
+    from evaluators.evaluate import EvalSettings
+    from nas.config import load_space_checked
+    from search_spaces.space import resolve_space
 
     text = resolve_space(args.space).read_text()
     if args.steps:

@@ -16,9 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
-from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -58,9 +58,9 @@ def main(argv=None):
     html = args.html
     if args.study:
         from nas.config import default_storage
+        from nas.optuna_access import storage_of
         from nas.report import write_report
         from nas.results import load_trials
-        from nas.optuna_access import storage_of
         from nas.study import ENV_ATTR, load_study
 
         url = args.storage or default_storage(args.study)

@@ -16,10 +16,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 import time
 from pathlib import Path
+
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 
 def main():

@@ -19,8 +19,6 @@ process thrash (a text-lm step took 1.4 s with two, 60 ms with one).
 
 from __future__ import annotations
 
-import _repo_path  # noqa: F401  (repository root first on sys.path)
-
 import argparse
 import json
 import os
@@ -30,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 STUDY = "text-demo"
 PROMPT = "def "

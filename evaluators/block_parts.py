@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from evaluators.latency import LatencyConfig, timed_rounds, cpu_timer, cuda_timer, on_device
+from evaluators.latency import LatencyConfig, cpu_timer, cuda_timer, on_device, timed_rounds
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.profiles import Profile, profile_model, scale_arch
 from search_spaces.registry import get_mixer_info

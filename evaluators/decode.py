@@ -9,10 +9,9 @@ threads, warm-up and rounds until the spread is small; see :func:`evaluators.lat
 
 from __future__ import annotations
 
-
 import torch
 
-from evaluators.latency import LatencyConfig, timed_rounds, cpu_timer, cuda_timer, on_device
+from evaluators.latency import LatencyConfig, cpu_timer, cuda_timer, on_device, timed_rounds
 from search_spaces.task_io import TaskIO
 
 __all__ = ["measure_decode"]

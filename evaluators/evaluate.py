@@ -16,7 +16,8 @@ from evaluators.ladder import Ladder, check_filter, parse_ladder
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
 from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
-from evaluators.profiles import measure_profile as measure_profile_here, profile_requests, task_profile
+from evaluators.profiles import measure_profile as measure_profile_here
+from evaluators.profiles import profile_requests, task_profile
 from evaluators.tasks import make_task
 from evaluators.train import ProxyTraining, TrainConfig, TrainResult, evaluate_accuracy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch

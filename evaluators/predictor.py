@@ -35,7 +35,7 @@ from typing import Callable, Collection, Mapping, Optional
 
 import torch
 
-from evaluators.block_parts import Part, PartTiming, model_parts, time_parts
+from evaluators.block_parts import PartTiming, model_parts, time_parts
 from evaluators.errors import TrialFailure
 from evaluators.latency import LatencyConfig
 from search_spaces.arch import ArchSpec

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 import torch.nn.functional as F
 
 from kernels.dispatch import Op, checked_path, probe_tensor, record, register

@@ -58,12 +58,12 @@ def user_errors(fn):
             _fail(str(e))
         except SearchStopped as e:  # the search saved its trials and says how to resume
             err_always.print(f"\n{e}", highlight=False, markup=False)
-            raise typer.Exit(128 + e.signum)
+            raise typer.Exit(128 + e.signum) from None
         except KeyboardInterrupt as e:
             n = interrupts.signal_number(e)
             err_always.print("interrupted" if n == signal.SIGINT else f"terminated by {interrupts.describe(e)}",
                              highlight=False)
-            raise typer.Exit(128 + n)
+            raise typer.Exit(128 + n) from None
         except Exception as e:
             from nas.storage_errors import storage_problem
             from search_spaces.registries import UnknownName
@@ -212,7 +212,8 @@ def search(
                                  "space's models fit this machine), print what would run, write nothing"),
 ):
     """Search a space: sample, train proxies, time, store every trial, print the Pareto front."""
-    from nas.api import plan_search, search as run_search
+    from nas.api import plan_search
+    from nas.api import search as run_search
     from nas.locks import MODES
 
     if latency_lock not in MODES:
@@ -248,8 +249,8 @@ def resume(
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     """Trials by state, budget, front size, best value per objective, environment (fronts, bests
     and hypervolume count only trials that satisfy the space's constraints)."""
-    from nas.results import feasible_complete, load_trials, pareto_front
     from nas.optuna_access import storage_of
+    from nas.results import feasible_complete, load_trials, pareto_front
     from nas.study import ENV_ATTR, budget_count, load_study
 
     url = _storage(study, storage)
@@ -400,7 +401,8 @@ def main(argv: Optional[List[str]] = None):
         from typer._click.exceptions import UsageError as ClickUsageError
         from typer.exceptions import Abort
     except ImportError:  # pragma: no cover - depends on the typer version
-        from click.exceptions import Abort, UsageError as ClickUsageError
+        from click.exceptions import Abort
+        from click.exceptions import UsageError as ClickUsageError
 
     try:
         rv = app(args=argv, standalone_mode=False)

@@ -15,16 +15,30 @@ from optuna.trial import TrialState
 
 import search_spaces
 from evaluators.errors import TrialFailure
-from evaluators.ladder import LadderPruned
 from evaluators.evaluate import EvalSettings, evaluate
+from evaluators.ladder import LadderPruned
 from evaluators.predictor import Predictor
 from nas import interrupts
 from nas.latency_tables import SQLLatencyTable
 from nas.optuna_access import engine
 from nas.trial_attrs import (
-    ARCH_ID_KEY, ARCH_KEY, CONSTRAINTS_KEY, ERROR_KEY, FIXED_ARCH_KEY, INTERRUPTED_KEY, LADDER_PASSED_KEY,
-    LADDER_STOPPED_KEY, LADDER_VALUES_KEY, METRICS_KEY, OUTCOME_KEYS, PRUNED_REASON_KEY, REUSED_FROM_KEY, SUMMARY_KEY,
-    WALL_SECONDS_KEY, WORKER_DIED_KEY, metrics_of,
+    ARCH_ID_KEY,
+    ARCH_KEY,
+    CONSTRAINTS_KEY,
+    ERROR_KEY,
+    FIXED_ARCH_KEY,
+    INTERRUPTED_KEY,
+    LADDER_PASSED_KEY,
+    LADDER_STOPPED_KEY,
+    LADDER_VALUES_KEY,
+    METRICS_KEY,
+    OUTCOME_KEYS,
+    PRUNED_REASON_KEY,
+    REUSED_FROM_KEY,
+    SUMMARY_KEY,
+    WALL_SECONDS_KEY,
+    WORKER_DIED_KEY,
+    metrics_of,
 )
 from search_spaces.failures import failure_reason
 

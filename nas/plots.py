@@ -89,7 +89,7 @@ def staircase(front: pd.DataFrame, x: str, y: str, df: pd.DataFrame):
     sy = -1.0 if direction(df, y) == "maximize" else 1.0
     pts = sorted(zip(_values(front, [x])[:, 0] * sx, _values(front, [y])[:, 0] * sy))  # minimize both
     xs, ys = [pts[0][0]], [pts[0][1]]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (_, y0), (x1, y1) in zip(pts, pts[1:]):
         xs += [x1, x1]
         ys += [y0, y1]
     return [v * sx for v in xs], [v * sy for v in ys]

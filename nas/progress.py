@@ -8,7 +8,6 @@ import time
 
 from rich.console import Console
 
-
 __all__ = ["LogProgress", "Progress"]
 
 

@@ -12,8 +12,17 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from nas.trial_attrs import (
-    ARCH_ID_KEY, ARCH_KEY, BASELINE_KEY, ERROR_KEY, LADDER_STOPPED_KEY, PRUNED_REASON_KEY, RETRY_OF_KEY,
-    REUSED_FROM_KEY, SUMMARY_KEY, metrics_of, retry_history,
+    ARCH_ID_KEY,
+    ARCH_KEY,
+    BASELINE_KEY,
+    ERROR_KEY,
+    LADDER_STOPPED_KEY,
+    PRUNED_REASON_KEY,
+    RETRY_OF_KEY,
+    REUSED_FROM_KEY,
+    SUMMARY_KEY,
+    metrics_of,
+    retry_history,
 )
 
 __all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete", "front_size",

@@ -23,8 +23,18 @@ import torch
 
 from nas import interrupts
 from nas.errors import UserError
-from nas.model_io import (ARCH_FILE, CHECKPOINT_FILE, LOSS_FILE, METRICS_FILE, TRAIN_FILE, WEIGHTS_FILE, read_json,
-                          save_weights, write_atomic, write_json)
+from nas.model_io import (
+    ARCH_FILE,
+    CHECKPOINT_FILE,
+    LOSS_FILE,
+    METRICS_FILE,
+    TRAIN_FILE,
+    WEIGHTS_FILE,
+    read_json,
+    save_weights,
+    write_atomic,
+    write_json,
+)
 from nas.train_spec import IDENTITY_KEYS, TrainSpec
 
 __all__ = ["RunState", "check_out_dir", "cost_metrics", "final_metrics", "train"]

@@ -488,20 +488,32 @@ def _parse_stage(s, si: int) -> StageChoices:
     downsample = _choices(s.get("downsample", "none"), f"{where}.downsample", DOWNSAMPLE)
     if si == 0 and downsample != ("none",):
         raise SettingError(f"{where}.downsample", "the first stage cannot downsample; use the stem's stride")
-    budget = HEAD_BUDGET.coerce(s["head_budget"], f"{where}.head_budget") if "head_budget" in s else None
-    for d in depth if budget is not None else ():
+    budget = _head_budget(s, depth, where)
+    mixer = _parse_mixer(s["mixer"], f"{where}.mixer")
+    _check_widths(mixer, dim, depth, budget, where)
+    return StageChoices(depth, dim, downsample, mixer["choices"], mixer["pattern"], **_parse_ffn(s.get("ffn"), where),
+                        mixers_a=mixer["a"], mixers_b=mixer["b"], split=mixer["split"], every=mixer["every"],
+                        head_budget=budget)
+
+
+def _head_budget(s: dict, depth: tuple, where: str) -> Optional[int]:
+    """A stage's ``head_budget`` (heads shared by its layers), which every depth must divide."""
+    if "head_budget" not in s:
+        return None
+    budget = HEAD_BUDGET.coerce(s["head_budget"], f"{where}.head_budget")
+    for d in depth:
         if budget % d:
             raise SettingError(f"{where}.depth", f"{d} does not divide head_budget {budget} "
                                               "(heads per layer = head_budget / depth)")
-    mixer = _parse_mixer(s["mixer"], f"{where}.mixer")
-    _check_widths(mixer, dim, depth, budget, where)
-    ffn = check_keys(s.get("ffn"), FFN_KEYS, f"{where}.ffn")
-    return StageChoices(
-        depth, dim, downsample, mixer["choices"], mixer["pattern"],
-        ffn_type=_choices(ffn.get("type", "mlp"), f"{where}.ffn.type", Check(str, choices=tuple(list_ffns()))),
-        ffn_ratio=_choices(ffn.get("ratio", 4), f"{where}.ffn.ratio", FFN_RATIO),
-        ffn_per_layer=FLAG.coerce(ffn.get("per_layer", False), f"{where}.ffn.per_layer"),
-        mixers_a=mixer["a"], mixers_b=mixer["b"], split=mixer["split"], every=mixer["every"], head_budget=budget)
+    return budget
+
+
+def _parse_ffn(ffn, where: str) -> dict:
+    """A stage's ``ffn:`` section as StageChoices' ffn_* fields."""
+    ffn = check_keys(ffn, FFN_KEYS, f"{where}.ffn")
+    return {"ffn_type": _choices(ffn.get("type", "mlp"), f"{where}.ffn.type", Check(str, choices=tuple(list_ffns()))),
+            "ffn_ratio": _choices(ffn.get("ratio", 4), f"{where}.ffn.ratio", FFN_RATIO),
+            "ffn_per_layer": FLAG.coerce(ffn.get("per_layer", False), f"{where}.ffn.per_layer")}
 
 
 def _parse_mixer(mixer, mp: str) -> dict:

@@ -1,9 +1,9 @@
+import dataclasses
 import json
 
 import pytest
 
-from search_spaces import (ArchSpec, ArchValidationError, BlockSpec, FFNSpec, MixerSpec, StageSpec,
-                           StemSpec)
+from search_spaces import ArchSpec, ArchValidationError, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 
 
 def _arch(mixer="softmax", params=None, dim=64, causal=True, stem=StemSpec("embed"), downsample="none",
@@ -33,7 +33,7 @@ def test_arch_id_stable_and_distinguishing():
 
 def test_frozen():
     a = _arch()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.causal = False
 
 

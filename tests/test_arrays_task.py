@@ -7,9 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, invoke
 
 import nas
-from cli_helpers import assert_one_line_error, invoke
 from evaluators.tasks import IGNORE_INDEX, get_task, task_io_for
 from search_spaces.schema import SettingError
 

@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from search_spaces import (ArchSpec, ArchValidationError, BlockSpec, FFNSpec, MixerSpec, StageSpec,
-                           StemSpec, TaskIO, build_model)
+from search_spaces import (
+    ArchSpec,
+    ArchValidationError,
+    BlockSpec,
+    FFNSpec,
+    MixerSpec,
+    StageSpec,
+    StemSpec,
+    TaskIO,
+    build_model,
+)
 
 TOK = TaskIO(kind="tokens", num_classes=20, seq_len=12, vocab_size=20, causal=True, per_token=True)
 SIG = TaskIO(kind="signal", num_classes=10, seq_len=40, in_channels=1)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 import nas
-from nas.results import pareto_mask
-from tests.cli_helpers import invoke as run_nas, write_space
+from tests.cli_helpers import invoke as run_nas
+from tests.cli_helpers import write_space
 
 pytestmark = pytest.mark.slow
 

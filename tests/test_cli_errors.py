@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.cli_helpers import invoke as run_nas, write_space
+from tests.cli_helpers import invoke as run_nas
+from tests.cli_helpers import write_space
 
 pytestmark = pytest.mark.slow
 

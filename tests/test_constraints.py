@@ -11,7 +11,8 @@ import nas
 from nas.export import sidecar_path
 from nas.front_volume import hypervolume_of, reference_point
 from nas.results import pareto_mask
-from tests.cli_helpers import invoke as run_nas, write_space
+from tests.cli_helpers import invoke as run_nas
+from tests.cli_helpers import write_space
 
 pytestmark = pytest.mark.slow
 

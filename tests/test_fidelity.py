@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 
 from evaluators.fidelity import PROXIES, SEED_AGREEMENT, correlations, rank_correlation
-from tests.cli_helpers import invoke as run_nas, write_space
+from tests.cli_helpers import invoke as run_nas
+from tests.cli_helpers import write_space
 
 
 def test_rank_correlation_matches_scipy_and_ci_contains_estimate():

@@ -20,7 +20,7 @@ def _needs_sklearn(request):
 def test_digits_shapes_io_and_normalization():
     t = get_task("digits")(seed=0)
     assert t.io.kind == "image" and t.io.num_classes == 10 and t.io.image_size == (8, 8) and t.io.in_channels == 1
-    (xtr, ytr), (xte, yte) = t.split("train"), t.split("test")
+    (xtr, ytr), (xte, _) = t.split("train"), t.split("test")
     assert xtr.shape[1:] == (1, 8, 8) == xte.shape[1:] and xtr.dtype == torch.float32 and ytr.dtype == torch.long
     assert len(xtr) + len(xte) == 1797 and len(xte) == round(1797 * 0.2)
     assert set(ytr.tolist()) == set(range(10))

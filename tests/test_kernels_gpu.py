@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import (attention, attention_reference, fft_conv, fft_conv_reference, linear_attention,
-                     linear_attention_reference, local_attention, local_attention_reference)
+from kernels import (
+    attention,
+    attention_reference,
+    fft_conv,
+    fft_conv_reference,
+    linear_attention,
+    linear_attention_reference,
+    local_attention,
+    local_attention_reference,
+)
 from kernels.dispatch import VERIFIED_TRITON, device_kind
 
 pytestmark = [pytest.mark.gpu,

@@ -132,7 +132,7 @@ def test_moh_gates_select_topk_routed_heads(x):
 # --- diff ------------------------------------------------------------------------------------------
 
 def _diff_naive(m, x, causal):
-    h, g, d = m.heads, m.noise_heads, m.d
+    h, g = m.heads, m.noise_heads
     q, k = heads(m.q(x), h + g), heads(m.k(x), h + g)
     v = heads(m.v(x), h)
     rep = h // g

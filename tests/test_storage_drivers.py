@@ -4,10 +4,10 @@ one line naming the package to install, exit 2, before anything is written."""
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from nas.errors import UserError
 from nas.storage_drivers import missing_driver

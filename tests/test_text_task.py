@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import assert_one_line_error, invoke
+
 from evaluators.tasks import get_task, make_task, task_io_for
 from evaluators.tasks.text import STDLIB_SKIP_DIRS, find_corpus
 from evaluators.train import TrainConfig, evaluate_split, train_proxy
@@ -185,11 +185,11 @@ def test_space_errors_are_one_line_before_anything_runs(tmp_path):
 
 
 def test_evaluate_reports_bits_per_byte(tmp_path):
-    from evaluators.evaluate import EvalSettings, evaluate
-    from evaluators import load_space
-    from search_spaces import sample
-
     import optuna
+
+    from evaluators import load_space
+    from evaluators.evaluate import EvalSettings, evaluate
+    from search_spaces import sample
 
     _folder(tmp_path / "c", NAMES)
     (tmp_path / "lm.yaml").write_text(textwrap.dedent(SPACE % (tmp_path / "c", "bits_per_byte")))

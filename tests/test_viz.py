@@ -17,7 +17,7 @@ import search_spaces
 from nas.baselines import baseline_archs
 from nas.cli import app
 from nas.config import SearchConfig
-from nas.plots import staircase, axes_pairs
+from nas.plots import axes_pairs, staircase
 from nas.report import arch_svg
 from nas.study import CONFIG_ATTR, ENV_ATTR
 
@@ -192,7 +192,7 @@ def test_compare_two_studies_in_their_own_files(two_obj, tmp_path):
     both = pd.concat([a[a.state == "COMPLETE"], b[b.state == "COMPLETE"]])
     both.attrs = a.attrs
     ref = reference_point(both)
-    for name, df in (("a", a), ("b", b)):
+    for df in (a, b):
         assert f"hypervolume {nas.hypervolume(df, reference=ref):.4g}" in r.output
     r = runner.invoke(app, ["compare", "--study", "a", "--study", "b", "--storage", two_obj, "--storage", other,
                             "--out", str(tmp_path / "cmp.html")])

@@ -7,8 +7,8 @@ classmethod ``io_for(**params)`` that computes the I/O without generating data.
 Per-token tasks mark positions without a target with ``IGNORE_INDEX`` in ``y``.
 """
 
-from evaluators.tasks.base import TASKS, IGNORE_INDEX, Task, get_task, list_tasks, make_task, register_task, task_io_for
-from evaluators.tasks import arrays, cifar10, digits, mnist1d, mqar, text  # noqa: F401  (registration)
-from evaluators.tasks import listops, mad  # noqa: F401  (registration: MAD suite, ListOps)
+# importing a task's module registers it (listops: ListOps; mad: the MAD suite)
+from evaluators.tasks import arrays, cifar10, digits, listops, mad, mnist1d, mqar, text  # noqa: F401
+from evaluators.tasks.base import IGNORE_INDEX, TASKS, Task, get_task, list_tasks, make_task, register_task, task_io_for
 
 __all__ = ["TASKS", "IGNORE_INDEX", "Task", "get_task", "list_tasks", "make_task", "register_task", "task_io_for"]

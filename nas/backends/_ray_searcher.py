@@ -31,15 +31,25 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from nas.backends.local import _detail
-from nas.results import front_size
 from nas.budget import abandon, ask_within_budget
 from nas.config import SearchConfig
 from nas.objective import Objective, TrialError
 from nas.optuna_access import fresh_trial, storage_of, trial_id_of
+from nas.results import front_size
 from nas.study import budget_count
 from nas.trial_attrs import (
-    DRIVER_KEY, ERROR_KEY, FAILED_TRIAL_KEY, METRICS_KEY, PRUNED_AT_STEP_KEY, PRUNED_LOSS_KEY, RETRY_HISTORY_KEY,
-    RETRY_OF_KEY, WALL_SECONDS_KEY, WORKER_DIED_KEY, WORKER_KEY, retry_history,
+    DRIVER_KEY,
+    ERROR_KEY,
+    FAILED_TRIAL_KEY,
+    METRICS_KEY,
+    PRUNED_AT_STEP_KEY,
+    PRUNED_LOSS_KEY,
+    RETRY_HISTORY_KEY,
+    RETRY_OF_KEY,
+    WALL_SECONDS_KEY,
+    WORKER_DIED_KEY,
+    WORKER_KEY,
+    retry_history,
 )
 from search_spaces import ArchSpec
 

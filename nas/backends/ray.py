@@ -33,9 +33,9 @@ from nas import interrupts
 from nas.backends import register_backend
 from nas.backends.placement import check_cluster, local_gpus
 from nas.budget import report_running
-from nas.latency_tables import worker_url
 from nas.config import SearchConfig
 from nas.errors import UserError
+from nas.latency_tables import worker_url
 from nas.progress import Progress
 from search_spaces.failures import first_line
 
@@ -108,7 +108,7 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     except KeyboardInterrupt as e:  # Tune may re-raise a SIGTERM as a plain KeyboardInterrupt
         stop = interrupts.received() or e
         searcher.abandon_live(stop)
-        raise stop
+        raise stop from None  # the stop signal says what happened; its KeyboardInterrupt adds nothing
     finally:
         searcher.close()
         if started:

@@ -11,8 +11,8 @@ from typing import List, Optional
 import typer
 
 from nas.cli import PluginOpt, app, err, user_errors
-from nas.options import BOOTSTRAP, FIDELITY_N, REFERENCE_SEEDS, STEPS, checked_option
 from nas.errors import UserError
+from nas.options import BOOTSTRAP, FIDELITY_N, REFERENCE_SEEDS, STEPS, checked_option
 
 
 def _machine() -> str:

@@ -65,9 +65,9 @@ def report(
     out_dir: Path = typer.Option(..., "--out", help="directory for report.html, report.md and figures"),
 ):
     """A self-contained HTML report (and a markdown twin): config, progress, front, architectures."""
+    from nas.optuna_access import storage_of
     from nas.report import write_report
     from nas.results import load_trials
-    from nas.optuna_access import storage_of
     from nas.study import ENV_ATTR, load_study
 
     url = _storage(study, storage)
@@ -118,7 +118,7 @@ def compare(
         dfs[key] = load_trials(url, name)
     objs = [df.attrs["objectives"] for df in dfs.values()]
     first = objs[0]
-    for (name, df), o in zip(dfs.items(), objs):
+    for name, o in zip(dfs, objs):
         if o != first:
             raise UserError(f"studies optimize different objectives: {study[0]} {first} vs {name} {o}")
     both = pd.concat([feasible_complete(df, list(first))[list(first)] for df in dfs.values()], ignore_index=True)

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn as nn
 
-from search_spaces.mixers.hyena import decay_rates, sine_mlp
 from search_spaces.mixer import Mixer
+from search_spaces.mixers.hyena import decay_rates, sine_mlp
 from search_spaces.registry import register_mixer
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from search_spaces.mixers.softmax import SoftmaxAttention
 from search_spaces.mixers.rules import moh_heads_rule
+from search_spaces.mixers.softmax import SoftmaxAttention
 from search_spaces.registry import register_mixer
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from search_spaces.mixers.softmax import KVAttention
 from search_spaces.mixers.rules import sqa_heads_rule
+from search_spaces.mixers.softmax import KVAttention
 from search_spaces.registry import register_mixer
 
 
