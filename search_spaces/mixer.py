@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn as nn
 
-__all__ = ["Mixer", "MixerCache", "kv_buffers"]
+__all__ = ["Mixer", "MixerCache", "kv_buffers", "split_qkv"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,12 @@ def kv_buffers(batch: int, heads: int, length: int, head_dim: int, *, device, dt
     """Zeroed ``k`` and ``v`` buffers (B, heads, length, head_dim): the state of a KV cache."""
     shape = (batch, heads, length, head_dim)
     return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype)}
+
+
+def split_qkv(qkv: torch.Tensor, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    """A fused Q/K/V projection (B, N, 3 * heads * head_dim) split into q, k, v, each (B, heads, N, head_dim)."""
+    B, N, _ = qkv.shape
+    return qkv.view(B, N, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (3, B, h, N, hd) -> 3 x (B, h, N, hd)
 
 
 class Mixer(nn.Module):

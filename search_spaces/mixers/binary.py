@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces.mixer import Mixer
+from search_spaces.mixer import Mixer, split_qkv
 from search_spaces.registry import register_mixer
 
 
@@ -96,9 +96,8 @@ class BinaryAttention(Mixer):
         return n * self.dim + -(-n * self.dim // 32)
 
     def _qkv(self, x):
-        B, N, _ = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        return qkv.unbind(0)
+        """Project and split into heads: q, k, v each (B, h, N, hd)."""
+        return split_qkv(self.qkv(x), self.heads, self.head_dim)
 
     def _attend(self, q, kb, v):
         """q (B, h, N, hd), key signs kb (B, h, M, hd), v (B, h, M, hd) -> (B, N, C); the queries

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from search_spaces.mixer import Mixer
+from search_spaces.mixer import Mixer, split_qkv
 from search_spaces.mixers.rules import LINEAR_FEATURES
 from search_spaces.registry import register_mixer
 
@@ -76,9 +76,8 @@ class LinearAttention(Mixer):
         return self.heads * (f * self.head_dim + f)
 
     def _qkv(self, x):
-        B, N, _ = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        return qkv.unbind(0)
+        """Project and split into heads: q, k, v each (B, h, N, hd)."""
+        return split_qkv(self.qkv(x), self.heads, self.head_dim)
 
     def forward(self, x, hw=None):
         B, N, C = x.shape

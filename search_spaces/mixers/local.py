@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import kernels
-from search_spaces.mixer import Mixer, kv_buffers
+from search_spaces.mixer import Mixer, kv_buffers, split_qkv
 from search_spaces.registry import register_mixer
 
 
@@ -40,9 +40,8 @@ class LocalAttention(Mixer):
         return 2 * min(n, (self.window - 1) * self.dilation + 1) * self.dim
 
     def _qkv(self, x):
-        B, N, _ = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        return qkv.unbind(0)
+        """Project and split into heads: q, k, v each (B, h, N, hd)."""
+        return split_qkv(self.qkv(x), self.heads, self.head_dim)
 
     def forward(self, x, hw=None):
         B, N, C = x.shape

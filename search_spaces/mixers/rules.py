@@ -15,22 +15,24 @@ LINEAR_FEATURES = ("elu", "relu")  # phi(x) = elu(x) + 1 (Katharopoulos et al. 2
 SINGLE_HEAD_RATIOS = (0.125, 0.25, 0.5, 1.0)
 
 
+def _divides(param: str, n: int, what: str, total: int):
+    """``(param, message)`` unless ``n`` (>= 1) divides ``total`` (parameter ``what``)."""
+    if n < 1 or total % n:
+        return param, f"{n} does not divide {what} {total}"
+    return None
+
+
 def diff_heads_rule(dim: int, params: dict):
     """Rule: 2 * heads divides dim (Q/K width d = dim / (2 heads)) and noise_heads divides heads."""
-    h, g = params["heads"], params["noise_heads"]
+    h = params["heads"]
     if h < 1 or dim % (2 * h):
         return "heads", f"2 x {h} does not divide dim {dim}"
-    if g < 1 or h % g:
-        return "noise_heads", f"{g} does not divide heads {h}"
-    return None
+    return _divides("noise_heads", params["noise_heads"], "heads", h)
 
 
 def kv_heads_divide_heads(dim: int, params: dict):
     """Rule: ``kv_heads`` divides ``heads`` (each K/V head serves heads / kv_heads query heads)."""
-    h, g = params["heads"], params["kv_heads"]
-    if g < 1 or h % g:
-        return "kv_heads", f"{g} does not divide heads {h}"
-    return None
+    return _divides("kv_heads", params["kv_heads"], "heads", params["heads"])
 
 
 def moh_heads_rule(dim: int, params: dict):
@@ -61,12 +63,10 @@ def partial_dims(dim: int, params: dict):
 
 def sqa_heads_rule(dim: int, params: dict):
     """Rule: kv_heads | q_heads <= heads (K/V heads are shared by groups of query heads)."""
-    h, hq, hkv = params["heads"], params["q_heads"], params["kv_heads"]
+    h, hq = params["heads"], params["q_heads"]
     if hq > h:
         return "q_heads", f"{hq} is more than the head budget heads={h}"
-    if hkv < 1 or hq % hkv:
-        return "kv_heads", f"{hkv} does not divide q_heads {hq}"
-    return None
+    return _divides("kv_heads", params["kv_heads"], "q_heads", hq)
 
 
 def strip_heads_rule(dim: int, params: dict):

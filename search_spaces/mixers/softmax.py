@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 import kernels
-from search_spaces.mixer import Mixer, kv_buffers
+from search_spaces.mixer import Mixer, kv_buffers, split_qkv
 from search_spaces.registry import register_mixer
 
 
@@ -59,6 +59,4 @@ class SoftmaxAttention(KVAttention):
 
     def _qkv(self, x):
         """Project and split into heads: q, k, v each (B, h, N, hd)."""
-        B, N, _ = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        return qkv.unbind(0)
+        return split_qkv(self.qkv(x), self.heads, self.head_dim)
