@@ -12,8 +12,7 @@ The public names below are imported on first use (PEP 562): importing a light su
 (``evaluators.errors``) does not import torch. Submodules keep their own ``__all__``.
 """
 
-import importlib
-import importlib.util
+from search_spaces.lazy import lazy_exports
 
 _EXPORTS = {
     "EvalSettings": "evaluators.evaluate",
@@ -38,18 +37,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:  # a submodule (evaluators.fit, ...), as when the package imported them all
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return importlib.import_module(f"{__name__}.{name}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
