@@ -22,6 +22,8 @@ enforced: it is a non-causal per-token task (see ``MADCompression``).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -171,15 +173,15 @@ def _check_common(name, vocab_size, seq_len, n_train, n_test, min_vocab=4, min_l
 
 
 class _MADTask(Task):
-    """Stacks ``n_train``/``n_test`` instances of ``_instance(rng, train, **params)``."""
-
-    defaults: dict = {}
+    """Stacks ``n_train``/``n_test`` instances of ``_instance(rng, train, **params)``; the
+    parameters' defaults are those of ``io_for`` (written once, in its signature)."""
 
     def _instance(self, rng, train: bool, p: dict):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _generate(self) -> dict:
-        p = {**self.defaults, **self.params}
+        defaults = inspect.signature(type(self).io_for).parameters.values()
+        p = {**{d.name: d.default for d in defaults if d.default is not d.empty}, **self.params}
         rng = np.random.default_rng(self.seed)
         out = {}
         for split, n in (("train", p["n_train"]), ("test", p["n_test"])):
@@ -197,8 +199,6 @@ def _tokens_io(vocab_size, seq_len, causal=True):
 class MADRecall(_MADTask):
     """In-context recall: after the copy prefix and a key seen earlier, predict its value."""
 
-    defaults = dict(vocab_size=16, seq_len=64, n_train=2000, n_test=200)
-
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, n_train: int = 2000, n_test: int = 200) -> TaskIO:
         _check_common("mad-recall", vocab_size, seq_len, n_train, n_test)
@@ -213,8 +213,6 @@ class MADRecall(_MADTask):
 @register_task("mad-noisy-recall")
 class MADNoisyRecall(_MADTask):
     """In-context recall with pairs of noise tokens (own vocabulary) in place of some pairs."""
-
-    defaults = dict(vocab_size=32, seq_len=64, noise_vocab_size=16, frac_noise=0.2, n_train=2000, n_test=200)
 
     @classmethod
     def io_for(cls, vocab_size: int = 32, seq_len: int = 64, noise_vocab_size: int = 16, frac_noise: float = 0.2,
@@ -237,8 +235,6 @@ class MADNoisyRecall(_MADTask):
 class MADFuzzyRecall(_MADTask):
     """Recall with keys and values spread over 1..k (1..v) adjacent tokens."""
 
-    defaults = dict(vocab_size=16, seq_len=64, k_motif_size=3, v_motif_size=3, n_train=2000, n_test=200)
-
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, k_motif_size: int = 3, v_motif_size: int = 3,
                n_train: int = 2000, n_test: int = 200) -> TaskIO:
@@ -259,8 +255,6 @@ class MADFuzzyRecall(_MADTask):
 class MADSelectiveCopy(_MADTask):
     """Selective copying: after the copy token, emit the non-blank tokens in order."""
 
-    defaults = dict(vocab_size=16, seq_len=64, num_tokens_to_copy=8, n_train=2000, n_test=200)
-
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, num_tokens_to_copy: int = 8,
                n_train: int = 2000, n_test: int = 200) -> TaskIO:
@@ -279,8 +273,6 @@ class MADSelectiveCopy(_MADTask):
 class MADCompression(_MADTask):
     """Compression (MAD's data; non-causal per-token reconstruction, bottleneck not enforced)."""
 
-    defaults = dict(vocab_size=16, seq_len=32, n_train=2000, n_test=200)
-
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 32, n_train: int = 2000, n_test: int = 200) -> TaskIO:
         _check_common("mad-compression", vocab_size, seq_len, n_train, n_test, min_vocab=2, min_len=2)
@@ -293,8 +285,6 @@ class MADCompression(_MADTask):
 @register_task("mad-memorization")
 class MADMemorization(_MADTask):
     """Memorization: a fixed key -> value map (same for every seed) queried as ``key, insert``."""
-
-    defaults = dict(vocab_size=256, seq_len=32, n_train=2000, n_test=200, map_seed=12345)
 
     @classmethod
     def io_for(cls, vocab_size: int = 256, seq_len: int = 32, n_train: int = 2000, n_test: int = 200,
