@@ -163,21 +163,29 @@ def memorization_instance(rng: np.random.Generator, *, vocab_size: int, seq_len:
 
 
 # ---------------------------------------------------------------------------- tasks
-def _check_common(name, vocab_size, seq_len, n_train, n_test, min_vocab=4, min_len=4):
+def _check_common(name, vocab_size, seq_len, n_train, n_test, min_vocab=4, min_len=4, even=False):
+    """The checks every MAD task makes (``even``: of pairs of tokens, so seq_len is even)."""
     if vocab_size < min_vocab:
         raise ValueError(f"{name}: vocab_size must be >= {min_vocab}, got {vocab_size}")
     if seq_len < min_len:
         raise ValueError(f"{name}: seq_len must be >= {min_len}, got {seq_len}")
     if n_train < 1 or n_test < 1:
         raise ValueError(f"{name}: n_train and n_test must be >= 1")
+    if even and seq_len % 2:
+        raise ValueError(f"{name}: seq_len must be even, got {seq_len}")
 
 
 class _MADTask(Task):
-    """Stacks ``n_train``/``n_test`` instances of ``_instance(rng, train, **params)``; the
+    """Stacks ``n_train``/``n_test`` instances of ``_instance(rng, train, params)``: by default the
+    task's ``generator`` called with the parameters it takes (and ``train`` if it takes it). The
     parameters' defaults are those of ``io_for`` (written once, in its signature)."""
 
-    def _instance(self, rng, train: bool, p: dict):  # pragma: no cover - abstract
-        raise NotImplementedError
+    generator = None  # one of the instance functions above
+
+    def _instance(self, rng, train: bool, p: dict):
+        wanted = inspect.signature(self.generator).parameters
+        kw = {k: v for k, v in p.items() if k in wanted}
+        return self.generator(rng, **kw, **({"train": train} if "train" in wanted else {}))
 
     def _generate(self) -> dict:
         defaults = inspect.signature(type(self).io_for).parameters.values()
@@ -199,41 +207,36 @@ def _tokens_io(vocab_size, seq_len, causal=True):
 class MADRecall(_MADTask):
     """In-context recall: after the copy prefix and a key seen earlier, predict its value."""
 
+    generator = staticmethod(in_context_recall_instance)
+
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, n_train: int = 2000, n_test: int = 200) -> TaskIO:
-        _check_common("mad-recall", vocab_size, seq_len, n_train, n_test)
-        if seq_len % 2:
-            raise ValueError(f"mad-recall: seq_len must be even, got {seq_len}")
+        _check_common("mad-recall", vocab_size, seq_len, n_train, n_test, even=True)
         return _tokens_io(vocab_size, seq_len)
-
-    def _instance(self, rng, train, p):
-        return in_context_recall_instance(rng, vocab_size=p["vocab_size"], seq_len=p["seq_len"], train=train)
 
 
 @register_task("mad-noisy-recall")
 class MADNoisyRecall(_MADTask):
     """In-context recall with pairs of noise tokens (own vocabulary) in place of some pairs."""
 
+    generator = staticmethod(in_context_recall_instance)
+
     @classmethod
     def io_for(cls, vocab_size: int = 32, seq_len: int = 64, noise_vocab_size: int = 16, frac_noise: float = 0.2,
                n_train: int = 2000, n_test: int = 200) -> TaskIO:
-        _check_common("mad-noisy-recall", vocab_size, seq_len, n_train, n_test)
-        if seq_len % 2:
-            raise ValueError(f"mad-noisy-recall: seq_len must be even, got {seq_len}")
+        _check_common("mad-noisy-recall", vocab_size, seq_len, n_train, n_test, even=True)
         if not 0 <= frac_noise < 1:
             raise ValueError(f"mad-noisy-recall: frac_noise must be in [0, 1), got {frac_noise}")
         if noise_vocab_size < 1 or vocab_size - 1 - noise_vocab_size < 2:
             raise ValueError(f"mad-noisy-recall: need 1 <= noise_vocab_size <= vocab_size - 3, got {noise_vocab_size}")
         return _tokens_io(vocab_size, seq_len)
 
-    def _instance(self, rng, train, p):
-        return in_context_recall_instance(rng, vocab_size=p["vocab_size"], seq_len=p["seq_len"], train=train,
-                                          noise_vocab_size=p["noise_vocab_size"], frac_noise=p["frac_noise"])
-
 
 @register_task("mad-fuzzy-recall")
 class MADFuzzyRecall(_MADTask):
     """Recall with keys and values spread over 1..k (1..v) adjacent tokens."""
+
+    generator = staticmethod(fuzzy_recall_instance)
 
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, k_motif_size: int = 3, v_motif_size: int = 3,
@@ -246,14 +249,12 @@ class MADFuzzyRecall(_MADTask):
             raise ValueError(f"mad-fuzzy-recall: seq_len {seq_len} is too short for motifs of {k_motif_size}+{v_motif_size}")
         return _tokens_io(vocab_size, seq_len)
 
-    def _instance(self, rng, train, p):
-        return fuzzy_recall_instance(rng, vocab_size=p["vocab_size"], seq_len=p["seq_len"], train=train,
-                                     k_motif_size=p["k_motif_size"], v_motif_size=p["v_motif_size"])
-
 
 @register_task("mad-selective-copy")
 class MADSelectiveCopy(_MADTask):
     """Selective copying: after the copy token, emit the non-blank tokens in order."""
+
+    generator = staticmethod(selective_copying_instance)
 
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 64, num_tokens_to_copy: int = 8,
@@ -264,22 +265,17 @@ class MADSelectiveCopy(_MADTask):
                              f"got {num_tokens_to_copy} for seq_len {seq_len}")
         return _tokens_io(vocab_size, seq_len)
 
-    def _instance(self, rng, train, p):
-        return selective_copying_instance(rng, vocab_size=p["vocab_size"], seq_len=p["seq_len"],
-                                          num_tokens_to_copy=p["num_tokens_to_copy"])
-
 
 @register_task("mad-compression")
 class MADCompression(_MADTask):
     """Compression (MAD's data; non-causal per-token reconstruction, bottleneck not enforced)."""
 
+    generator = staticmethod(compression_instance)
+
     @classmethod
     def io_for(cls, vocab_size: int = 16, seq_len: int = 32, n_train: int = 2000, n_test: int = 200) -> TaskIO:
         _check_common("mad-compression", vocab_size, seq_len, n_train, n_test, min_vocab=2, min_len=2)
         return _tokens_io(vocab_size, seq_len, causal=False)
-
-    def _instance(self, rng, train, p):
-        return compression_instance(rng, vocab_size=p["vocab_size"], seq_len=p["seq_len"])
 
 
 @register_task("mad-memorization")
@@ -289,9 +285,7 @@ class MADMemorization(_MADTask):
     @classmethod
     def io_for(cls, vocab_size: int = 256, seq_len: int = 32, n_train: int = 2000, n_test: int = 200,
                map_seed: int = 12345) -> TaskIO:
-        _check_common("mad-memorization", vocab_size, seq_len, n_train, n_test)
-        if seq_len % 2:
-            raise ValueError(f"mad-memorization: seq_len must be even, got {seq_len}")
+        _check_common("mad-memorization", vocab_size, seq_len, n_train, n_test, even=True)
         return _tokens_io(vocab_size, seq_len)
 
     def _instance(self, rng, train, p):
