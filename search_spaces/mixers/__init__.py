@@ -21,14 +21,18 @@ from search_spaces.mixers.rules import (
 )
 from search_spaces.registry import Param, declare_mixer, divides
 
+# parameters many attention mixers share
+HEADS = Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width")
+QKV_BIAS = Param(False, bool, doc="bias on the Q/K/V projection")
+
 declare_mixer(
     "binary",
     f"{__name__}.binary",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
+        "heads": HEADS,
         "max_rel": Param(8, int, low=0, high=512, doc="relative-position bias reach in tokens (0: no bias)"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"),),
     family="attention",
@@ -154,10 +158,10 @@ declare_mixer(
     f"{__name__}.linear",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
+        "heads": HEADS,
         "feature": Param("elu", str, choices=LINEAR_FEATURES, doc="feature map phi: elu(x)+1 or relu"),
         "cosformer": Param(False, bool, doc="cosFormer cos(pi/2 (i-j)/N) re-weighting of the kernel"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"),),
     family="linear",
@@ -168,7 +172,7 @@ declare_mixer(
     f"{__name__}.local",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
+        "heads": HEADS,
         "window": Param(7, int, choices=(3, 5, 7, 9, 11, 13),
                         doc="keys per axis in the window (causal 1-D: keys at or before the query)"),
         "dilation": Param(1, int, choices=(1, 2, 3, 4), doc="gap between window positions (DiNAT)"),
@@ -187,7 +191,7 @@ declare_mixer(
                        doc="attention heads (shared + routed); must divide the width"),
         "shared": Param(1, int, low=0, counts_heads=True, doc="heads every token uses"),
         "topk": Param(2, int, low=1, counts_heads=True, doc="routed heads each token activates"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"), moh_heads_rule),
     family="attention",
@@ -198,10 +202,10 @@ declare_mixer(
     f"{__name__}.routing",
     causal=False,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
+        "heads": HEADS,
         "regions": Param(2, int, low=1, high=16, doc="regions per grid side S (S^2 regions; 1-D: S^2 chunks)"),
         "topk": Param(2, int, low=1, doc="regions each region routes its queries to"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"), topk_within_regions),
     family="attention",
@@ -224,8 +228,8 @@ declare_mixer(
     f"{__name__}.softmax",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "heads": HEADS,
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"),),
     family="attention",
@@ -265,10 +269,10 @@ declare_mixer(
     f"{__name__}.subsampled",
     causal=True,
     params={
-        "heads": Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width"),
+        "heads": HEADS,
         "groups": Param(2, int, choices=(1, 2, 4, 8), doc="training-time subsampling factor: tokens attend "
                                                           "within one of this many random disjoint subsets"),
-        "qkv_bias": Param(False, bool, doc="bias on the Q/K/V projection"),
+        "qkv_bias": QKV_BIAS,
     },
     rules=(divides("heads"),),
     family="attention",
