@@ -100,45 +100,20 @@ def compare(
 ):
     """Fronts of several studies side by side, with hypervolumes against one common reference point
     (only trials that satisfy each study's constraints count)."""
-    import pandas as pd
-
     from nas import plots
-    from nas.front_volume import hypervolume, reference_point
-    from nas.results import feasible_complete, load_trials, pareto_front
 
     if len(study) < 2:
         raise UserError("--study: give at least two studies to compare")
     if len(set(study)) != len(study) and not storage:
         raise UserError("--study: the same study twice; give a --storage for each to compare copies")
     suffix = _out_suffix(out_path) if out_path else None
-    urls = _storages(study, storage)
-    dfs = {}
-    for name, url in zip(study, urls):
-        key = name if name not in dfs else f"{name} ({url})"
-        dfs[key] = load_trials(url, name)
-    objs = [df.attrs["objectives"] for df in dfs.values()]
-    first = objs[0]
-    for name, o in zip(dfs, objs):
-        if o != first:
-            raise UserError(f"studies optimize different objectives: {study[0]} {first} vs {name} {o}")
-    both = pd.concat([feasible_complete(df, list(first))[list(first)] for df in dfs.values()], ignore_index=True)
-    if both.empty:
-        raise UserError("none of the studies has complete trials that satisfy its constraints yet")
-    ref = reference_point(both, first)
-    hvs = {name: hypervolume(df, reference=ref) for name, df in dfs.items()}
+    dfs = _load_studies(study, _storages(study, storage))
+    objectives = next(iter(dfs.values())).attrs["objectives"]
+    ref, hvs = _common_hypervolumes(dfs, objectives)
     out.print("common reference point: " + ", ".join(f"{k}={v:.4g}" for k, v in ref.items())
               + " (worst feasible complete value of all studies, moved by 10% of the range)", highlight=False)
     for name, df in dfs.items():
-        front = pareto_front(df)
-        t = Table(title=f"{name}: front of {_front_counts(df, front)}, hypervolume {hvs[name]:.4g}")
-        t.add_column("trial", justify="right")
-        for o, d in first.items():
-            t.add_column(f"{o} {'↑' if d == 'maximize' else '↓'}", justify="right")
-        t.add_column("architecture", overflow="fold")
-        for _, r in front.iterrows():
-            tag = f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else ""
-            t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in first], escape(tag + str(r.get("summary", ""))))
-        out.print(t)
+        out.print(_front_table(name, df, objectives, hvs[name]))
     best = max(hvs, key=hvs.get)
     out.print(f"largest hypervolume: {best} ({hvs[best]:.4g})", highlight=False)
     if out_path:
@@ -148,3 +123,51 @@ def compare(
         else:
             _write_plot(out_path, fig=plots.compare_figure(dfs, pairs, hvs))
         err.print(f"wrote {out_path}", highlight=False)
+
+
+def _load_studies(studies: List[str], urls: List[str]) -> dict:
+    """The trials of each study (a study named twice is told apart by its storage); they must
+    optimize the same objectives."""
+    from nas.results import load_trials
+
+    dfs = {}
+    for name, url in zip(studies, urls):
+        key = name if name not in dfs else f"{name} ({url})"
+        dfs[key] = load_trials(url, name)
+    first = next(iter(dfs.values())).attrs["objectives"]
+    for name, df in dfs.items():
+        if df.attrs["objectives"] != first:
+            raise UserError(f"studies optimize different objectives: {studies[0]} {first} vs {name} "
+                            f"{df.attrs['objectives']}")
+    return dfs
+
+
+def _common_hypervolumes(dfs: dict, objectives: dict) -> tuple[dict, dict]:
+    """One reference point from the feasible complete trials of all studies, and each study's
+    hypervolume against it."""
+    import pandas as pd
+
+    from nas.front_volume import hypervolume, reference_point
+    from nas.results import feasible_complete
+
+    both = pd.concat([feasible_complete(df, list(objectives))[list(objectives)] for df in dfs.values()],
+                     ignore_index=True)
+    if both.empty:
+        raise UserError("none of the studies has complete trials that satisfy its constraints yet")
+    ref = reference_point(both, objectives)
+    return ref, {name: hypervolume(df, reference=ref) for name, df in dfs.items()}
+
+
+def _front_table(name: str, df, objectives: dict, hv: float) -> Table:
+    from nas.results import pareto_front
+
+    front = pareto_front(df)
+    t = Table(title=f"{name}: front of {_front_counts(df, front)}, hypervolume {hv:.4g}")
+    t.add_column("trial", justify="right")
+    for o, d in objectives.items():
+        t.add_column(f"{o} {'↑' if d == 'maximize' else '↓'}", justify="right")
+    t.add_column("architecture", overflow="fold")
+    for _, r in front.iterrows():
+        tag = f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else ""
+        t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in objectives], escape(tag + str(r.get("summary", ""))))
+    return t
