@@ -52,8 +52,6 @@ def arch_svg(arch, title: str = "") -> str:
     """A compact left-to-right diagram of an ArchSpec as an inline <svg> element: the stem, then
     each stage (width, downsampling) with one box per layer (mixer, its key parameters, the FFN);
     box colour = mixer family, box height grows with the stage's width."""
-    from search_spaces import get_mixer_info, list_mixers
-
     bw, gap, pad = 112, 8, 10
     maxdim = max(s.dim for s in arch.stages)
     top = 46 if title else 26
@@ -76,23 +74,8 @@ def arch_svg(arch, title: str = "") -> str:
         parts.append(f'<rect x="{x}" y="{top}" width="{sw}" height="{hmax + 26}" rx="8" fill="none" stroke="#bbb" stroke-dasharray="4 3"/>'
                      f'<text x="{x + 8}" y="{top + 13}" class="s b">{escape(head)}</text>')
         h = 52 + (hmax - 52) * stage.dim / maxdim
-        bx = x + 6
-        for block in stage.blocks:
-            known = block.mixer.type in list_mixers()
-            fam = get_mixer_info(block.mixer.type).family if known else "?"
-            fill = FAMILY_COLORS.get(fam, "#eeeeee")
-            by = top + 20 + (hmax - h)
-            ffn = "no FFN" if block.ffn.type == "none" else f"{block.ffn.type} ×{block.ffn.ratio:g}"
-            lines = _mixer_lines(block)
-            parts.append(f'<rect x="{bx}" y="{by:.0f}" width="{bw}" height="{h:.0f}" rx="6" fill="{fill}" stroke="#555"/>')
-            ty = by + 16
-            parts.append(f'<text x="{bx + bw / 2}" y="{ty:.0f}" class="c b">{escape(block.mixer.type)}</text>')
-            for ln in lines:
-                ty += 13
-                parts.append(f'<text x="{bx + bw / 2}" y="{ty:.0f}" class="c s">{escape(ln)}</text>')
-            parts.append(f'<line x1="{bx + 6}" x2="{bx + bw - 6}" y1="{by + h - 20:.0f}" y2="{by + h - 20:.0f}" stroke="#999"/>'
-                         f'<text x="{bx + bw / 2}" y="{by + h - 7:.0f}" class="c s">{escape(ffn)}</text>')
-            bx += bw + gap
+        for bi, block in enumerate(stage.blocks):
+            parts += _block_svg(block, x + 6 + bi * (bw + gap), top + 20 + (hmax - h), bw, h)
         x += sw + gap
     parts.append(f'<rect x="{x}" y="{sy:.0f}" width="62" height="{sh:.0f}" rx="6" fill="#f4f4f4" stroke="#888"/>'
                  f'<text x="{x + 31}" y="{sy + sh / 2 + 4:.0f}" class="c b">head</text>')
@@ -103,6 +86,24 @@ def arch_svg(arch, title: str = "") -> str:
              ".c{text-anchor:middle}</style>")
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img">{style}{t}{"".join(parts)}</svg>')
+
+
+def _block_svg(block, bx: float, by: float, bw: float, h: float) -> list[str]:
+    """One layer's box at (bx, by), ``bw`` by ``h``: the mixer, its key parameters, the FFN below a line."""
+    from search_spaces import get_mixer_info, list_mixers
+
+    fam = get_mixer_info(block.mixer.type).family if block.mixer.type in list_mixers() else "?"
+    ffn = "no FFN" if block.ffn.type == "none" else f"{block.ffn.type} ×{block.ffn.ratio:g}"
+    parts = [f'<rect x="{bx}" y="{by:.0f}" width="{bw}" height="{h:.0f}" rx="6" '
+             f'fill="{FAMILY_COLORS.get(fam, "#eeeeee")}" stroke="#555"/>']
+    ty = by + 16
+    parts.append(f'<text x="{bx + bw / 2}" y="{ty:.0f}" class="c b">{escape(block.mixer.type)}</text>')
+    for ln in _mixer_lines(block):
+        ty += 13
+        parts.append(f'<text x="{bx + bw / 2}" y="{ty:.0f}" class="c s">{escape(ln)}</text>')
+    parts.append(f'<line x1="{bx + 6}" x2="{bx + bw - 6}" y1="{by + h - 20:.0f}" y2="{by + h - 20:.0f}" stroke="#999"/>'
+                 f'<text x="{bx + bw / 2}" y="{by + h - 7:.0f}" class="c s">{escape(ffn)}</text>')
+    return parts
 
 
 def _legend_svg(families) -> str:
