@@ -245,42 +245,40 @@ def to_markdown(df: pd.DataFrame, corr: pd.DataFrame, *, header: str = "", targe
     lines.append("")
     for group in ["all"] + sorted(g for g in corr["group"].unique() if g != "all"):
         c = corr[corr["group"] == group]
-        if c.empty:
-            continue
-        n = int(c["n"].max())
-        lines.append(f"### {'all architectures' if group == 'all' else 'family ' + group} (n = {n})")
-        lines.append("")
-        lines.append(f"| proxy | orientation | Kendall tau [95% CI] | Spearman rho [95% CI] | meets tau >= {target} |")
-        lines.append("|---|---|---|---|---|")
-        for _, r in c.sort_values("tau", ascending=False, na_position="last").iterrows():
-            orient = ("noise ceiling (one reference seed ranks the other)" if r["proxy"] == SEED_AGREEMENT else
-                      "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better")
-            meets = ("n/a" if math.isnan(r["tau"]) else "(ceiling)" if r["proxy"] == SEED_AGREEMENT
-                     else "yes" if r["tau"] >= target else "no")
-            lines.append(f"| {r['proxy']} | {orient} | {_fmt(r['tau'])} [{_fmt(r['tau_lo'])}, {_fmt(r['tau_hi'])}] "
-                         f"| {_fmt(r['rho'])} [{_fmt(r['rho_lo'])}, {_fmt(r['rho_hi'])}] | {meets} |")
-        lines.append("")
+        if not c.empty:
+            lines += _group_table(group, c, target)
     fams = df["family"].value_counts().to_dict() if "family" in df else {}
     lines.append("Families (dominant mixer family): " + ", ".join(f"{k} {v}" for k, v in sorted(fams.items()))
                  + ". Families with fewer than 4 architectures get no table of their own.")
     lines.append("")
-    lines.append("<details><summary>per-architecture scores</summary>")
-    lines.append("")
+    lines += ["<details><summary>per-architecture scores</summary>", "", *_arch_table(df), "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def _group_table(group: str, c: pd.DataFrame, target: float) -> list[str]:
+    """The correlations of one group (all architectures, or a family), best tau first."""
+    lines = [f"### {'all architectures' if group == 'all' else 'family ' + group} (n = {int(c['n'].max())})", "",
+             f"| proxy | orientation | Kendall tau [95% CI] | Spearman rho [95% CI] | meets tau >= {target} |",
+             "|---|---|---|---|---|"]
+    for _, r in c.sort_values("tau", ascending=False, na_position="last").iterrows():
+        orient = ("noise ceiling (one reference seed ranks the other)" if r["proxy"] == SEED_AGREEMENT else
+                  "lower is better (sign-corrected)" if r["sign_corrected"] else "higher is better")
+        meets = ("n/a" if math.isnan(r["tau"]) else "(ceiling)" if r["proxy"] == SEED_AGREEMENT
+                 else "yes" if r["tau"] >= target else "no")
+        lines.append(f"| {r['proxy']} | {orient} | {_fmt(r['tau'])} [{_fmt(r['tau_lo'])}, {_fmt(r['tau_hi'])}] "
+                     f"| {_fmt(r['rho'])} [{_fmt(r['rho_lo'])}, {_fmt(r['rho_hi'])}] | {meets} |")
+    return lines + [""]
+
+
+def _arch_table(df: pd.DataFrame) -> list[str]:
+    """Every architecture's scores, one row each."""
     seed_cols = sorted(c for c in df.columns if c.startswith("reference_accuracy_seed"))
     cols = [c for c in ["arch_id", "family", "reference_accuracy", *seed_cols, "reference_loss", "short_accuracy",
                         "short_test_loss", "train_loss_sum", *ZERO_COST,
                         "params", "flops", "summary", "error"] if c in df]
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "---|" * len(cols))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if isinstance(v, float):
-                cells.append("" if math.isnan(v) else f"{v:.4g}")
-            else:
-                cells.append(str(v).replace("|", "/"))
+        cells = [("" if math.isnan(r[c]) else f"{r[c]:.4g}") if isinstance(r[c], float) else str(r[c]).replace("|", "/")
+                 for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("</details>")
-    return "\n".join(lines) + "\n"
+    return lines
