@@ -6,18 +6,19 @@ Each command runs ``--repeats`` times in a fresh interpreter (``python -c "from 
 main()" ARGS``, so it works on any checkout); the table gives the median wall time, its ratio to
 ``python -c pass`` measured the same way, whether ``torch`` / ``timm`` were imported (one more run
 under ``python -X importtime``) and the run's total import time (the sum of the top-level
-``cumulative`` column of ``-X importtime``).
+``cumulative`` column of ``-X importtime``: every import of the run, the lazy ones included).
 
 ``--tree DIR`` (repeatable) measures another checkout with the same interpreter (``PYTHONPATH=DIR``,
-which comes before the editable install), so a before/after comparison is one run of this script:
+which comes before the editable install), so a before/after comparison is one run of this script;
+the trees take turns in every round, so a change in the machine's load falls on all of them:
 
     git worktree add /tmp/wt0 <commit>
     .venv/bin/python benchmarks/startup.py --tree /tmp/wt0 --tree .
 
 Without ``--storage`` a demo study is made first (``nas search --space tiny --study demo``, the
-default search, 8 trials) in a temporary folder by the first tree. The last rows are the default
-search's own import time (``nas search --space tiny --trials 1`` into a fresh study, median of
-``--search-repeats`` runs): what every search pays before its first trial.
+default search, 8 trials) in a temporary folder by the first tree. The last row is the default
+search's import time (``nas search --space tiny --trials 1`` into a fresh study, median of
+``--search-repeats`` runs): every module the search imports, up to its end.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def commands(study: str, storage: str, out_dir: str) -> dict[str, list[str]]:
         "nas status": ["status", *on],
         "nas pareto": ["pareto", *on],
         "nas export": ["export", *on, "--out", os.path.join(out_dir, "demo.csv")],
+        "nas show --no-model": ["show", *on, "--trial", "0", "--no-model"],
         "nas show": ["show", *on, "--trial", "0"],
     }
 
@@ -68,13 +70,20 @@ def run(tree: Path, args: list[str], cwd: str, *, xopts=(), code: str = NAS) -> 
     return p
 
 
-def wall(tree: Path, args: list[str], cwd: str, repeats: int, code: str = NAS) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(tree, args, cwd, code=code)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def timed(tree: Path, args: list[str], cwd: str, code: str = NAS) -> float:
+    t0 = time.perf_counter()
+    run(tree, args, cwd, code=code)
+    return time.perf_counter() - t0
+
+
+def interleaved(trees: list[Path], fn, repeats: int) -> dict[Path, list]:
+    """``fn(tree, i)`` for each tree, ``repeats`` rounds, the trees taking turns in every round, so a
+    change in the machine's load falls on all of them alike."""
+    out = {tree: [] for tree in trees}
+    for i in range(repeats):
+        for tree in trees:
+            out[tree].append(fn(tree, i))
+    return out
 
 
 def imports(stderr: str) -> tuple[set[str], float]:
@@ -100,43 +109,49 @@ def make_demo(tree: Path, tmp: str) -> tuple[str, str]:
     return "demo", storage
 
 
-def search_imports(tree: Path, tmp: str, repeats: int) -> tuple[set[str], float]:
-    names, totals = set(), []
-    for i in range(repeats):
-        storage = f"sqlite:///{tmp}/imports-{tree.name}-{i}.db"
-        n, total = import_profile(tree, ["search", "--space", "tiny", "--study", "s", "--trials", "1",
-                                         "--storage", storage], tmp)
-        names |= n
-        totals.append(total)
-    return names, statistics.median(totals)
+def search_imports(trees: list[Path], tmp: str, repeats: int) -> dict[Path, tuple[set, float]]:
+    """Per tree: what a 1-trial default search imported, and the median of its total import time."""
+    def one(tree: Path, i: int):
+        storage = f"sqlite:///{tmp}/imports-{trees.index(tree)}-{i}.db"
+        return import_profile(tree, ["search", "--space", "tiny", "--study", "s", "--trials", "1",
+                                     "--storage", storage], tmp)
+
+    runs = interleaved(trees, one, repeats)
+    return {tree: (set().union(*(n for n, _ in r)), statistics.median(t for _, t in r)) for tree, r in runs.items()}
 
 
-def measure(tree: Path, cmds: dict[str, list[str]], tmp: str, repeats: int, search_repeats: int) -> list[tuple]:
-    base = wall(tree, [], tmp, repeats, code="pass")
-    rows = [("python -c pass", base, 1.0, "", "", 0.0)]
+def measure(trees: list[Path], cmds: dict[str, list[str]], tmp: str, repeats: int,
+            search_repeats: int) -> dict[Path, list[tuple]]:
+    """Rows (label, wall s, ratio to python -c pass, torch?, timm?, import s) per tree."""
+    base = {t: statistics.median(r) for t, r in interleaved(trees, lambda t, i: timed(t, [], tmp, "pass"),
+                                                          repeats).items()}
+    rows = {t: [("python -c pass", base[t], 1.0, "", "", 0.0)] for t in trees}
     for label, args in cmds.items():
-        try:
-            names, total = import_profile(tree, args, tmp)
-        except Failed as e:
-            print(f"skipped: {str(e).splitlines()[0]}")
-            continue
-        t = wall(tree, args, tmp, repeats)
-        rows.append((label, t, t / base, "torch" in names, "timm" in names, total))
+        profiles = {}
+        for tree in trees:
+            try:
+                profiles[tree] = import_profile(tree, args, tmp)
+            except Failed as e:
+                print(f"skipped: {str(e).splitlines()[0]}")
+        walls = interleaved(list(profiles), lambda t, i, args=args: timed(t, args, tmp), repeats)
+        for tree, (names, total) in profiles.items():
+            t = statistics.median(walls[tree])
+            rows[tree].append((label, t, t / base[tree], "torch" in names, "timm" in names, total))
     if search_repeats:
-        names, total = search_imports(tree, tmp, search_repeats)
-        rows.append(("nas search (imports)", None, None, "torch" in names, "timm" in names, total))
+        for tree, (names, total) in search_imports(trees, tmp, search_repeats).items():
+            rows[tree].append(("nas search (imports)", None, None, "torch" in names, "timm" in names, total))
     return rows
 
 
 def table(args, trees: list[Path], tmp: str):
     study, storage = (args.study, args.storage) if args.storage else make_demo(trees[0], tmp)
-    cmds = commands(study, storage, tmp)
+    rows = measure(trees, commands(study, storage, tmp), tmp, args.repeats, args.search_repeats)
     yes_no = {True: "yes", False: "no", "": ""}
     for tree in trees:
-        rows = measure(tree, cmds, tmp, args.repeats, args.search_repeats)
-        print(f"\n{tree} (median of {args.repeats} runs; imports from one -X importtime run)")
+        print(f"\n{tree} (median of {args.repeats} runs, the trees taking turns; imports from one -X importtime "
+              f"run, the search's the median of {args.search_repeats})")
         print(f"{'command':<22} {'wall s':>7} {'x pass':>7} {'torch':>6} {'timm':>6} {'imports s':>10}")
-        for label, t, ratio, torch, timm, total in rows:
+        for label, t, ratio, torch, timm, total in rows[tree]:
             wall_s, times = ("-", "-") if t is None else (f"{t:.2f}", f"{ratio:.1f}")
             print(f"{label:<22} {wall_s:>7} {times:>7} {yes_no[torch]:>6} {yes_no[timm]:>6} {total:>10.2f}")
 
