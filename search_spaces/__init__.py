@@ -1,7 +1,8 @@
 """What can be searched: ArchSpec, the mixer and FFN registries, the model builder, space files.
 
-The public names below are imported on first use (PEP 562), so importing a light submodule
-(``search_spaces.schema``, ``search_spaces.task_io``) does not import torch and timm.
+The public names below are imported on first use (PEP 562). Reading a space (``load_space``,
+``list_mixers``, ``get_mixer_info``, ``ArchSpec``) imports no torch: the registries hold plain data,
+and a mixer's or FFN's module is imported when it is built (``get_mixer``, ``build_model``).
 """
 
 from search_spaces.lazy import lazy_exports
