@@ -81,6 +81,8 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
                      heartbeat=heartbeat)
     from nas.plugins import load_cli_plugins, study_plugins
 
+    if study is None and isinstance(space, Mapping) and "name" not in space:
+        raise UserError("study: None is not allowed for a space given as a dict without a name: key (name the study)")
     given = load_cli_plugins(plugins)  # before the space: it may name what they register
     sp = _load_space(space)
     check_runs_here(sp, backend)

@@ -131,6 +131,7 @@ def test_a_dict_space_loads_and_stores_its_plugins(tmp_path, monkeypatch):
     (lambda: nas.search(tiny_dict(train={"steps": 0}), study="e"), "<dict>: train.steps: 0 is not allowed"),
     (lambda: nas.search(tiny_dict(), study="e", backend="ray", options={"latency_lock": "x"}), "--latency-lock: 'x'"),
     (lambda: nas.search(tiny_dict(), study="a/b"), "--study: 'a/b' is not a valid study name"),
+    (lambda: nas.search({k: v for k, v in tiny_dict().items() if k != "name"}, study=None), "study: None is not"),
     (lambda: nas.resume("absent"), "no study database at sqlite:///results/absent.db"),
     (lambda: nas.resume("absent", trials=-1), "trials: -1 is not allowed"),
 ])
