@@ -83,6 +83,8 @@ class StudySearcher(Searcher):
         self._done = budget_count(study)
         self._t0 = time.monotonic()
         self._full = False  # no trial is left to start: every one is finished or owed by this driver
+        # the last ask found no room because trials of another live process fill the budget
+        self._elsewhere = False
         self._next_ask = 0.0
         self._lock = threading.Lock()  # live dict: the heartbeat thread reads it
         self._stop = threading.Event()
@@ -127,6 +129,7 @@ class StudySearcher(Searcher):
             return None
         slot = ask_within_budget(self.study, self.config, log=self.log)
         self._done = slot.finished
+        self._elsewhere = slot.trial is None and bool(slot.running)
         if slot.trial is None:
             self._full = slot.finished >= self.config.trials
             self._next_ask = time.monotonic() + 1.0  # RUNNING elsewhere: look again in a second
@@ -151,8 +154,14 @@ class StudySearcher(Searcher):
             if self.progress is not None:
                 self.progress.start(self._done, front_size(self.study), trial.number, arch.summary())
             return {**self.trainable_cfg, "arch": arch.to_json(), "number": trial.number}
-        # parked twins wait for a trial in flight, so an empty ``live`` means nothing is owed; trials
-        # RUNNING in another process may still fail and be queued again for this one to run
+        # parked twins wait for a trial in flight, so an empty ``live`` means nothing is owed. When the
+        # rest of the budget is RUNNING in another live process, this driver stops instead of waiting:
+        # Tune keeps its idle actors (reuse_actors), which would hold the CPUs the other driver's
+        # trials wait for on a shared cluster (a deadlock until Tune evicts them). A trial the other
+        # process leaves behind is failed and retried by the next `nas resume`.
+        if not self.live and not self._full and self._elsewhere:
+            self.log("the rest of the budget is running in another process; this driver stops")
+            self._full = True
         return Searcher.FINISHED if self._full and not self.live else None
 
     def _prepare(self, trial: optuna.Trial):
