@@ -19,7 +19,7 @@ The convention, per forward pass, in real floating-point operations:
   therefore counts 2 (D_qk + D_v) FLOPs per (query, key) pair inside the window, whichever path
   the kernel would take: :func:`count_flops` sends windows through the masked SDPA path, since
   the banded path is written in elementwise ops, which are not counted. (That pass holds the
-  N x N window mask, and while it runs every thread's window attention takes that path.)
+  N x N window mask; ``kernels.local.masked_windows`` scopes the switch to the counting thread.)
 * **FFTs**: 5 n log2(n) FLOPs per complex transform of n points (n the product of the
   transformed sizes; the radix-2 Cooley-Tukey count that FFTW's benchmarks use for any n), and
   half that, 2.5 n log2(n), per real-input (rfft) or real-output (irfft) transform. The kind is
@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import math
 from typing import Any, Callable
-from unittest import mock
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -191,7 +190,7 @@ def flop_counter() -> FlopCounterMode:
 def _windows_as_masks():
     """Make ``kernels`` run sliding-window attention as SDPA with a window mask (the mask rule
     then counts the window's pairs), not as its banded path of elementwise ops."""
-    with mock.patch.object(kernels.local, "uses_banded", lambda n, spans: False):
+    with kernels.local.masked_windows():
         yield
 
 

@@ -16,6 +16,8 @@ operators per offset. :func:`uses_banded` is the rule that picks between them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
 
@@ -29,6 +31,7 @@ __all__ = [
     "local_attention_banded",
     "local_attention_reference",
     "local_mask",
+    "masked_windows",
     "neighborhood_attention",
     "neighborhood_attention_banded",
     "neighborhood_attention_reference",
@@ -218,6 +221,20 @@ def neighborhood_attention_banded(q, k, v, hw: tuple[int, int], *, window: int, 
     return _banded(q, k, v, tuple(hw), spans, dilation, scale)
 
 
+_MASKED_ONLY = contextvars.ContextVar("kernels_local_masked_only", default=False)
+
+
+@contextlib.contextmanager
+def masked_windows():
+    """Within this context (this thread or task only), windows always take the masked SDPA path, whose
+    cost a FLOP counter can see (the banded path is elementwise ops); the result is the same."""
+    token = _MASKED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MASKED_ONLY.reset(token)
+
+
 def uses_banded(n: int, spans) -> bool:
     """The PyTorch paths' rule: banded iff N >= 128 + 12 w, with w the window offsets that fit in the
     sequence or grid (``spans``: one (lo, hi) per axis, w their product).
@@ -230,6 +247,8 @@ def uses_banded(n: int, spans) -> bool:
     crosses a little later (its slices are strided): at 16 x 16, window 3 the rule picks banded
     where masked can be up to ~1.5x faster (about a millisecond). Tables: benchmarks/README.md.
     """
+    if _MASKED_ONLY.get():
+        return False
     return n >= _BANDED_BASE + _BANDED_PER_OFFSET * math.prod(hi - lo + 1 for lo, hi in spans)
 
 
