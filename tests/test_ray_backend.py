@@ -158,3 +158,35 @@ def test_a_dead_worker_is_not_an_architectures_outcome():
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
     assert Objective.twin(study, "a", 99) is None
     assert Objective.twin(study, "b", 99).user_attrs["arch_id"] == "b"
+
+
+def test_a_stop_signal_while_a_trial_is_being_prepared_leaves_it_owed(tmp_path):
+    """SIGTERM lands between starting a trial and handing it to Tune (sampling, recording its
+    architecture): it is raised once the trial is in flight, so abandoning the live trials records it
+    FAIL and queues it again instead of leaving it RUNNING."""
+    import os
+    import signal
+
+    from nas import interrupts
+    from nas.backends._ray_searcher import StudySearcher
+
+    config = ray_search_config(tmp_path, "stop", trials=3, asha=False)
+    study, config, _ = create_or_load_study(config)
+    searcher = StudySearcher(study, config, {}, log=lambda m: None)
+    prepare = searcher.objective.prepare
+
+    def prepare_then_signal(trial):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once (main thread), inside the preparation
+        return prepare(trial)
+
+    searcher.objective.prepare = prepare_then_signal
+    try:
+        with interrupts.handling(), pytest.raises(interrupts.Interrupted) as stop:
+            searcher.suggest("ray-trial-0")
+        assert searcher.abandon_live(stop.value) == [0]
+    finally:
+        searcher.close()
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["error"] == "interrupted by SIGTERM; queued again for the next run"
+    assert trials[1].user_attrs["retry_of"] == 0

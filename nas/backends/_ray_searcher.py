@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
+from nas import interrupts
 from nas.backends.local import _detail
 from nas.budget import abandon, ask_within_budget
 from nas.config import SearchConfig
@@ -136,6 +137,12 @@ class StudySearcher(Searcher):
         return slot.trial
 
     def suggest(self, trial_id: str):
+        # a stop signal waits until the trial started here is owed (live, parked or told), so
+        # abandon_live records and queues it again; else it would stay RUNNING until its heartbeat aged
+        with interrupts.deferred():
+            return self._suggest(trial_id)
+
+    def _suggest(self, trial_id: str):
         while True:
             if self._ready:
                 with self._lock:
