@@ -42,8 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one training per core; workers inherit it
-
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 OUT = Path(__file__).resolve().parent / "search-efficiency"
@@ -199,6 +197,8 @@ def _job(args) -> tuple:
 
 def run_all(args) -> None:
     import multiprocessing as mp  # fork: nothing heavy is imported yet; spawn would lose the path set above
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one training per core; the workers inherit it
 
     jobs = []
     for seed in range(args.seeds):  # seed-major: an interrupted benchmark has every sampler at some seeds
