@@ -111,7 +111,7 @@ def main(argv=None) -> None:
              f"({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} CPUs, "
              f"load {os.getloadavg()[0]:.1f})\n",
              "`benchmarks/parallel_efficiency.py`: hypervolume (median over seeds) reached by each time, "
-             f"reference point {tuple(round(x, 4) for x in ref)} (minimized objectives).\n",
+             f"reference point {tuple(round(float(x), 4) for x in ref)} (minimized objectives).\n",
              "| backend | wall s (median) | " + " | ".join(f"HV by {m}s" for m in marks) + " |",
              "|---|---|" + "---|" * len(marks)]
     for n in names:

@@ -1,7 +1,7 @@
 """Search efficiency: hypervolume against trials for each sampler, on built-in spaces, ladder off and on.
 
     nice .venv/bin/python benchmarks/search_efficiency.py [--spaces tiny signal seq-hybrid]
-        [--samplers random nsga2 tpe gp tpe-group] [--seeds 3] [--trials 40] [--random-trials 120]
+        [--samplers random nsga2 tpe gp tpe-nogroup] [--seeds 3] [--trials 40] [--random-trials 120]
         [--workers 2] [--out benchmarks/search-efficiency]
     nice .venv/bin/python benchmarks/search_efficiency.py --check-live tiny --trials 24   # cache vs live
     nice .venv/bin/python benchmarks/search_efficiency.py --summarize                      # table + PNG only
@@ -119,13 +119,16 @@ def _sampler(name: str, seed: int, trials: int):
     if name in SAMPLERS:
         return make_sampler(SearchConfig(space="", space_yaml="", study="bench", storage="", trials=trials,
                                          sampler=name, seed=seed))
-    if name == "tpe-group":  # multivariate TPE that models the conditional parameters jointly
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "tpe-nogroup":  # the engine's "tpe" before it grouped the conditional parameters
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "tpe-s5":  # the engine's "tpe" with 5 random start-up trials instead of 10
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     raise SystemExit(f"unknown sampler {name!r}")
 
 
-def run_one(job: dict, out: Path) -> Path:
-    """One (space, ladder, sampler, seed) run; its trials go to <out>/runs/<name>.csv."""
+def run_one(job: dict, out: Path, runs: Path | None = None) -> Path:
+    """One (space, ladder, sampler, seed) run over the cache under ``out``; its trials go to
+    <runs>/<name>.csv (default <out>/runs)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -173,7 +176,7 @@ def run_one(job: dict, out: Path) -> Path:
             study.tell(trial, values)
             row.update(state="COMPLETE", train_cost=1.0, v0=values[0], v1=values[1])
         rows.append(row)
-    path = out / "runs" / f"{_run_name(job)}.csv"
+    path = (runs or out / "runs") / f"{_run_name(job)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
@@ -274,6 +277,14 @@ def _first_reaching(median_curve, target: float):
     return int(hit[0]) if len(hit) else None
 
 
+def _trainings(curves, space, ladder, sampler, k: int) -> str:
+    """Median proxy trainings spent by trial ``k`` (a twin costs none, a pruned trial a quarter)."""
+    if "cost" not in curves:
+        return "-"
+    c = curves[(curves.space == space) & (curves.ladder == ladder) & (curves.sampler == sampler) & (curves.trial == k)]
+    return f"{c.cost.median():.1f}"
+
+
 def summarize(curves, trials: int, random_trials: int, default: str) -> str:
     lines = []
     for space in sorted(curves.space.unique()):
@@ -282,9 +293,9 @@ def summarize(curves, trials: int, random_trials: int, default: str) -> str:
             r_end = rnd["median"].iloc[-1] if len(rnd) else float("nan")
             lines += [f"\n### {space}, ladder {ladder}\n",
                       f"Random search's median hypervolume at {len(rnd)} trials: {r_end:.4f}.\n",
-                      f"| sampler | seeds | HV @10 | HV @20 | HV @{trials} median [min, max] | random needs "
-                      f"| efficiency ratio | trials to random's HV @{len(rnd)} |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      f"| sampler | seeds | HV @10 | HV @20 | HV @{trials} median [min, max] | trainings @{trials} "
+                      f"| random needs | efficiency ratio | trials to random's HV @{len(rnd)} |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             samplers = sorted(curves[(curves.space == space) & (curves.ladder == ladder)].sampler.unique())
             for s in samplers:
                 m = _median_curve(curves, space, ladder, s)
@@ -296,7 +307,7 @@ def summarize(curves, trials: int, random_trials: int, default: str) -> str:
                 reach = _first_reaching(m, r_end)
                 name = f"**{s}** (default)" if s == default else s
                 lines.append(f"| {name} | {int(at['count'])} | {m.loc[10, 'median']:.4f} | {m.loc[20, 'median']:.4f} "
-                             f"| {at['median']:.4f} [{at['min']:.4f}, {at['max']:.4f}] "
+                             f"| {at['median']:.4f} [{at['min']:.4f}, {at['max']:.4f}] | {_trainings(curves, space, ladder, s, trials)} "
                              f"| {need if need else f'>{len(rnd)}'} | {ratio} | {reach if reach else f'>{len(m)}'} |")
     return "\n".join(lines)
 
@@ -321,6 +332,9 @@ def plot(curves, path: Path, default: str) -> None:
                 line, = ax.plot(m.index, m["median"], label=s + (" (default)" if s == default else ""),
                                 lw=2.2 if s == default else 1.3)
                 ax.fill_between(m.index, m["min"], m["max"], color=line.get_color(), alpha=0.12)
+            early = curves[(curves.space == space) & (curves.ladder == ladder) & (curves.trial == 10)]
+            if len(early):  # the first trials climb from nothing: show where the samplers differ
+                ax.set_ylim(bottom=early.groupby("sampler").hv.median().min())
             ax.set_title(f"{space}, ladder {ladder}")
             ax.set_xlabel("trials")
             ax.set_ylabel("hypervolume (median, min-max over seeds)")
@@ -362,6 +376,7 @@ def check_live(args) -> None:
 
     import numpy as np
     import optuna
+    import pandas as pd
 
     import nas
 
@@ -369,10 +384,8 @@ def check_live(args) -> None:
     job = {"space": space, "ladder": "off", "sampler": "random", "seed": 0, "trials": n}
     cached_dir = args.out / "live-check"
     cached_dir.mkdir(parents=True, exist_ok=True)
-    run_one(job, args.out)  # the cache holds (or now measures) every architecture of the run
-    cached = load_runs(args.out)
-    cached = cached[(cached.space == space) & (cached.sampler == "random") & (cached.seed == 0)
-                    & (cached.ladder == "off")].sort_values("trial").head(n)
+    # the cached run (the cache holds, or now measures, every architecture it meets)
+    cached = pd.read_csv(run_one(job, args.out, runs=cached_dir))
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/live.db"
         t0 = time.perf_counter()
@@ -393,7 +406,7 @@ def check_live(args) -> None:
              f"- same architectures in the same order: {same}",
              f"- accuracy equal on {int((acc == c_acc).sum())}/{n} (max difference {np.abs(acc - c_acc).max():.4f})",
              f"- latency_ms: median relative difference {np.median(rel):.1%}, max {rel.max():.1%}, "
-             f"Kendall tau live vs cached {tau:.3f}",
+             f"Kendall tau live vs cached {tau:.3f}, median live / cached {np.median(lat / c_lat):.2f}",
              f"- live search took {secs:.0f}s"]
     from nas.front_volume import hypervolume_of
 
@@ -415,7 +428,7 @@ def check_live(args) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spaces", nargs="+", default=["tiny", "signal", "seq-hybrid"])
-    p.add_argument("--samplers", nargs="+", default=["random", "nsga2", "tpe", "gp", "tpe-group"])
+    p.add_argument("--samplers", nargs="+", default=["random", "nsga2", "tpe", "gp", "tpe-nogroup"])
     p.add_argument("--ladder", nargs="+", default=["off", "on"], choices=["off", "on"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--trials", type=int, default=40)

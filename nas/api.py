@@ -107,8 +107,8 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
 
     ``space``: a built-in space name, a path to a space file, or a dict with a space file's keys
     (its ``plugins:`` paths are taken from the current directory). ``study``: None names it after
-    the space. ``trials`` (default: the space's), ``sampler`` (nsga2, tpe, random, gp; default
-    nsga2), ``seed`` (default 0), ``backend`` (local, ray) and ``workers`` are those of a new
+    the space. ``trials`` (default: the space's), ``sampler`` (tpe, nsga2, random, gp; default
+    tpe), ``seed`` (default 0), ``backend`` (local, ray) and ``workers`` are those of a new
     study; an existing study keeps its own (a warning names what was ignored) and takes
     ``trials`` as its new budget. ``plugins``: module names or ``.py`` paths loaded first and
     stored with the study. ``options``: backend and sampler options stored with it (ray:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from nas import interrupts
 from nas.api import SearchStopped
-from nas.config import SearchConfig, resolve_storage
+from nas.config import SAMPLERS, SearchConfig, resolve_storage
 from nas.errors import UserError
 from nas.logs import NORMAL, QUIET, VERBOSE, configure
 from nas.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, checked_option
@@ -197,7 +197,7 @@ def search(
     trials: Optional[int] = checked_option(None, "--trials", check=check_of(SearchConfig, "trials"), help="total finished trials the study should reach (default: the space's)"),
     backend: str = typer.Option("local", "--backend", help="local | ray"),
     workers: int = checked_option(1, "--workers", check=check_of(SearchConfig, "workers"), help="parallel workers (ray backend)"),
-    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | gp"),
+    sampler: str = typer.Option(SAMPLERS[0], "--sampler", help=" | ".join(SAMPLERS)),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = checked_option(None, "--timeout", check=check_of(SearchConfig, "timeout"), help="stop starting new trials after this many seconds"),
     heartbeat: int = checked_option(5, "--heartbeat", check=check_of(SearchConfig, "heartbeat_interval"), help="seconds between trial heartbeats; a trial silent for 4x this is stale and retried"),

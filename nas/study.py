@@ -178,7 +178,11 @@ def make_sampler(config: SearchConfig, n_existing: int = 0):
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
     if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        # the spaces are conditional (a layer's mixer parameters exist only for its mixer): group=True
+        # models each set of parameters that appear together jointly, where plain multivariate TPE
+        # samples every parameter outside the set common to all trials independently (at random).
+        # Measured: benchmarks/search-efficiency/summary.md
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "gp":

@@ -75,7 +75,7 @@ def test_efficiency_ratio_reads_the_median_curves(bench):
     # fast's median HV at 40 trials is 1.1 (seed 1); random's median curve k/120 + 0.1 reaches it at k = 120
     line = next(x for x in table.splitlines() if x.startswith("| **fast**"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[5:] == ["120", "3.00", "40"]
+    assert cells[5:] == ["-", "120", "3.00", "40"]
 
 
 def test_ladder_runs_prune_as_the_promotion_rule_says_and_reuse_the_cache(bench, tmp_path, monkeypatch):
