@@ -392,10 +392,12 @@ def check_live(args) -> None:
         nas.search(space, study="live", storage=url, trials=n, sampler="random", seed=0)
         secs = time.perf_counter() - t0
         trials = optuna.load_study(study_name="live", storage=url).get_trials()
-    live_ids = [t.user_attrs["arch_id"] for t in trials]
+    from nas.trial_attrs import ARCH_ID_KEY, metrics_of
+
+    live_ids = [t.user_attrs[ARCH_ID_KEY] for t in trials]
     same = live_ids == list(cached.arch_id)
-    acc = np.array([t.user_attrs["metrics"]["accuracy"] for t in trials])
-    lat = np.array([t.user_attrs["metrics"]["latency_ms"] for t in trials])
+    acc = np.array([metrics_of(t)["accuracy"] for t in trials])
+    lat = np.array([metrics_of(t)["latency_ms"] for t in trials])
     c_acc, c_lat = -_minimized(space, cached)[0][:, 0], cached.v1.to_numpy(float)
     rel = np.abs(lat - c_lat) / c_lat
     from scipy import stats

@@ -1,11 +1,11 @@
 """Stop signals (nas/interrupts.py): SIGTERM and SIGHUP raise as Ctrl-C does, an ignored signal stays
 ignored, a signal during a deferred block waits for its end, and a second one ends the process."""
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -13,12 +13,19 @@ import pytest
 from nas import interrupts
 
 
+def _signal_main_thread(sig: int) -> None:
+    """Send ``sig`` to the main thread itself: a process-directed signal (os.kill) may land on another
+    thread of the test process (earlier tests leave some), and then the main thread's sleep is not
+    interrupted and the handler may run only after the block under test has ended."""
+    signal.pthread_kill(threading.main_thread().ident, sig)
+
+
 def test_a_stop_signal_raises_interrupted_and_the_old_handlers_come_back():
     before = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
     for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")):
         with pytest.raises(KeyboardInterrupt) as e:
             with interrupts.handling():
-                os.kill(os.getpid(), sig)
+                _signal_main_thread(sig)
                 time.sleep(0.5)  # the handler runs here
         assert interrupts.signal_number(e.value) == sig and interrupts.describe(e.value) == name
     assert {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == before
@@ -41,7 +48,7 @@ def test_a_deferred_block_finishes_before_the_signal_is_raised():
     with pytest.raises(interrupts.Interrupted) as e:
         with interrupts.handling():
             with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
+                _signal_main_thread(signal.SIGTERM)
                 time.sleep(0.2)
                 done.append("the writes")
     assert done == ["the writes"] and e.value.signum == signal.SIGTERM

@@ -164,11 +164,10 @@ def test_a_stop_signal_while_a_trial_is_being_prepared_leaves_it_owed(tmp_path):
     """SIGTERM lands between starting a trial and handing it to Tune (sampling, recording its
     architecture): it is raised once the trial is in flight, so abandoning the live trials records it
     FAIL and queues it again instead of leaving it RUNNING."""
-    import os
     import signal
 
     from nas import interrupts
-    from nas.backends._ray_searcher import StudySearcher
+    from nas.backends.ray_searcher import StudySearcher
 
     config = ray_search_config(tmp_path, "stop", trials=3, asha=False)
     study, config, _ = create_or_load_study(config)
@@ -176,7 +175,9 @@ def test_a_stop_signal_while_a_trial_is_being_prepared_leaves_it_owed(tmp_path):
     prepare = searcher.objective.prepare
 
     def prepare_then_signal(trial):
-        os.kill(os.getpid(), signal.SIGTERM)  # handled at once (main thread), inside the preparation
+        # to the main thread itself (the searcher's heartbeat thread could take a process-directed one),
+        # so the handler runs at once, inside the preparation
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
         return prepare(trial)
 
     searcher.objective.prepare = prepare_then_signal

@@ -87,7 +87,7 @@ def run(study: optuna.Study, config: SearchConfig, *, progress: Optional[Progres
     (``interrupted``), queued again, and KeyboardInterrupt propagates."""
     import ray
 
-    from nas.backends._ray_searcher import StudySearcher
+    from nas.backends.ray_searcher import StudySearcher
 
     opts = _checked_options(config, log)
     for name, value in (("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_AIR_NEW_OUTPUT", "0"),
@@ -144,7 +144,7 @@ def _scheduler(opts: dict, steps: int, every: int):
     """ASHA over the reported training loss, or first-in first-out without early stopping."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from nas.backends._ray_searcher import METRIC, MODE
+    from nas.backends.ray_searcher import METRIC, MODE
 
     if opts["asha"] and steps > every:
         return ASHAScheduler(time_attr="step", metric=METRIC, mode=MODE, max_t=steps,
@@ -175,8 +175,8 @@ def _fit(config: SearchConfig, opts: dict, searcher, scheduler) -> None:
     """One Tune run: the searcher asks and tells, the workers evaluate, until the budget is spent."""
     from ray import tune
 
-    from nas.backends._ray_searcher import WorkerFailureCallback
     from nas.backends._ray_trainable import evaluate_trial
+    from nas.backends.ray_searcher import WorkerFailureCallback
 
     resources = {"cpu": float(opts["cpus_per_trial"]), "gpu": float(opts["gpus_per_trial"])}
     with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
