@@ -45,6 +45,13 @@ from pathlib import Path
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
 OUT = Path(__file__).resolve().parent / "search-efficiency"
+SPACES = OUT / "spaces"  # benchmark-only spaces (tiny-large), named by their file's stem
+
+
+def _source(space: str) -> str:
+    """A built-in space's name, or the file of a benchmark-only space of that name."""
+    path = SPACES / f"{space}.yaml"
+    return str(path) if path.exists() else space
 RUNG_FRACTION = 4  # the ladder's train rung: steps // 4
 FIELDS = ["space", "ladder", "sampler", "seed", "trial", "state", "v0", "v1", "arch_id", "live", "train_cost",
           "eval_seconds"]
@@ -140,7 +147,7 @@ def run_one(job: dict, out: Path, runs: Path | None = None) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    space = evaluators.load_space(job["space"])
+    space = evaluators.load_space(_source(job["space"]))
     settings, rung = _settings(space)
     cache = Cache(out / "cache", job["space"])
     names = list(space.objectives)
@@ -235,7 +242,7 @@ def _minimized(space_name: str, df):
 
     import evaluators
 
-    space = evaluators.load_space(space_name)
+    space = evaluators.load_space(_source(space_name))
     signs = np.array([-1.0 if d == "maximize" else 1.0 for d in space.objectives.values()])
     return df[["v0", "v1"]].to_numpy(float) * signs, list(space.objectives)
 
