@@ -20,7 +20,22 @@ def _signal_main_thread(sig: int) -> None:
     signal.pthread_kill(threading.main_thread().ident, sig)
 
 
-def test_a_stop_signal_raises_interrupted_and_the_old_handlers_come_back():
+@pytest.fixture
+def default_handlers():
+    """Python's own handlers for the stop signals, as in a terminal: a test run started in the
+    background (``nohup``, ``&``) inherits SIGHUP and SIGINT ignored, and those stay ignored (see
+    test_an_ignored_signal_stays_ignored)."""
+    saved = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
+    for s in interrupts.STOP_SIGNALS:
+        signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def test_a_stop_signal_raises_interrupted_and_the_old_handlers_come_back(default_handlers):
     before = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
     for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")):
         with pytest.raises(KeyboardInterrupt) as e:
@@ -43,7 +58,7 @@ def test_an_ignored_signal_stays_ignored():
         signal.signal(signal.SIGHUP, old)
 
 
-def test_a_deferred_block_finishes_before_the_signal_is_raised():
+def test_a_deferred_block_finishes_before_the_signal_is_raised(default_handlers):
     done = []
     with pytest.raises(interrupts.Interrupted) as e:
         with interrupts.handling():
