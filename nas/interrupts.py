@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Optional
 
@@ -25,7 +26,8 @@ __all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "handling", "r
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-_state = {"depth": 0, "defer": 0, "pending": None, "stopping": False, "received": None, "previous": {}}
+_state = {"depth": 0, "defer": 0, "pending": None, "stopping": False, "received": None, "previous": {},
+          "hook": None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -84,25 +86,44 @@ def reinstall() -> None:
                 signal.signal(s, _on_signal)
 
 
+def _unraisable(args) -> None:
+    """A stop signal whose handler ran inside a finalizer (a weakref callback, ``__del__``) cannot
+    propagate from there: Python would print it as "Exception ignored" and go on. It is kept pending
+    instead, and raised at the end of the next deferred block or of :func:`handling`."""
+    if isinstance(args.exc_value, Interrupted):
+        _state["pending"] = _state["pending"] or args.exc_value.signum
+        return
+    (_state["hook"] or sys.__unraisablehook__)(args)
+
+
 @contextlib.contextmanager
 def handling():
     """Stop signals raise :class:`Interrupted` in the main thread while inside (nestable; a no-op
-    outside the main thread). The previous handlers come back on the way out."""
+    outside the main thread). The previous handlers come back on the way out; a signal that was
+    swallowed meanwhile (see :func:`_unraisable`) is raised then."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     if _state["depth"] == 0:
-        _state.update(stopping=False, pending=None, received=None, defer=0, previous={})
+        _state.update(stopping=False, pending=None, received=None, defer=0, previous={}, hook=sys.unraisablehook)
+        sys.unraisablehook = _unraisable
         _install()
     _state["depth"] += 1
+    finished = False
     try:
         yield
+        finished = True
     finally:
         _state["depth"] -= 1
         if _state["depth"] == 0:
             for s, previous in _state["previous"].items():
                 signal.signal(s, previous)
             _state["previous"] = {}
+            sys.unraisablehook = _state["hook"] or sys.__unraisablehook__
+    pending = _state["pending"]
+    if finished and pending is not None and not _state["defer"]:
+        _state["pending"] = None
+        raise Interrupted(pending)
 
 
 @contextlib.contextmanager

@@ -85,3 +85,21 @@ def test_a_second_signal_while_stopping_ends_the_process():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == -signal.SIGTERM and r.stdout == "cleaning up\n", (r.returncode, r.stdout, r.stderr)
+
+
+def test_a_signal_swallowed_by_a_finalizer_is_raised_on_the_way_out(default_handlers, capsys):
+    """A handler that runs inside ``__del__`` (or a weakref callback) cannot raise from there; the
+    signal is kept and raised when the block ends, with no "Exception ignored" traceback."""
+
+    class Finalized:
+        def __del__(self):
+            _signal_main_thread(signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, inside the finalizer
+
+    went_on = []
+    with pytest.raises(interrupts.Interrupted) as e:
+        with interrupts.handling():
+            Finalized()  # collected at once
+            went_on.append("the rest of the block")
+    assert went_on == ["the rest of the block"] and e.value.signum == signal.SIGTERM
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -330,14 +330,20 @@ def _check_example_trials(df):
 @pytest.mark.slow
 def test_example_from_the_cli_killed_and_resumed_then_shown_without_its_file(tmp_path):
     space = _copy_example(tmp_path / "ex")
-    url = f"sqlite:///{tmp_path}/ex.db"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([*NAS, "search", "--space", str(space), "--study", "ex", "--storage", url, "--trials", "3",
-                             "--heartbeat", "1", "--sampler", "random"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_running(url, "ex", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    for attempt in range(3):  # the kill must land on a running trial, not between two trials
+        url = f"sqlite:///{tmp_path}/ex{attempt}.db"
+        proc = subprocess.Popen([*NAS, "search", "--space", str(space), "--study", "ex", "--storage", url, "--trials",
+                                 "3", "--heartbeat", "1", "--sampler", "random"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_running(url, "ex", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        states = [t.state for t in optuna.load_study(study_name="ex", storage=url).get_trials(deepcopy=False)]
+        if TrialState.RUNNING in states:
+            break
+    else:
+        raise AssertionError("three kills in a row landed between trials")
     r = run_nas("resume", "--study", "ex", "--storage", url, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     st, config = load_study(url, "ex")
