@@ -57,12 +57,12 @@ def curves(rows: list[dict], directions: list[str]):
     import numpy as np
     import pandas as pd
 
-    from nas.front_volume import hypervolume_of
+    from nas.front_volume import hypervolume_of, reference_point
 
     signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    pts = np.array([r["v"] for r in rows], float) * signs
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    ref = hi + 0.1 * np.where(hi > lo, hi - lo, np.where(hi != 0, np.abs(hi), 1.0))
+    cols = [f"v{i}" for i in range(len(directions))]
+    point = reference_point(pd.DataFrame([r["v"] for r in rows], columns=cols), dict(zip(cols, directions)))
+    ref = np.array([point[c] for c in cols]) * signs  # the engine's default rule, over every run
     out = []
     df = pd.DataFrame(rows)
     for (backend, seed), run in df.groupby(["backend", "seed"]):

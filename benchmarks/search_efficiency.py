@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import json
 import os
@@ -236,20 +237,34 @@ def load_runs(out: Path):
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
-def _minimized(space_name: str, df):
-    """Objective values as minimization columns (n, 2), in the space's objective order."""
-    import numpy as np
-
+@functools.lru_cache(maxsize=None)
+def _directions(space_name: str) -> dict:
+    """``{"v0": direction, "v1": direction}``: the space's objectives in the order the runs store them."""
     import evaluators
 
     space = evaluators.load_space(_source(space_name))
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in space.objectives.values()])
-    return df[["v0", "v1"]].to_numpy(float) * signs, list(space.objectives)
+    return {f"v{i}": d for i, d in enumerate(space.objectives.values())}
+
+
+def _minimized(values, directions: dict):
+    """Values (n, m) in the objectives' own senses, as minimization columns."""
+    import numpy as np
+
+    return np.asarray(values, float) * np.array([-1.0 if d == "maximize" else 1.0 for d in directions.values()])
+
+
+def _reference(df, directions: dict):
+    """The engine's default reference point (``nas.front_volume.reference_point``: the worst finished
+    value plus 10% of the range) over every finished row of ``df``, as a minimization vector."""
+    from nas.front_volume import reference_point
+
+    ref = reference_point(df, directions)
+    return _minimized([[ref[c] for c in directions]], directions)[0]
 
 
 def hv_curves(df):
-    """Per run, the hypervolume after each trial (one reference point per space). Returns a frame
-    with space, ladder, sampler, seed, trial (1-based count), hv, cost (trainings so far)."""
+    """Per run, the hypervolume after each trial (one reference point per space, over all its runs).
+    Returns a frame with space, ladder, sampler, seed, trial (1-based count), hv, cost (trainings so far)."""
     import numpy as np
     import pandas as pd
 
@@ -257,14 +272,11 @@ def hv_curves(df):
 
     out = []
     for space_name, sdf in df.groupby("space"):
-        done = sdf[sdf["state"] == "COMPLETE"]
-        pts, _ = _minimized(space_name, done)
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        span = np.where(hi > lo, hi - lo, np.where(hi != 0, np.abs(hi), 1.0))
-        ref = hi + 0.1 * span  # as nas.front_volume.reference_point, over every run of the space
+        directions = _directions(space_name)
+        ref = _reference(sdf, directions)
         for (ladder, sampler, seed), run in sdf.groupby(["ladder", "sampler", "seed"]):
             run = run.sort_values("trial")
-            vals, _ = _minimized(space_name, run)
+            vals = _minimized(run[list(directions)], directions)
             complete = (run["state"] == "COMPLETE").to_numpy()
             cost = np.cumsum(run["train_cost"].to_numpy(float))
             for k in range(1, len(run) + 1):
@@ -405,7 +417,7 @@ def check_live(args) -> None:
     same = live_ids == list(cached.arch_id)
     acc = np.array([metrics_of(t)["accuracy"] for t in trials])
     lat = np.array([metrics_of(t)["latency_ms"] for t in trials])
-    c_acc, c_lat = -_minimized(space, cached)[0][:, 0], cached.v1.to_numpy(float)
+    c_acc, c_lat = cached.v0.to_numpy(float), cached.v1.to_numpy(float)
     rel = np.abs(lat - c_lat) / c_lat
     from scipy import stats
 
@@ -419,11 +431,9 @@ def check_live(args) -> None:
              f"- live search took {secs:.0f}s"]
     from nas.front_volume import hypervolume_of
 
-    pts_c = np.c_[-c_acc, c_lat]
-    pts_l = np.c_[-acc, lat]
-    both = np.r_[pts_c, pts_l]
-    lo, hi = both.min(axis=0), both.max(axis=0)
-    ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+    directions = _directions(space)
+    pts_c, pts_l = _minimized(np.c_[c_acc, c_lat], directions), _minimized(np.c_[acc, lat], directions)
+    ref = _reference(pd.DataFrame(np.r_[np.c_[c_acc, c_lat], np.c_[acc, lat]], columns=list(directions)), directions)
     hv_c = [hypervolume_of(pts_c[:k], ref) for k in range(1, n + 1)]
     hv_l = [hypervolume_of(pts_l[:k], ref) for k in range(1, n + 1)]
     gap = max(abs(a - b) / max(a, 1e-12) for a, b in zip(hv_c, hv_l))
