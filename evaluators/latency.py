@@ -25,7 +25,8 @@ from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
 __all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "environment", "measure_latency", "median_ci",
-           "on_device", "peak_memory_mb", "timed_rounds"]
+           "on_device", "peak_memory_mb", "timed_rounds",
+           "timed_rounds_each"]
 
 DEVICES = ("cpu", "cuda")
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs
@@ -162,21 +163,8 @@ def timed_rounds(once, cfg: LatencyConfig) -> dict:
     (MAD / median) is under ``cfg.target_spread``, or the median's 95% confidence interval is
     within ``cfg.target_ci`` of it, or ``cfg.max_seconds`` have passed. ``k`` (calls per sample) is
     the smallest count whose sample lasts ``cfg.min_sample_ms``, from one probe."""
-    start = time.perf_counter()
-    probe = once(1)
-    k = max(1, min(10_000, math.ceil(cfg.min_sample_ms / probe))) if probe > 0 else 1
-    times: list[float] = []
-    rounds = 0
-    while True:
-        rounds += 1
-        times.extend(once(k) / k for _ in range(cfg.repeats))
-        med, mad = _median_mad(times)
-        spread = mad / med if med > 0 else 0.0
-        lo, hi = median_ci(times)
-        ci = (hi - lo) / (2 * med) if med > 0 else 0.0
-        converged = spread <= cfg.target_spread or ci <= cfg.target_ci
-        if converged or time.perf_counter() - start >= cfg.max_seconds:
-            break
+    (times,), rounds, k = _rounds(lambda k: (once(k),), cfg)
+    med, mad, spread, ci, converged = _summary(times, cfg)
     return {
         "latency_ms": med,
         "latency_mad_ms": mad,
@@ -187,6 +175,49 @@ def timed_rounds(once, cfg: LatencyConfig) -> dict:
         "latency_rounds": rounds,
         "latency_converged": bool(converged),
     }
+
+
+def timed_rounds_each(once, cfg: LatencyConfig) -> list[tuple[float, float, int]]:
+    """:func:`timed_rounds` for several calls timed together: ``once(k)`` runs a sequence of calls
+    ``k`` times and returns each call's total ms. Rounds go on until the sum of the calls meets the
+    stopping rules; returns ``(median ms per call, MAD / median, samples)`` for each call."""
+    per_call, _rounds_done, _k = _rounds(once, cfg)
+    out = []
+    for times in per_call:
+        med, _mad, spread, _ci, _ok = _summary(times, cfg)
+        out.append((med, spread, len(times)))
+    return out
+
+
+def _summary(times: list[float], cfg: LatencyConfig) -> tuple[float, float, float, float, bool]:
+    """``(median, MAD, MAD / median, CI half-width / median, converged)`` of ms samples."""
+    med, mad = _median_mad(times)
+    spread = mad / med if med > 0 else 0.0
+    lo, hi = median_ci(times)
+    ci = (hi - lo) / (2 * med) if med > 0 else 0.0
+    return med, mad, spread, ci, spread <= cfg.target_spread or ci <= cfg.target_ci
+
+
+def _rounds(once, cfg: LatencyConfig) -> tuple[list[list[float]], int, int]:
+    """The sampling loop of :func:`timed_rounds`: ``once(k)`` gives ms totals (one per timed call)
+    of ``k`` runs; the stopping rules apply to their sum. Returns the per-call samples (ms per run),
+    the rounds and ``k``."""
+    start = time.perf_counter()
+    probe = sum(once(1))
+    k = max(1, min(10_000, math.ceil(cfg.min_sample_ms / probe))) if probe > 0 else 1
+    per_call: list[list[float]] = []
+    rounds = 0
+    while True:
+        rounds += 1
+        for _ in range(cfg.repeats):
+            sample = once(k)
+            if not per_call:
+                per_call = [[] for _ in sample]
+            for times, t in zip(per_call, sample):
+                times.append(t / k)
+        converged = _summary([sum(ts) for ts in zip(*per_call)], cfg)[4]
+        if converged or time.perf_counter() - start >= cfg.max_seconds:
+            return per_call, rounds, k
 
 
 def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dict:

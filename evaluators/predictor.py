@@ -1,8 +1,8 @@
 """Latency predicted from block latency tables: a model's latency is the sum of its parts' latencies.
 
 A model at a deployment profile is a stem, its transitions, its blocks and a readout
-(:mod:`evaluators.block_parts`); each part is timed alone, once, at the shape it sees at that
-profile, and kept in a :class:`LatencyTable` keyed by the part (its spec and input shape) and the
+(:mod:`evaluators.block_parts`); each part is timed once, in place within its model's run, at the
+shape it sees at that profile, and kept in a :class:`LatencyTable` keyed by the part (its spec and input shape) and the
 environment (:func:`environment_key`: CPU model, GPU name, torch version, device, dtype, threads).
 A part timed in one environment is never reused in another. The prediction of a model is the sum
 of its parts' medians; parts missing from the table are timed on the spot (building the profile's
@@ -46,6 +46,9 @@ __all__ = ["LatencyTable", "MemoryTable", "Prediction", "Predictor", "cpu_model"
            "predicted_name", "rechecked", "screen", "uses_prediction", "with_prediction"]
 
 PREDICTED, MEASURED, REL_ERROR = ".predicted", ".measured", ".rel_error"
+# how parts are timed (``evaluators.block_parts``), part of the environment key: entries timed
+# another way (before 2026-12-01: each part alone, in a loop of its own) are not mixed with these
+TIMING = "in-place"
 
 
 def key_hash(text: str) -> str:
@@ -71,9 +74,10 @@ def cpu_model() -> str:
 
 def environment_key(profile: Profile) -> str:
     """Canonical JSON of where a part's timing holds: CPU model, torch version, device type, dtype,
-    threads, and for CUDA the GPU's name and the CUDA version. Table entries are keyed by it."""
+    threads, how parts are timed (:data:`TIMING`), and for CUDA the GPU's name and the CUDA
+    version. Table entries are keyed by it."""
     env = {"cpu": cpu_model(), "torch": torch.__version__, "device": profile.device_type, "dtype": profile.dtype,
-           "threads": profile.threads}
+           "threads": profile.threads, "timing": TIMING}
     if profile.device_type == "cuda" and torch.cuda.is_available():
         env.update(gpu=torch.cuda.get_device_name(torch.device(profile.device)), cuda=torch.version.cuda)
     return json.dumps(env, sort_keys=True, separators=(",", ":"))

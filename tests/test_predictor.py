@@ -87,6 +87,50 @@ def test_part_keys_describe_what_each_part_sees_in_the_built_model():
     assert set(time_parts(arch, io, prof, FAST)) == {p.key for p in parts}
 
 
+def test_parts_are_timed_in_place_each_between_its_neighbours(monkeypatch):
+    """The chain timer gives each call the clock time between the previous call's end and its own
+    (a fake clock that each call advances by a known cost), summed over k runs; a repeated part
+    gets the mean of its occurrences."""
+    import evaluators.block_parts as bp
+    from evaluators.latency import timed_rounds_each
+
+    now = [0.0]
+    monkeypatch.setattr(bp.time, "perf_counter", lambda: now[0])
+    costs = [1e-3, 2e-3, 3e-3, 5e-3]  # seconds
+    calls = [(lambda c=c: now.__setitem__(0, now[0] + c)) for c in costs]
+    once = bp.cpu_chain_timer(calls)
+    assert once(2) == pytest.approx([2.0, 4.0, 6.0, 10.0])  # ms over two runs
+    cfg = LatencyConfig(warmup=1, repeats=3, min_sample_ms=0)
+    assert [t[:2] for t in timed_rounds_each(once, cfg)] == [pytest.approx((c * 1e3, 0.0)) for c in costs]
+
+    parts = [bp.Part("block", k) for k in ("a", "b", "a", "c")]  # "a" occurs twice: 1 and 3 ms
+    timed = bp._time_in_place(parts, calls, {"a", "c"}, cfg)
+    assert set(timed) == {"a", "c"}
+    assert timed["a"].median_ms == pytest.approx(2.0) and timed["c"].median_ms == pytest.approx(5.0)
+    assert timed["a"].n == 2 * timed["c"].n  # the samples of both occurrences
+
+
+def test_timing_parts_in_place_runs_them_in_forward_order(monkeypatch):
+    """time_parts runs every part of the model in forward order (the warm-up and each sample),
+    even when only one part is missing from the table, and times nothing else."""
+    import evaluators.block_parts as bp
+
+    arch = _arch(("softmax", {"heads": 2}), ("linear", {"heads": 2}))
+    parts = model_parts(arch, IO, LONG)
+    order = []
+    real = bp._calls
+
+    def recording(model, x):
+        calls, shapes = real(model, x)
+        return [(lambda i=i, c=c: (order.append(i), c())[1]) for i, c in enumerate(calls)], shapes
+
+    monkeypatch.setattr(bp, "_calls", recording)
+    timed = time_parts(arch, IO, LONG, replace(FAST, warmup=1), only={parts[2].key})
+    assert set(timed) == {parts[2].key}
+    n = len(parts)
+    assert len(order) % n == 0 and order == list(range(n)) * (len(order) // n) and len(order) >= 3 * n
+
+
 def test_table_entries_are_kept_per_environment(tmp_path, monkeypatch):
     arch = _arch(("softmax", {"heads": 2}))
     table = MemoryTable()
