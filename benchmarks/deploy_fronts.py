@@ -193,14 +193,21 @@ def _families_of(rows) -> set:
     return {get_mixer_info(m).family for ms in rows["arch.mixers"] for m in ms.split("+")}
 
 
+def _mixers_of(rows) -> set:
+    return {m for ms in rows["arch.mixers"] for m in ms.split("+")}
+
+
 def fronts_table(df, front: dict) -> str:
     lines = [f"{int((df['state'] == 'COMPLETE').sum())} complete trials.", "",
              "| cost | front at the task shape: families (mixers) | front at the long profile: families (mixers) | "
-             "non-attention families only on the long front |", "|---|---|---|---|"]
+             "non-attention families only on the long front | mixers other than softmax only on the long front |",
+             "|---|---|---|---|---|"]
     for short, long in COSTS:
         only = sorted(_families_of(front[long]) - _families_of(front[short]) - {"attention"})
+        only_mixers = sorted(_mixers_of(front[long]) - _mixers_of(front[short]) - {"softmax"})
         lines.append(f"| {short} / {long} | {kinds(front[short])}: {families(front[short])} | "
-                     f"{kinds(front[long])}: {families(front[long])} | {', '.join(only) or 'none'} |")
+                     f"{kinds(front[long])}: {families(front[long])} | {', '.join(only) or 'none'} | "
+                     f"{', '.join(only_mixers) or 'none'} |")
     on = {c: set(f["number"]) for c, f in front.items()}
     lines += ["", f"| trial | accuracy | {' | '.join(front)} | mixers | architecture |",
               "|---|---|" + "---|" * len(front) + "---|---|"]

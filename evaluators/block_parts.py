@@ -34,7 +34,8 @@ from search_spaces.profiles import Profile, profile_model, scale_arch
 from search_spaces.registry import get_mixer_info
 from search_spaces.task_io import TaskIO
 
-__all__ = ["Part", "PartTiming", "model_parts", "time_parts"]
+__all__ = ["Part", "PartTiming", "cpu_chain_timer", "cuda_chain_timer", "model_parts", "part_calls", "time_in_place",
+           "time_parts"]
 
 KINDS = ("stem", "transition", "block", "readout")
 
@@ -117,7 +118,7 @@ def model_parts(arch: ArchSpec, io: TaskIO, profile: Profile) -> tuple[Part, ...
     return tuple(parts)
 
 
-def _calls(model, x) -> tuple[list, list]:
+def part_calls(model, x) -> tuple[list, list]:
     """``(calls, shapes)``: one zero-argument call per part of ``model`` (in :func:`model_parts`
     order), each on the input that part received in one forward of ``x``, and those inputs' shapes."""
     seen: list[tuple] = []
@@ -155,16 +156,16 @@ def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyCon
     torch.set_num_threads(cfg.threads)
     try:
         with torch.inference_mode():
-            calls, shapes = _calls(model, x)
+            calls, shapes = part_calls(model, x)
             if shapes != [p.input_shape for p in parts]:
                 raise RuntimeError(f"part inputs {shapes} differ from their keys {[p.input_shape for p in parts]}")
-            return _time_in_place(parts, calls, wanted, cfg)
+            return time_in_place(parts, calls, wanted, cfg)
     finally:
         torch.set_num_threads(prev_threads)
         model.to("cpu", torch.float32)
 
 
-def _time_in_place(parts, calls, wanted: set, cfg: LatencyConfig) -> dict[str, PartTiming]:
+def time_in_place(parts, calls, wanted: set, cfg: LatencyConfig) -> dict[str, PartTiming]:
     """Each part's time inside a run of all of them in forward order (as the model's forward runs
     them), for the parts whose key is in ``wanted``; a part that occurs more than once (a repeated
     block) gets the mean of its occurrences' medians."""

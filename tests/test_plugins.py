@@ -330,6 +330,8 @@ def _check_example_trials(df):
 @pytest.mark.slow
 def test_example_from_the_cli_killed_and_resumed_then_shown_without_its_file(tmp_path):
     space = _copy_example(tmp_path / "ex")
+    # trials of 10 steps end within a poll on a quiet machine: long enough ones for the kill to land in
+    space.write_text(space.read_text().replace("steps: 10,", "steps: 300,"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     for attempt in range(3):  # the kill must land on a running trial, not between two trials
         url = f"sqlite:///{tmp_path}/ex{attempt}.db"

@@ -104,7 +104,7 @@ def test_parts_are_timed_in_place_each_between_its_neighbours(monkeypatch):
     assert [t[:2] for t in timed_rounds_each(once, cfg)] == [pytest.approx((c * 1e3, 0.0)) for c in costs]
 
     parts = [bp.Part("block", k) for k in ("a", "b", "a", "c")]  # "a" occurs twice: 1 and 3 ms
-    timed = bp._time_in_place(parts, calls, {"a", "c"}, cfg)
+    timed = bp.time_in_place(parts, calls, {"a", "c"}, cfg)
     assert set(timed) == {"a", "c"}
     assert timed["a"].median_ms == pytest.approx(2.0) and timed["c"].median_ms == pytest.approx(5.0)
     assert timed["a"].n == 2 * timed["c"].n  # the samples of both occurrences
@@ -118,13 +118,13 @@ def test_timing_parts_in_place_runs_them_in_forward_order(monkeypatch):
     arch = _arch(("softmax", {"heads": 2}), ("linear", {"heads": 2}))
     parts = model_parts(arch, IO, LONG)
     order = []
-    real = bp._calls
+    real = bp.part_calls
 
     def recording(model, x):
         calls, shapes = real(model, x)
         return [(lambda i=i, c=c: (order.append(i), c())[1]) for i, c in enumerate(calls)], shapes
 
-    monkeypatch.setattr(bp, "_calls", recording)
+    monkeypatch.setattr(bp, "part_calls", recording)
     timed = time_parts(arch, IO, LONG, replace(FAST, warmup=1), only={parts[2].key})
     assert set(timed) == {parts[2].key}
     n = len(parts)
