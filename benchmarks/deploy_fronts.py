@@ -15,7 +15,7 @@ Two measurements, on this machine, one torch thread:
    values, so the two 2-D fronts (accuracy vs ``latency_ms``, accuracy vs ``latency_ms@long``) are
    those two searches with the same seed would return, at half the training. To fit the time
    budget of a shared 2-core machine the proxy trains ``--steps`` steps (the space says 200) and
-   latency is timed with 1 warm-up and rounds of 5 (the space says 3 and 15); the arch section,
+   latency is timed with 1 warm-up and rounds of 3 (the space says 3 and 15); the arch section,
    task and search space are seq-hybrid's.
 
 Writes ``<out>/crossover.md``, ``<out>/fronts.md`` and ``<out>/fronts.png`` (the study goes to
@@ -197,17 +197,28 @@ def _mixers_of(rows) -> set:
     return {m for ms in rows["arch.mixers"] for m in ms.split("+")}
 
 
+def model_family(mixers: str) -> str:
+    """A candidate's family: the registry families of its mixers, joined (``linear``,
+    ``attention+hyena``): a hybrid is a family of its own, not a member of each of its parts'."""
+    return "+".join(sorted({get_mixer_info(m).family for m in mixers.split("+")}))
+
+
+def _model_families_of(rows) -> set:
+    return set(rows["arch.mixers"].map(model_family))
+
+
 def fronts_table(df, front: dict) -> str:
     lines = [f"{int((df['state'] == 'COMPLETE').sum())} complete trials.", "",
              "| cost | front at the task shape: families (mixers) | front at the long profile: families (mixers) | "
-             "non-attention families only on the long front | mixers other than softmax only on the long front |",
-             "|---|---|---|---|---|"]
+             "non-attention families only on the long front: counting a hybrid's parts / as models | "
+             "mixers other than softmax only on the long front |", "|---|---|---|---|---|"]
     for short, long in COSTS:
         only = sorted(_families_of(front[long]) - _families_of(front[short]) - {"attention"})
+        only_models = sorted(_model_families_of(front[long]) - _model_families_of(front[short]) - {"attention"})
         only_mixers = sorted(_mixers_of(front[long]) - _mixers_of(front[short]) - {"softmax"})
         lines.append(f"| {short} / {long} | {kinds(front[short])}: {families(front[short])} | "
-                     f"{kinds(front[long])}: {families(front[long])} | {', '.join(only) or 'none'} | "
-                     f"{', '.join(only_mixers) or 'none'} |")
+                     f"{kinds(front[long])}: {families(front[long])} | {', '.join(only) or 'none'} / "
+                     f"{', '.join(only_models) or 'none'} | {', '.join(only_mixers) or 'none'} |")
     on = {c: set(f["number"]) for c, f in front.items()}
     lines += ["", f"| trial | accuracy | {' | '.join(front)} | mixers | architecture |",
               "|---|---|" + "---|" * len(front) + "---|---|"]
@@ -224,6 +235,7 @@ def plot(df, front: dict, path: Path, long_name: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     tag = lambda d: d.assign(kind=d["arch.mixers"].map(kind))  # noqa: E731
     done = tag(df[df["state"] == "COMPLETE"])
@@ -241,6 +253,7 @@ def plot(df, front: dict, path: Path, long_name: str) -> None:
                 sub = f[f["kind"] == k]
                 ax.scatter(sub[col], sub["accuracy"], s=70, color=colors[k], edgecolor="black", zorder=3)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow log axis overlap
             ax.set_xlabel(f"{col} (log)")
             ax.set_ylabel("accuracy (proxy)")
             ax.set_title(f"{'measured latency' if 'latency' in col else 'FLOPs (exact)'} at {where}")

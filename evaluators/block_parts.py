@@ -55,7 +55,7 @@ class Part:
 
 @dataclass(frozen=True)
 class PartTiming:
-    """A part timed alone: median ms per call, robust spread (MAD / median), timed samples."""
+    """A part timed in place: median ms per call, robust spread (MAD / median), timed samples."""
 
     median_ms: float
     spread: float
