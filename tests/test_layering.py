@@ -69,3 +69,34 @@ def test_the_walk_sees_function_level_and_string_imports():
            "R = Registry('x', builtins=('nas.backends.local',))\n"
            "importlib.import_module('evaluators.metrics')\n")
     assert {m for _, m in _imported(ast.parse(src))} == {"evaluators.tasks", "nas.backends.local", "evaluators.metrics"}
+
+
+# ------------------------------------------------------------------------------ function length
+MAX_LINES = 60  # issue 14: one job per function; Triton kernels (@triton.jit) are exempt
+
+
+def _long_functions(source: str) -> list[str]:
+    """``name (lines)`` of every function in ``source`` longer than MAX_LINES, decorators and
+    docstring included, except Triton kernels."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            jit = any("jit" in ast.unparse(d) for d in node.decorator_list)
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if not jit and node.end_lineno - start + 1 > MAX_LINES:
+                out.append(f"{node.name} ({node.end_lineno - start + 1} lines)")
+    return out
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_no_function_is_longer_than_60_lines(package):
+    long = {str(p.relative_to(ROOT)): f for p in sorted((ROOT / package).rglob("*.py"))
+            if (f := _long_functions(p.read_text()))}
+    assert long == {}
+
+
+def test_the_length_check_counts_decorators_and_exempts_triton_kernels():
+    body = "\n".join(f"    x{i} = {i}" for i in range(58))
+    assert _long_functions(f"def f():\n{body}\n") == []  # 59 lines
+    assert _long_functions(f"@cache\ndef f():\n{body}\n    return x0\n") == ["f (61 lines)"]
+    assert _long_functions(f"@triton.jit\ndef k():\n{body}\n    return x0\n") == []
