@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 import evaluators.predictor as predictor_mod
@@ -24,7 +25,7 @@ from evaluators.ladder import LadderPruned
 from evaluators.latency import LatencyConfig
 from evaluators.latency_fidelity import agreement
 from evaluators.predictor import MemoryTable, Predictor, environment_key, rechecked
-from evaluators.profiles import task_profile
+from evaluators.profiles import ProfileRequest, measure_profile, task_profile
 from evaluators.spaces import bind_task
 from nas.latency_tables import TABLE_NAME, open_latency_table
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
@@ -129,6 +130,21 @@ def test_timing_parts_in_place_runs_them_in_forward_order(monkeypatch):
     assert set(timed) == {parts[2].key}
     n = len(parts)
     assert len(order) % n == 0 and order == list(range(n)) * (len(order) // n) and len(order) >= 3 * n
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parts_timed_in_place_on_cuda_add_up_to_the_whole_model():
+    """CUDA events between the parts: every part gets a positive time and their sum is near the
+    whole model's event-timed forward (a loose bound: this checks the timer's bookkeeping)."""
+    arch = _arch(("softmax", {"heads": 2}), ("linear", {"heads": 2}))
+    prof = Profile("gpu", seq_len=256, device="cuda")
+    cfg = LatencyConfig(warmup=2, repeats=10, max_seconds=1.0)
+    timed = time_parts(arch, IO, prof, cfg)
+    parts = model_parts(arch, IO, prof)
+    assert set(timed) == {p.key for p in parts} and all(t.median_ms > 0 for t in timed.values())
+    whole = measure_profile(arch, IO, ProfileRequest(prof, ("latency_ms",)), cfg)["latency_ms@gpu"]
+    assert 0.5 < sum(timed[p.key].median_ms for p in parts) / whole < 2.0
 
 
 def test_table_entries_are_kept_per_environment(tmp_path, monkeypatch):
