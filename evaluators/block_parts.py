@@ -13,9 +13,10 @@ bug, not a measurement), and times each part in place: the parts run one after a
 order, as the model's forward runs them, and a clock read between two parts gives each its share,
 with the rules of ``measure_latency`` (warm-up, then rounds of samples until the spread or the
 median's confidence interval of the whole run is under target) on the profile's device, dtype and
-threads, under ``torch.inference_mode``. Timed alone, in a loop of its own, a small part ran 5-15%
-faster than inside a model (its code and data stay in the caches), so the sums fell short of the
-models they predicted; in place, the sum of the parts is the model's run.
+threads, under ``torch.inference_mode``. Timed alone, in a loop of its own, a small part ran up to
+20% faster than inside a model (its code and data stay in the caches), so the sums fell short of
+the models they predicted (``benchmarks/part_context.py``); in place, the sum of the parts is the
+model's run.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyCon
                only: Optional[Iterable[str]] = None) -> dict[str, PartTiming]:
     """``{part key: timing}`` of the parts of ``arch`` at ``profile`` (those whose key is in
     ``only``, or all), each timed in place: the profile's model (random weights seeded by ``seed``)
-    is run part by part in forward order, and each part's time is read between its neighbours'. ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads."""
+    is run part by part in forward order, and each part's time is read between its neighbours'.
+    ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads."""
     parts = model_parts(arch, io, profile)
     wanted = set(k.key for k in parts) if only is None else set(only)
     cfg = dataclasses.replace(latency, batch_size=profile.batch_size, device=profile.device, dtype=profile.dtype,

@@ -2,8 +2,9 @@
 
 A model at a deployment profile is a stem, its transitions, its blocks and a readout
 (:mod:`evaluators.block_parts`); each part is timed once, in place within its model's run, at the
-shape it sees at that profile, and kept in a :class:`LatencyTable` keyed by the part (its spec and input shape) and the
-environment (:func:`environment_key`: CPU model, GPU name, torch version, device, dtype, threads).
+shape it sees at that profile, and kept in a :class:`LatencyTable` keyed by the part (its spec and
+input shape) and the environment (:func:`environment_key`: CPU model, GPU name, torch version,
+device, dtype, threads, timing method).
 A part timed in one environment is never reused in another. The prediction of a model is the sum
 of its parts' medians; parts missing from the table are timed on the spot (building the profile's
 model with random weights) and stored, so the table fills as a search goes, and ``nas profile``

@@ -71,8 +71,8 @@ def profile(
     plugin: List[str] = PluginOpt,
 ):
     """Sample N architectures of a space and time each of their parts (stem, blocks, transitions,
-    readout) in place, within its model's run, at each profile, filling the block latency table in the study's storage that
-    `predict` ladder rungs and `measure: predict` profiles read."""
+    readout) in place, within its model's run, at each profile, filling the block latency table in
+    the study's storage that `predict` ladder rungs and `measure: predict` profiles read."""
     from evaluators.fidelity import sample_archs
     from evaluators.latency import LatencyConfig
     from evaluators.predictor import Predictor, environment_key
