@@ -32,8 +32,8 @@ WORK = r"""
 import sys, time, torch, optuna
 torch.set_num_threads(int(sys.argv[1]))
 import search_spaces
-from nas.config import load_space_checked
-from evaluators.evaluate import EvalSettings, evaluate
+from nas.engine.config import load_space_checked
+from evaluators.evaluation import EvalSettings, evaluate
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 space = load_space_checked(sys.argv[2])
 settings = EvalSettings.from_space(space)

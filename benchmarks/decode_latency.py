@@ -78,7 +78,7 @@ def main():
         import optuna
 
         import search_spaces
-        from nas.config import load_space_checked
+        from nas.engine.config import load_space_checked
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         space = load_space_checked(args.space)

@@ -141,7 +141,7 @@ def run_search(space_path: Path, out: Path, args) -> str:
     db.parent.mkdir(exist_ok=True)
     db.unlink(missing_ok=True)  # a fresh study each run
     storage = f"sqlite:///{db.resolve()}"
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", str(space_path), "--study", "deploy-fronts",
+    cmd = [sys.executable, "-m", "nas.cli.base", "search", "--space", str(space_path), "--study", "deploy-fronts",
            "--storage", storage, "--trials", str(args.trials), "--sampler", "random", "--seed", str(args.seed),
            "--timeout", str(args.timeout)]
     print("$", " ".join(cmd), flush=True)

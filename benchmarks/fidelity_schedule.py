@@ -46,7 +46,7 @@ def main() -> None:
     from evaluators.fidelity import rank_correlation, sample_archs
     from evaluators.tasks import make_task
     from evaluators.train import TrainConfig, train_proxy
-    from nas.config import load_space_checked
+    from nas.engine.config import load_space_checked
 
     torch.set_num_threads(args.threads)
     sp = load_space_checked(args.space)

@@ -105,11 +105,11 @@ else
     cp benchmarks/gpu_latency.yaml "$space"
 fi
 db="sqlite:///$tmp/gpu_latency.db"
-step "latency search" 90 "$dir/search.txt" "$PY" -m nas.cli search --space "$space" --study gpu-latency --storage "$db" \
+step "latency search" 90 "$dir/search.txt" "$PY" -m nas.cli.base search --space "$space" --study gpu-latency --storage "$db" \
     "${trials[@]}"
 if [[ -f "$tmp/gpu_latency.db" ]]; then
-    "$PY" -m nas.cli pareto --study gpu-latency --storage "$db" >>"$dir/search.txt" 2>&1
-    "$PY" -m nas.cli export --study gpu-latency --storage "$db" --out "$dir/search.csv" >>"$log" 2>&1 \
+    "$PY" -m nas.cli.base pareto --study gpu-latency --storage "$db" >>"$dir/search.txt" 2>&1
+    "$PY" -m nas.cli.base export --study gpu-latency --storage "$db" --out "$dir/search.csv" >>"$log" 2>&1 \
         || failed+=("search export")
 fi
 

@@ -87,8 +87,8 @@ def main():
     from evaluators.latency_fidelity import agreement, compare
     from evaluators.predictor import Predictor, cpu_model
     from evaluators.profiles import task_profile
-    from nas.config import load_space_checked
-    from nas.latency_tables import open_latency_table
+    from nas.engine.config import load_space_checked
+    from nas.store.latency_tables import open_latency_table
     from search_spaces.profiles import Profile, Scale
 
     space = load_space_checked(args.space)

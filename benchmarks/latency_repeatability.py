@@ -22,7 +22,7 @@ import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py o
 
 WORKER = r"""
 import json, sys, torch
-from nas.config import load_space_checked
+from nas.engine.config import load_space_checked
 from evaluators.latency import LatencyConfig, measure_latency
 from search_spaces import ArchSpec, build_model
 space = load_space_checked(sys.argv[1])
@@ -50,7 +50,7 @@ def main():
     from scipy.stats import kendalltau, spearmanr
 
     import search_spaces
-    from nas.config import load_space_checked
+    from nas.engine.config import load_space_checked
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space_checked(args.space)

@@ -6,7 +6,7 @@
 Each configuration is a real search (``nas.search``, the engine's default sampler, the same seed for
 both backends) into a fresh SQLite study; the clock starts before the call, so Ray's start-up is
 in the Ray curve, as a user waits for it. The hypervolume after each finished trial (one reference
-point over every run, as ``nas.front_volume.reference_point`` makes one) is read against the time
+point over every run, as ``nas.results.volume.reference_point`` makes one) is read against the time
 that trial ended. Prints the median hypervolume of each backend at fixed times and the time each
 needs to reach the other's final hypervolume; writes ``parallel.md`` and ``parallel.png``.
 """
@@ -57,7 +57,7 @@ def curves(rows: list[dict], directions: list[str]):
     import numpy as np
     import pandas as pd
 
-    from nas.front_volume import hypervolume_of, reference_point
+    from nas.results.volume import hypervolume_of, reference_point
 
     signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
     cols = [f"v{i}" for i in range(len(directions))]

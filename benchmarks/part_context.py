@@ -51,7 +51,7 @@ def main():
     from evaluators.fidelity import sample_archs
     from evaluators.latency import LatencyConfig
     from evaluators.profiles import ProfileRequest, measure_profile, task_profile
-    from nas.config import load_space_checked
+    from nas.engine.config import load_space_checked
 
     space = load_space_checked(args.space)
     latency = LatencyConfig.from_dict(space.latency)

@@ -66,10 +66,10 @@ def idle_latency(archs, space, settings) -> dict[str, dict]:
 def search_latency(archs, space_name: str, text: str, mode: str, tmp: Path) -> dict[str, dict]:
     import ray
 
-    from nas.backends.ray import run
-    from nas.config import SearchConfig
-    from nas.study import create_or_load_study
-    from nas.trial_attrs import ARCH_ID_KEY, FIXED_ARCH_KEY, metrics_of
+    from nas.engine.backends.ray import run
+    from nas.engine.config import SearchConfig
+    from nas.store.study import create_or_load_study
+    from nas.store.trial_attrs import ARCH_ID_KEY, FIXED_ARCH_KEY, metrics_of
 
     config = SearchConfig(space=space_name, space_yaml=text, study=f"lat-{mode}", storage=f"sqlite:///{tmp}/{mode}.db",
                           trials=len(archs), sampler="random", seed=0, backend="ray", workers=2,
@@ -96,8 +96,8 @@ def main():
 
     import yaml
 
-    from evaluators.evaluate import EvalSettings
-    from nas.config import load_space_checked
+    from evaluators.evaluation import EvalSettings
+    from nas.engine.config import load_space_checked
     from search_spaces.space import resolve_space
 
     text = resolve_space(args.space).read_text()

@@ -13,7 +13,7 @@ start-up, imports and first-call costs are paid), as a long search sees it. Repo
 shutdown included, and separately without them), trials per hour, and for Ray the overhead per
 trial = driver-side wall time of a trial (ask -> tell) minus the worker's own evaluation time; and
 per trial the evaluation time, the training part of it, and the time the worker was blocked on the
-latency lock (nas/locks.py: a trainer waiting for a measurement, a measurement for trainers).
+latency lock (nas/engine/device_lock.py: a trainer waiting for a measurement, a measurement for trainers).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
 
-from nas.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
+from nas.store.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
 
 LOCK = "rw"  # set from --latency-lock
 
@@ -74,8 +74,8 @@ def _study(space: str, backend: str, workers: int, cpus_per_trial: float, trials
     """A fresh SQLite study of ``space`` (train steps overridden if given) for one configuration."""
     import yaml
 
-    from nas.config import SearchConfig, load_space_checked
-    from nas.study import create_or_load_study
+    from nas.engine.config import SearchConfig, load_space_checked
+    from nas.store.study import create_or_load_study
     from search_spaces.space import resolve_space
 
     text = resolve_space(space).read_text()
@@ -105,9 +105,9 @@ def _timed_run(study, config, backend: str, workers: int, cpus_per_trial: float)
         ray.init(num_cpus=int(workers * cpus_per_trial), object_store_memory=100 * 1024 * 1024,
                  include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         ray_start = time.perf_counter() - t_start
-        from nas.backends.ray import run
+        from nas.engine.backends.ray import run
     else:
-        from nas.backends.local import run
+        from nas.engine.backends.local import run
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     run(study, config, log=lambda m: None)
@@ -218,7 +218,7 @@ def main():
                     help="run only these configurations [all]")
     ap.add_argument("--steps", type=int, default=None, help="override the space's train steps (shorter runs)")
     ap.add_argument("--latency-lock", default="rw", choices=["rw", "mutex", "none"],
-                    help="how Ray workers keep latency measurements apart (nas/locks.py)")
+                    help="how Ray workers keep latency measurements apart (nas/engine/device_lock.py)")
     args = ap.parse_args()
     global LOCK
     LOCK = args.latency_lock

@@ -57,11 +57,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     html = args.html
     if args.study:
-        from nas.config import default_storage
-        from nas.optuna_access import storage_of
-        from nas.report import write_report
-        from nas.results import load_trials
-        from nas.study import ENV_ATTR, load_study
+        from nas.engine.config import default_storage
+        from nas.results.report import write_report
+        from nas.results.trials import load_trials
+        from nas.store.optuna_access import storage_of
+        from nas.store.study import ENV_ATTR, load_study
 
         url = args.storage or default_storage(args.study)
         st, _ = load_study(url, args.study)

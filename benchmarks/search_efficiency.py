@@ -9,12 +9,12 @@
 Each run is one sampler with one seed on one space: it asks the sampler for a trial, draws the
 architecture with the engine's own code (``search_spaces.sample``), and tells the sampler the
 architecture's objective values, as ``nas search`` does; the samplers are built by
-``nas.study.make_sampler`` (the CLI's), so "nsga2" is the engine's NSGA-II with its population sized
+``nas.store.study.make_sampler`` (the CLI's), so "nsga2" is the engine's NSGA-II with its population sized
 to the budget. Random search runs ``--random-trials`` trials, the others ``--trials``.
 
 **Evaluations come from a cache of measured architectures**, as tabular NAS benchmarks do: the first
 time any run meets an architecture it is evaluated live (the space's proxy training and latency
-timing, ``evaluators.evaluate``, one thread per process), and the metrics it got are stored in
+timing, ``evaluators.evaluation``, one thread per process), and the metrics it got are stored in
 ``<out>/cache/<space>.*.jsonl``; every later run that meets it reads them. So every run ranks the
 same measured numbers, and the table is affordable on 2 cores. ``--check-live SPACE`` checks on one
 space that a live ``nas search`` (random sampler, same seed) proposes the same architectures and
@@ -24,7 +24,7 @@ gets the same accuracies, latencies within timing noise and a matching hypervolu
 ``evaluators.ladder.promote``, the engine's rule): the cache stores each architecture's accuracy at
 that step, so a run with the ladder decides as the engine would and a pruned trial costs a quarter
 of a training. Hypervolumes use one reference point per space (worst value over every finished
-trial of every run of that space, plus 10% of the range: ``nas.front_volume.reference_point``),
+trial of every run of that space, plus 10% of the range: ``nas.results.volume.reference_point``),
 computed with ``nas.hypervolume_of``. The tables give the median and the spread (min-max) over
 seeds, and the sample-efficiency ratio: how many trials random search needs (its median curve) to
 reach each sampler's median hypervolume at ``--trials``, divided by ``--trials``.
@@ -94,7 +94,7 @@ def _settings(space):
     history is empty), so one live evaluation gives both the rung's score and the full metrics."""
     import dataclasses
 
-    from evaluators.evaluate import EvalSettings
+    from evaluators.evaluation import EvalSettings
     from evaluators.ladder import Rung
 
     settings = EvalSettings.from_space(space)
@@ -104,7 +104,7 @@ def _settings(space):
 
 def _measure(arch, settings) -> dict:
     from evaluators.errors import TrialFailure
-    from evaluators.evaluate import evaluate
+    from evaluators.evaluation import evaluate
 
     t0 = time.perf_counter()
     try:
@@ -118,11 +118,11 @@ def _measure(arch, settings) -> dict:
 
 # -------------------------------------------------------------------------------------------- runs
 def _sampler(name: str, seed: int, trials: int):
-    """The engine's sampler for a name it knows (nas.study.make_sampler); benchmark candidates else."""
+    """The engine's sampler for a name it knows (nas.store.study.make_sampler); benchmark candidates else."""
     import optuna
 
-    from nas.config import SAMPLERS, SearchConfig
-    from nas.study import make_sampler
+    from nas.engine.config import SAMPLERS, SearchConfig
+    from nas.store.study import make_sampler
 
     if name in SAMPLERS:
         return make_sampler(SearchConfig(space="", space_yaml="", study="bench", storage="", trials=trials,
@@ -254,9 +254,9 @@ def _minimized(values, directions: dict):
 
 
 def _reference(df, directions: dict):
-    """The engine's default reference point (``nas.front_volume.reference_point``: the worst finished
+    """The engine's default reference point (``nas.results.volume.reference_point``: the worst finished
     value plus 10% of the range) over every finished row of ``df``, as a minimization vector."""
-    from nas.front_volume import reference_point
+    from nas.results.volume import reference_point
 
     ref = reference_point(df, directions)
     return _minimized([[ref[c] for c in directions]], directions)[0]
@@ -268,7 +268,7 @@ def hv_curves(df):
     import numpy as np
     import pandas as pd
 
-    from nas.front_volume import hypervolume_of
+    from nas.results.volume import hypervolume_of
 
     out = []
     for space_name, sdf in df.groupby("space"):
@@ -364,7 +364,7 @@ def plot(curves, path: Path, default: str) -> None:
 
 
 def report(args) -> None:
-    from nas.config import SearchConfig
+    from nas.engine.config import SearchConfig
 
     df = load_runs(args.out)
     curves = hv_curves(df)
@@ -411,7 +411,7 @@ def check_live(args) -> None:
         nas.search(space, study="live", storage=url, trials=n, sampler="random", seed=0)
         secs = time.perf_counter() - t0
         trials = optuna.load_study(study_name="live", storage=url).get_trials()
-    from nas.trial_attrs import ARCH_ID_KEY, metrics_of
+    from nas.store.trial_attrs import ARCH_ID_KEY, metrics_of
 
     live_ids = [t.user_attrs[ARCH_ID_KEY] for t in trials]
     same = live_ids == list(cached.arch_id)
@@ -429,7 +429,7 @@ def check_live(args) -> None:
              f"- latency_ms: median relative difference {np.median(rel):.1%}, max {rel.max():.1%}, "
              f"Kendall tau live vs cached {tau:.3f}, median live / cached {np.median(lat / c_lat):.2f}",
              f"- live search took {secs:.0f}s"]
-    from nas.front_volume import hypervolume_of
+    from nas.results.volume import hypervolume_of
 
     directions = _directions(space)
     pts_c, pts_l = _minimized(np.c_[c_acc, c_lat], directions), _minimized(np.c_[acc, lat], directions)

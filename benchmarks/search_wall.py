@@ -35,13 +35,13 @@ def main():
           f"load average {os.getloadavg()[0]:.2f} at start")
     t0 = time.perf_counter()
     # interpreter + every import a search needs (torch, timm, optuna, the mixers)
-    subprocess.run([sys.executable, "-c", "import nas.cli, nas.config, evaluators.evaluate, search_spaces.mixers"],
+    subprocess.run([sys.executable, "-c", "import nas.cli.base, nas.engine.config, evaluators.evaluation, search_spaces.mixers"],
                    check=True)
     startup = time.perf_counter() - t0
     rows = []
     for rep in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
-            cmd = [sys.executable, "-m", "nas.cli", "search", "--space", args.space, "--study", "demo"]
+            cmd = [sys.executable, "-m", "nas.cli.base", "search", "--space", args.space, "--study", "demo"]
             if args.trials:
                 cmd += ["--trials", str(args.trials)]
             t0 = time.perf_counter()

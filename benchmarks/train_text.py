@@ -41,7 +41,7 @@ THREADS = os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is impor
 def nas_cli(workdir: Path, *args) -> None:
     """Run one `nas` command in ``workdir``, shown as the README shows it."""
     print(f"$ nas {shlex.join(map(str, args))}", flush=True)
-    subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=workdir, check=True)
+    subprocess.run([sys.executable, "-m", "nas.cli.base", *map(str, args)], cwd=workdir, check=True)
 
 
 def pick_front_member(workdir: Path) -> tuple[int, dict]:

@@ -5,7 +5,7 @@
     evaluators.list_tasks()                            # registered task names
     task = evaluators.make_task("mqar", seed=0)        # a Task: io, split("train") -> (x, y)
     settings = evaluators.EvalSettings.from_space(space, seed=0)
-    metrics = evaluators.evaluate(arch, settings)      # {metric: value}
+    metrics = evaluators.evaluate(arch, settings)  # {metric: value}
     @evaluators.register_metric("test_loss", "minimize")  # a user metric: fn(model, task, settings)
 
 The public names below are imported on first use (PEP 562): importing a light submodule
@@ -15,8 +15,8 @@ The public names below are imported on first use (PEP 562): importing a light su
 from search_spaces.lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalSettings": "evaluators.evaluate",
-    "evaluate": "evaluators.evaluate",
+    "EvalSettings": "evaluators.evaluation",
+    "evaluate": "evaluators.evaluation",
     "NonFiniteLoss": "evaluators.errors",
     "OutOfMemory": "evaluators.errors",
     "TrialFailure": "evaluators.errors",

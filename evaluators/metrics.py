@@ -1,6 +1,6 @@
 """The metric registry: every name a space may use as an objective, a constraint or a ladder bound.
 
-Built-in metrics are computed by :func:`evaluators.evaluate.evaluate` itself (``fn`` is None);
+Built-in metrics are computed by :func:`evaluators.evaluation.evaluate` itself (``fn`` is None);
 a user metric is a function registered with :func:`register_metric`::
 
     from evaluators.metrics import register_metric
@@ -10,7 +10,7 @@ a user metric is a function registered with :func:`register_metric`::
         return sum(p.numel() for s in model.stages for b in s for p in b.mixer.parameters())
 
 ``fn(model, task, settings)`` gets the model, the task (``task.io``, ``task.split("test")``) and
-the :class:`~evaluators.evaluate.EvalSettings` of the search, and returns a number. ``at="trained"``
+the :class:`~evaluators.evaluation.EvalSettings` of the search, and returns a number. ``at="trained"``
 (the default) runs it after the proxy training, on the trained model in eval mode; ``at="init"``
 runs it on the freshly initialised model before training, which also makes the metric usable as a
 bound of a ``filter`` rung of the proxy ladder. A user metric is computed only in searches that

@@ -159,7 +159,7 @@ class Predictor:
 
 
 def uses_prediction(settings) -> bool:
-    """Whether evaluation settings (``evaluators.evaluate.EvalSettings``) predict any latency: a
+    """Whether evaluation settings (``evaluators.evaluation.EvalSettings``) predict any latency: a
     ``predict`` ladder rung, or a profile with ``measure: predict`` whose latency is asked for."""
     return (any(r.kind == "predict" for r in settings.ladder)
             or any(r.profile.measure == "predict" and "latency_ms" in r.metrics for r in settings.profiles))
@@ -172,7 +172,7 @@ def rechecked(arch: ArchSpec, fraction: float) -> bool:
 
 
 def with_prediction(runner: Callable, predictor: Predictor) -> Callable:
-    """A profile runner (``runner(arch, io, request) -> metrics``, see ``evaluators.evaluate``)
+    """A profile runner (``runner(arch, io, request) -> metrics``, see ``evaluators.evaluation``)
     that, for a profile with ``measure: predict``, predicts ``latency_ms@<profile>`` instead of
     timing it, and times the whole model as well for the ``recheck`` sample."""
 

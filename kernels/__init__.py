@@ -15,7 +15,7 @@ self-check against the reference on a small input and, on a mismatch, warns and 
 Nothing here knows about models.
 """
 
-from kernels.attention import attention, attention_reference
+from kernels.attention_ops import attention, attention_reference
 from kernels.dispatch import last_path
 from kernels.fftconv import fft_conv, fft_conv_reference
 from kernels.linear import linear_attention, linear_attention_reference

@@ -10,7 +10,7 @@
     text = nas.generate(model, "def ", 200)
 
 ``__all__`` is the public surface of the package; the names the CLI's modules export beyond it
-(``nas.study``, ``nas.config``, ...) are for the engine and its tests.
+(``nas.store.study``, ``nas.engine.config``, ...) are for the engine and its tests.
 """
 
 from nas.errors import UserError
@@ -18,12 +18,12 @@ from nas.errors import UserError
 __all__ = ["UserError", "delete_study", "generate", "hypervolume", "hypervolume_history", "list_studies", "load_model",
            "load_trials", "pareto_front", "pareto_mask", "resume", "search", "__version__"]
 
-# imported on first use, so `import nas` (and every `nas` command) starts without them: nas.results
-# and nas.front_volume (pandas, optuna), nas.api and nas.catalog (optuna), model_io and textgen (torch)
-_LAZY = {"load_trials": "nas.results", "pareto_front": "nas.results", "pareto_mask": "nas.results",
-         "hypervolume": "nas.front_volume", "hypervolume_history": "nas.front_volume",
-         "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.catalog",
-         "load_model": "nas.model_io", "generate": "nas.textgen"}
+# imported on first use, so `import nas` (and every `nas` command) starts without them: nas.results.trials
+# and nas.results.volume (pandas, optuna), nas.api and nas.store.catalog (optuna), model_io and textgen (torch)
+_LAZY = {"load_trials": "nas.results.trials", "pareto_front": "nas.results.trials", "pareto_mask": "nas.results.trials",
+         "hypervolume": "nas.results.volume", "hypervolume_history": "nas.results.volume",
+         "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.store.catalog",
+         "load_model": "nas.models.folder", "generate": "nas.models.textgen"}
 
 
 def _version() -> str:

@@ -7,12 +7,12 @@
 
 Both return :func:`nas.load_trials` of the study once it has its budget (``df.attrs["storage"]``
 says where it is). The storage is ``storage``, else ``$NAS_STORAGE``, else
-``sqlite:///results/<study>.db`` (:func:`nas.config.resolve_storage`). Everything is checked
+``sqlite:///results/<study>.db`` (:func:`nas.engine.config.resolve_storage`). Everything is checked
 before anything is written: bad input raises :class:`nas.UserError`, one line naming the file, key
 or argument, the value and what is allowed. A stop signal (Ctrl-C; SIGTERM and SIGHUP stop it the
 same way while a search runs) raises :class:`SearchStopped` once the running trial is recorded
 and queued again, so :func:`resume` finishes the job. Messages go to the ``nas`` logger
-(:mod:`nas.logs`): notes at WARNING, the study line and each finished trial at INFO.
+(:mod:`nas.engine.logs`): notes at WARNING, the study line and each finished trial at INFO.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
-from nas import interrupts
-from nas.config import SAMPLERS, SearchConfig, check_runs_here, load_space_checked, resolve_storage
+from nas.engine import interrupts
+from nas.engine.config import SAMPLERS, SearchConfig, check_runs_here, load_space_checked, resolve_storage
 from nas.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ log = logging.getLogger("nas")
 
 DICT_SOURCE = "<dict>"  # how a space given as a dict is named in messages and in its study
 SpaceArg = Union[str, os.PathLike, Mapping]
-ProgressFactory = Callable[[int], Any]  # budget -> a nas.progress.Progress (a context manager)
+ProgressFactory = Callable[[int], Any]  # budget -> a nas.engine.progress.Progress (a context manager)
 _SETTINGS = {"trials": "trials", "workers": "workers", "timeout": "timeout", "heartbeat": "heartbeat_interval"}
 
 
@@ -79,7 +79,7 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
     fit this machine) and build its config; nothing is written (`nas search --dry-run`)."""
     _check_arguments(backend=backend, sampler=sampler, options=options, trials=trials, workers=workers, timeout=timeout,
                      heartbeat=heartbeat)
-    from nas.plugins import load_cli_plugins, study_plugins
+    from nas.engine.study_plugins import load_cli_plugins, study_plugins
 
     if study is None and isinstance(space, Mapping) and "name" not in space:
         raise UserError("study: None is not allowed for a space given as a dict without a name: key (name the study)")
@@ -113,8 +113,8 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     ``trials`` as its new budget. ``plugins``: module names or ``.py`` paths loaded first and
     stored with the study. ``options``: backend and sampler options stored with it (ray:
     ``ray_address``, ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...;
-    see :mod:`nas.backends.ray`). ``baselines``: also queue the literature designs sized to the
-    space. ``progress``: ``f(budget)`` returning a :class:`nas.progress.Progress` (default: one
+    see :mod:`nas.engine.backends.ray`). ``baselines``: also queue the literature designs sized to the
+    space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
     with interrupts.handling():
         plan = plan_search(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
@@ -123,7 +123,7 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
         given = {"sampler": sampler, "seed": seed, "backend": backend, "workers": workers}
         st, config, created = _open(plan, given, trials=trials, timeout=timeout)
         if baselines:
-            from nas.baselines import enqueue_baselines
+            from nas.engine.baselines import enqueue_baselines
 
             queued = enqueue_baselines(st, plan.space, log=log.info)
             log.info(f"queued baselines: {', '.join(queued) or 'none (already in the study)'}")
@@ -134,7 +134,7 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
            timeout: Optional[float] = None, progress: Optional[ProgressFactory] = None) -> "pd.DataFrame":
     """Continue ``study`` from its storage with its stored space, plugins, sampler and backend;
     ``trials`` is its new budget (kept for later resumes). Returns its trials, as :func:`search`."""
-    from nas.study import load_study, save_budget
+    from nas.store.study import load_study, save_budget
 
     _check_arguments(trials=trials, timeout=timeout)
     with interrupts.handling():
@@ -148,7 +148,7 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
 def delete_study(study: str, *, storage: Optional[str] = None) -> None:
     """Delete ``study`` and its trials (`nas delete --yes`); UserError if it is absent or a search
     still runs one of its trials."""
-    from nas.study import delete_study as delete
+    from nas.store.study import delete_study as delete
 
     delete(resolve_storage(study, storage), study)
 
@@ -158,7 +158,7 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
                      options: Optional[Mapping] = None, **settings) -> None:
     """UserError for a sampler, backend, latency lock or setting out of range (the CLI's option
     names, as `nas search` refuses them)."""
-    from nas.backends import get_backend
+    from nas.engine.backends import get_backend
     from search_spaces.registries import UnknownName
     from search_spaces.schema import check_of
 
@@ -173,7 +173,7 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
         raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
     lock = (options or {}).get("latency_lock")
     if lock is not None:
-        from nas.locks import MODES
+        from nas.engine.device_lock import MODES
 
         if lock not in MODES:
             raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
@@ -229,8 +229,8 @@ def _plain(value, path: str):
 def _open(plan: SearchPlan, given: dict, *, trials: Optional[int], timeout: Optional[float]):
     """(study, config, created): a new study, or the existing one with its stored config (its
     budget set to ``trials`` when given); a warning names the arguments it ignores."""
-    from nas.plugins import check_same_plugins
-    from nas.study import create_or_load_study, save_budget
+    from nas.engine.study_plugins import check_same_plugins
+    from nas.store.study import create_or_load_study, save_budget
 
     st, stored, created = create_or_load_study(plan.config)
     if created:
@@ -247,7 +247,7 @@ def _open(plan: SearchPlan, given: dict, *, trials: Optional[int], timeout: Opti
 
 
 def _log_progress(total: int):
-    from nas.progress import LogProgress
+    from nas.engine.progress import LogProgress
 
     return LogProgress(total, log)
 
@@ -255,11 +255,11 @@ def _log_progress(total: int):
 def _run(study, config: SearchConfig, created: bool, progress: Optional[ProgressFactory]) -> "pd.DataFrame":
     """Run the study's backend until its budget; its trials (:func:`nas.load_trials`). A stop
     signal becomes :class:`SearchStopped`; a database problem on the way a UserError naming it."""
-    from nas.backends import get_backend
-    from nas.logs import quiet_interrupt_fallout
-    from nas.results import load_trials
-    from nas.storage_errors import storage_problem
-    from nas.study import budget_count
+    from nas.engine.backends import get_backend
+    from nas.engine.logs import quiet_interrupt_fallout
+    from nas.results.trials import load_trials
+    from nas.store.problems import storage_problem
+    from nas.store.study import budget_count
     from search_spaces.registries import UnknownName
 
     try:

@@ -128,7 +128,7 @@ class Space:
     file's text (empty when parsed from a mapping). ``train`` and ``latency`` are the sections as
     written; their declarations (types, ranges) live with the evaluators that read them
     (``evaluators.train.TrainConfig``, ``evaluators.latency.LatencyConfig``), and
-    ``nas.config.load_space_checked`` checks them together with everything else."""
+    ``nas.engine.config.load_space_checked`` checks them together with everything else."""
 
     name: str
     source: str

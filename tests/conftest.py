@@ -3,7 +3,7 @@
 ``triton.jit`` reads ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when a
 ``kernels.triton_*`` module is first imported. Those modules are imported lazily (never by
 ``import kernels``), so setting the variable here, before any test module is collected, is in
-time even if torch or timm imported triton itself already; ``tests/test_kernels.py`` checks it.
+time even if torch or timm imported triton itself already; ``tests/kernels/test_kernels.py`` checks it.
 """
 
 import os

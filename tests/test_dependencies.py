@@ -21,7 +21,7 @@ PACKAGES = ("nas", "search_spaces", "evaluators", "kernels")
 DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "psycopg": "psycopg", "psycopg2": "psycopg2-binary",
                 "optuna_dashboard": "optuna-dashboard", "PIL": "pillow"}
 # Imported only in a fallback for versions of another declared package that depend on it.
-COMES_WITH = {"click": "typer"}  # nas/cli.py: typer versions that do not vendor click depend on it
+COMES_WITH = {"click": "typer"}  # nas/cli/app.py: typer versions that do not vendor click depend on it
 # Imports that may only come from an extra (the code imports them where that feature is used).
 EXTRA_ONLY = {"ray": "ray", "psycopg": "postgres", "optuna_dashboard": "dashboard", "onnxruntime": "onnx"}
 
@@ -72,7 +72,7 @@ def declared() -> tuple[set[str], dict[str, set[str]]]:
 
 def test_the_walk_sees_function_level_and_literal_imports():
     found = third_party_imports()
-    assert "nas/study.py" in found["sqlalchemy"] or "nas/heartbeats.py" in found["sqlalchemy"]
+    assert "nas/store/study.py" in found["sqlalchemy"] or "nas/store/heartbeats.py" in found["sqlalchemy"]
     assert "triton" in found and "ray" in found  # imported inside functions only
     assert not {"os", "kernels", "nas"} & set(found)
 

@@ -66,9 +66,9 @@ def test_every_allowed_exception_is_still_needed():
 
 def test_the_walk_sees_function_level_and_string_imports():
     src = ("def f():\n    from evaluators.tasks import task_io_for\n"
-           "R = Registry('x', builtins=('nas.backends.local',))\n"
+           "R = Registry('x', builtins=('nas.engine.backends.local',))\n"
            "importlib.import_module('evaluators.metrics')\n")
-    assert {m for _, m in _imported(ast.parse(src))} == {"evaluators.tasks", "nas.backends.local", "evaluators.metrics"}
+    assert {m for _, m in _imported(ast.parse(src))} == {"evaluators.tasks", "nas.engine.backends.local", "evaluators.metrics"}
 
 
 # ------------------------------------------------------------------------------ function length

@@ -113,31 +113,31 @@ def _patched_private(args: list, bound: set):
 
 def test_the_checker_finds_each_kind_of_private_use():
     source = textwrap.dedent("""
-        import nas.backends._ray_trainable
-        from nas.cli import _storage
-        from nas.results import load_trials, json
+        import nas.engine.backends._worker
+        from nas.cli.base import _storage
+        from nas.results.trials import load_trials, json
         from tests.test_crash import helper
         import tests.test_space
-        from nas import study
-        from nas.study import load_study
+        from nas.store import study
+        from nas.store.study import load_study
         from optuna import _hypervolume            # another project's privates are its own business
         study._retried_numbers([])
         load_study._cache
-        monkeypatch.setattr("nas.cli._storage", None)
+        monkeypatch.setattr("nas.cli.base._storage", None)
         monkeypatch.setattr(study, "_sqlite_path", None)
     """)
     found = private_uses(source)
-    expected = ["private module nas.backends._ray_trainable", "imports the private name nas.cli._storage",
-                "nas.results.json, which is not in nas.results.__all__", "test module tests.test_crash",
+    expected = ["private module nas.engine.backends._worker", "imports the private name nas.cli.base._storage",
+                "nas.results.trials.json, which is not in nas.results.trials.__all__", "test module tests.test_crash",
                 "test module tests.test_space", "private attribute study._retried_numbers",
-                "private attribute load_study._cache", "patches the private name nas.cli._storage",
+                "private attribute load_study._cache", "patches the private name nas.cli.base._storage",
                 "patches the private name study._sqlite_path"]
     for what in expected:
         assert sum(what in p for p in found) == 1, (what, found)
     assert len(found) == len(expected), found
 
 
-@pytest.mark.parametrize("path", sorted(TESTS.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(TESTS.rglob("*.py")), ids=lambda p: str(p.relative_to(TESTS)))
 def test_tests_use_public_names_only(path):
     assert private_uses(path.read_text()) == []
 

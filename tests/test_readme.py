@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from nas.config import load_space_checked
+from nas.engine.config import load_space_checked
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,7 +21,7 @@ def test_space_example_in_readme_loads(tmp_path):
         assert space.stages and space.objectives
     ladders = [b for b in blocks if b.lstrip().startswith("ladder:")]
     assert ladders
-    from evaluators.evaluate import ZERO_COST_METRICS
+    from evaluators.evaluation import ZERO_COST_METRICS
     from evaluators.ladder import parse_ladder
 
     for text in ladders:

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.config import SearchConfig
-from nas.trial_attrs import ARCH_ID_KEY, ARCH_KEY, CONFIG_ATTR, ENV_ATTR, METRICS_KEY, SUMMARY_KEY
+from nas.engine.config import SearchConfig
+from nas.store.trial_attrs import ARCH_ID_KEY, ARCH_KEY, CONFIG_ATTR, ENV_ATTR, METRICS_KEY, SUMMARY_KEY
 from search_spaces import ArchSpec, BlockSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.space import resolve_space
 
@@ -75,7 +75,7 @@ def test_show_with_its_model_summary_builds_the_model(study):
 
 
 def test_models_are_built_and_evaluated_without_timm(tmp_path):
-    code = ("import evaluators, evaluators.evaluate, search_spaces; space = evaluators.load_space('tiny'); "
+    code = ("import evaluators, evaluators.evaluation, search_spaces; space = evaluators.load_space('tiny'); "
             "arch = search_spaces.ArchSpec.from_json(sys.argv[1]); search_spaces.build_model(arch, space.io)")
     arch = ArchSpec(StemSpec("embed"), (StageSpec(32, (BlockSpec(MixerSpec("softmax")),) * 2),), causal=True)
     imported = _imported([arch.to_json()], cwd=tmp_path, code="import sys; " + code)

@@ -1,0 +1,137 @@
+"""The budget with several processes on one study: start a trial only while there is room for it,
+and tell the trials of a live run from those a dead run left RUNNING.
+
+Any number of ``nas search`` / ``nas resume`` processes (local or Ray backend, on one machine or
+several sharing a PostgreSQL study) may work on one study. Each starts a trial only while
+
+    finished trials (as ``budget_count`` counts them) + RUNNING trials < budget,
+
+counted and asked under the study's lock (:mod:`nas.store.study_lock`), so the study ends with exactly its
+budget. A RUNNING trial's heartbeat says whose it is: a fresh one belongs to a live process (left to
+it; a process that finds no room waits for it to finish), one silent for longer than the grace period
+to a process that died, and is failed and queued again once (Optuna's retry callback), its retry
+counting for the budget instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.engine import interrupts
+from nas.engine.config import SearchConfig
+from nas.store.heartbeats import heartbeat_ages
+from nas.store.optuna_access import engine, fresh_trial, storage_of, study_id_of, trial_id_of
+from nas.store.study import count_finished
+from nas.store.study_lock import study_lock
+from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retry_history
+
+__all__ = ["Slot", "abandon", "ask_within_budget", "fail_dead_trials", "report_running", "requeue_interrupted"]
+
+
+@dataclass
+class Slot:
+    """What :func:`ask_within_budget` found: the trial it started (None when there was no room),
+    the finished count and the trials RUNNING before it asked (number -> heartbeat age in seconds)."""
+
+    trial: Optional[optuna.Trial]
+    finished: int
+    running: dict[int, Optional[float]] = field(default_factory=dict)
+
+
+def ask_within_budget(study: optuna.Study, config: SearchConfig, log=print) -> Slot:
+    """Start a trial (a queued retry first) if finished + running trials are below the budget,
+    recording its first heartbeat before the study's lock is released. A stop signal that arrives
+    meanwhile is raised once the trial is recorded FAIL (interrupted) and queued again."""
+    fail_dead_trials(study, config, log)
+    slot = Slot(None, 0)
+    try:
+        with interrupts.deferred(), study_lock(engine(study), study.study_name):
+            trials = study.get_trials(deepcopy=False)
+            slot.finished = count_finished(trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if running:
+                slot.running = {n: age for n, age in heartbeat_ages(study).items()}
+            if slot.finished + len(running) < config.trials:
+                with warnings.catch_warnings():  # heartbeats are ours (nas.store.heartbeats), not Study.optimize's
+                    warnings.simplefilter("ignore", UserWarning)
+                    slot.trial = study.ask()
+                storage_of(study).record_heartbeat(trial_id_of(slot.trial))
+    except KeyboardInterrupt as e:
+        if slot.trial is not None:
+            abandon(study, [slot.trial], e)
+        raise
+    return slot
+
+
+def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> None:
+    """Fail the RUNNING trials whose heartbeat is older than the grace period (their process died;
+    the retry callback queues each again once) and say what became of each. A trial that never beat
+    (its process died between starting it and its first heartbeat) gets a heartbeat now, so it
+    ages out like the others."""
+    ages = heartbeat_ages(study)
+    if not ages:
+        return
+    storage = storage_of(study)
+    for number, age in ages.items():
+        if age is None:
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number))
+    stale = [n for n, age in ages.items() if age is not None and age > config.grace_period]
+    if not stale:
+        return
+    optuna.storages.fail_stale_trials(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    retried_as = {retry_history(t)[-1]: t.number for t in trials.values() if retry_history(t)}
+    for n in stale:
+        t = trials[n]
+        name = f"trial #{n}" + (f" ({t.user_attrs[ARCH_ID_KEY]})" if t.user_attrs.get(ARCH_ID_KEY) else "")
+        dead = f"no heartbeat for {ages[n]:.0f}s (over {config.grace_period}s: the run that owned it died), failed"
+        if t.state == TrialState.RUNNING:  # it beat again meanwhile: alive after all
+            continue
+        if t.state != TrialState.FAIL or t.user_attrs.get(ERROR_KEY):
+            log(f"{name}: finished by its own run ({t.state.name})")
+        elif n in retried_as:
+            log(f"{name}: {dead}; queued again as #{retried_as[n]}")
+        else:
+            log(f"{name}: {dead}; not queued again (already retried {config.max_retry} time(s))")
+
+
+def report_running(study: optuna.Study, config: SearchConfig, log=print) -> None:
+    """At the start of a run: fail the trials dead runs left RUNNING, and say which RUNNING trials
+    belong to a live run (heartbeat fresh) and are left to it."""
+    fail_dead_trials(study, config, log)
+    live = heartbeat_ages(study)
+    if live:
+        beats = ", ".join(f"#{n} ({'no heartbeat yet' if a is None else f'heartbeat {a:.0f}s ago'})"
+                          for n, a in sorted(live.items()))
+        log(f"{len(live)} trial(s) RUNNING in another run with a live heartbeat: {beats}; left to that run "
+            f"(if it has died, they are failed and queued again once silent for {config.grace_period}s)")
+
+
+def abandon(study: optuna.Study, trials: list, exc: BaseException) -> list[int]:
+    """This process stops (``exc``: Ctrl-C or a stop signal) with ``trials`` unfinished: record each
+    FAIL (``interrupted``) and queue each again with the same parameters. Returns their numbers."""
+    reason = f"interrupted by {interrupts.describe(exc)}; queued again for the next run"
+    numbers = []
+    for trial in trials:
+        if fresh_trial(study, trial).state != TrialState.RUNNING:
+            continue
+        trial.set_user_attr(INTERRUPTED_KEY, True)
+        trial.set_user_attr(ERROR_KEY, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        numbers.append(trial.number)
+    requeue_interrupted(study)
+    return numbers
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Queue every interrupted trial again (once), with the same parameters."""
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get(RETRY_OF_KEY) for t in trials}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_KEY) and t.number not in queued:
+            study.enqueue_trial(t.params, user_attrs={RETRY_OF_KEY: t.number}, skip_if_exists=False)

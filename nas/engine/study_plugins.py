@@ -1,0 +1,63 @@
+"""Plugins for the commands that build models (see :mod:`search_spaces.plugins` for what a plugin is).
+
+A study's plugin list is ``--plugin`` values followed by the space file's ``plugins:``, stored in
+its :class:`~nas.engine.config.SearchConfig` (with each ``.py`` file's text) and loaded again by
+``SearchConfig.load_space`` in every process that builds its models: `nas resume`, `nas show`,
+`nas status`, the Ray driver and its workers. Installed plugins (entry points) are loaded by every
+process too, but not stored: they belong to the environment, like the engine itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+from nas.errors import UserError
+from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plugins
+
+__all__ = ["check_same_plugins", "load_cli_plugins", "load_study_plugins", "study_plugins"]
+
+
+def load_cli_plugins(names: Optional[Iterable[str]]) -> list[Plugin]:
+    """Resolve ``--plugin`` values (``.py`` paths relative to the current directory) and load
+    them after the installed plugins; UserError naming the plugin if one cannot be loaded."""
+    try:
+        plugins = resolve_plugins(list(names or ()), Path.cwd(), key="--plugin")
+        load_plugins(plugins)
+    except PluginError as e:
+        raise UserError(f"--plugin: {e.message}") from None
+    return plugins
+
+
+def load_study_plugins(plugins: Iterable[dict], *, study: str) -> None:
+    """Load a study's stored plugins (and the installed ones); UserError naming the one that fails."""
+    try:
+        load_plugins(plugins)
+    except PluginError as e:
+        raise UserError(f"study {study!r}: {e.message} (a plugin the study was made with)") from None
+
+
+def study_plugins(cli: Iterable[Plugin], space) -> list[dict]:
+    """The plugin list stored with a study: ``--plugin`` values, then the space file's, each once."""
+    out: dict[str, dict] = {}
+    for p in [*cli, *getattr(space, "plugins", ())]:
+        out.setdefault(p.module_name, p.to_dict())
+    return list(out.values())
+
+
+def _ident(p: dict) -> str:
+    return p.get("module") or Path(p["path"]).name
+
+
+def check_same_plugins(stored, requested) -> None:
+    """A study keeps the plugins it was made with: UserError if ``requested`` (a SearchConfig)
+    names other plugins than ``stored``, or a ``.py`` plugin whose text changed since."""
+    hint = f"use another --study name, or `nas resume --study {requested.study}` to continue with the stored plugins"
+    was, now = ({_ident(p): p.get("code") for p in c.plugins} for c in (stored, requested))
+    if sorted(was) != sorted(now):
+        raise UserError(f"study {requested.study!r} in {requested.storage} was made with plugins "
+                        f"{sorted(was) or 'none'}, this run loads {sorted(now) or 'none'}; {hint}")
+    changed = sorted(name for name in now if now[name] != was[name])
+    if changed:
+        raise UserError(f"study {requested.study!r} in {requested.storage} was made with an earlier version of "
+                        f"plugin {changed[0]} (the file changed since); {hint}")

@@ -1,0 +1,1 @@
+"""Trained models: full training, the model folder, export, the timm entry and text generation."""

@@ -1,0 +1,1 @@
+"""Results: trials as pandas, the Pareto front, hypervolume, export files, plots and reports."""

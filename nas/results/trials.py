@@ -1,0 +1,253 @@
+"""Results as pandas: one row per trial, and the Pareto front as a pure function."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from nas.store.trial_attrs import (
+    ARCH_ID_KEY,
+    ARCH_KEY,
+    BASELINE_KEY,
+    ERROR_KEY,
+    LADDER_STOPPED_KEY,
+    PRUNED_REASON_KEY,
+    RETRY_OF_KEY,
+    REUSED_FROM_KEY,
+    SUMMARY_KEY,
+    metrics_of,
+    retry_history,
+)
+
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete", "front_size",
+           "CONSTRAINT_PREFIX", "FEASIBLE"]
+
+FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
+CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (n, m) under ``directions``
+    ("maximize"/"minimize" per column). A row is dominated if another row is at least as good in
+    every objective and strictly better in one. Duplicated rows are all kept."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(directions):
+        raise ValueError(f"values must be (n, {len(directions)}), got {values.shape}")
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction {d!r} is not 'maximize' or 'minimize'")
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    v = values * sign  # now every objective is minimized
+    n = len(v)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        le = np.all(v <= v[i], axis=1)
+        lt = np.any(v < v[i], axis=1)
+        if np.any(le & lt):
+            mask[i] = False
+    return mask
+
+
+def feasible_complete(df: pd.DataFrame, cols: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of ``df`` that can rank architectures: COMPLETE (when there is a ``state``
+    column), feasible (when there is a ``feasible`` column; every row of a study without
+    constraints is) and with a value in each of ``cols``."""
+    done = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
+    if FEASIBLE in done.columns:
+        done = done[done[FEASIBLE].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+    return done.dropna(subset=list(cols))
+
+
+def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None) -> pd.DataFrame:
+    """The non-dominated COMPLETE and feasible rows of ``df`` (from :func:`load_trials`; see
+    :func:`feasible_complete`), sorted by the first objective: Optuna's ``study.best_trials``.
+    ``objectives`` maps column -> direction; default ``df.attrs["objectives"]``."""
+    objectives = objectives or df.attrs.get("objectives")
+    if not objectives:
+        raise ValueError("no objectives: pass objectives={column: direction} or use load_trials()")
+    cols = list(objectives)
+    done = feasible_complete(df, cols)
+    if done.empty:
+        out = done.copy()
+    else:
+        out = done[pareto_mask(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])]
+        out = out.sort_values(cols[0], ascending=objectives[cols[0]] == "minimize")
+    out.attrs = dict(df.attrs)
+    return out
+
+
+def front_size(study: optuna.Study) -> int:
+    """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
+    COMPLETE trials that satisfy every constraint, as :func:`pareto_front` of :func:`load_trials`
+    counts them, read straight from the study (the progress lines, `nas studies`)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    if not trials:
+        return 0
+    values = np.array([t.values for t in trials], dtype=float)
+    return int(pareto_mask(values, [d.name.lower() for d in study.directions]).sum())
+
+
+def flatten_arch(arch_json: str) -> dict:
+    """Flattened, human-readable columns of an arch: depth, widths, per-layer mixers and params."""
+    from search_spaces import ArchSpec, get_mixer_info, list_mixers
+
+    d = json.loads(arch_json)
+    arch = ArchSpec.from_dict(d)
+    row = {
+        "arch.stem": arch.stem.type,
+        "arch.patch": arch.stem.patch,
+        "arch.stride": arch.stem.effective_stride,
+        "arch.causal": arch.causal,
+        "arch.n_stages": len(arch.stages),
+        "arch.depth": arch.depth,
+        "arch.width": max(s.dim for s in arch.stages),
+    }
+    for si, stage in enumerate(arch.stages):
+        row[f"arch.s{si}.dim"] = stage.dim
+        row[f"arch.s{si}.depth"] = len(stage.blocks)
+        row[f"arch.s{si}.downsample"] = stage.downsample
+        for bi, block in enumerate(stage.blocks):
+            p = f"arch.s{si}.b{bi}"
+            row[f"{p}.mixer"] = block.mixer.type
+            known = block.mixer.type in list_mixers()
+            params = {**(get_mixer_info(block.mixer.type).defaults() if known else {}), **block.mixer.params}
+            for k, v in params.items():
+                row[f"{p}.{k}"] = v
+            row[f"{p}.ffn"] = block.ffn.type
+            row[f"{p}.ffn_ratio"] = block.ffn.ratio
+    row["arch.mixers"] = "+".join(sorted(set(arch.mixer_types())))
+    # a study may hold mixers this installation no longer registers: no family for those
+    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= set(list_mixers()) else None
+    return row
+
+
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def _open(storage: Union[str, optuna.storages.BaseStorage]):
+    if isinstance(storage, str):
+        from nas.store.study import open_storage
+
+        return open_storage(storage, create=False)
+    return storage
+
+
+def _is_export(source) -> bool:
+    """A path to a file written by `nas export` (not a storage URL)."""
+    if isinstance(source, os.PathLike):
+        return True
+    return isinstance(source, str) and "://" not in source and source.lower().endswith(EXPORT_SUFFIXES)
+
+
+def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], study: Optional[str] = None) -> pd.DataFrame:
+    """One row per trial of ``study``: number, state, arch_id, objective columns, every metric
+    (params, flops, latency_ms, latency_spread, ...), ``feasible`` and one ``constraint.<name>``
+    column per constraint, flattened arch columns, error, timing.
+
+    ``source`` is an Optuna storage (URL or object), or a file written by ``nas export``
+    (``.csv`` with its ``.csv.meta.json`` sidecar, or ``.parquet``), read back as exported; there
+    ``study`` may be left out. ``df.attrs``: ``objectives`` (column -> direction), ``constraints``
+    (constraint names, in column order), ``study``, ``config`` (the stored search config) and
+    ``finished`` (the trials that count toward the budget, ``--trials``)."""
+    if _is_export(source):
+        from nas.results.files import read_export
+
+        df = read_export(source)
+        if study is not None and df.attrs.get("study") != study:
+            from nas.errors import UserError
+
+            raise UserError(f"{source} holds study {df.attrs.get('study')!r}, not {study!r}")
+        return df
+    if study is None:
+        from nas.errors import UserError
+
+        raise UserError("load_trials: name the study to read from a storage URL")
+    return _load_from_storage(source, study)
+
+
+def _load_from_storage(storage, study: str) -> pd.DataFrame:
+    from nas.store.study import CONFIG_ATTR, count_finished
+
+    storage = _open(storage)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study not in names:
+        from nas.errors import UserError
+
+        raise UserError(f"no study {study!r} in this storage; studies there: {sorted(names) or 'none'}")
+    st = optuna.load_study(study_name=study, storage=storage)
+    metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
+    trials = st.get_trials(deepcopy=False)
+    rows = [_trial_row(t, metric_names, _retries(trials)) for t in trials]
+    constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["number", "state", "arch_id", *metric_names, FEASIBLE, "error"])
+    df[FEASIBLE] = df[FEASIBLE].astype("boolean")
+    df.attrs["objectives"] = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
+    df.attrs["constraints"] = constraints
+    df.attrs["study"] = study
+    df.attrs["finished"] = count_finished(trials)
+    cfg = st.user_attrs.get(CONFIG_ATTR)
+    if cfg:
+        df.attrs["config"] = json.loads(cfg)
+    return df
+
+
+def _retries(trials) -> tuple[set, dict]:
+    """(numbers of trials that were retried after their process died, {retried number: number of its
+    retry}; interrupted trials run again are in the second only)."""
+    retried, retry_of = set(), {}
+    for t in trials:
+        for n in retry_history(t):
+            retried.add(n)
+            retry_of[n] = t.number
+        if t.user_attrs.get(RETRY_OF_KEY) is not None:
+            retry_of[t.user_attrs[RETRY_OF_KEY]] = t.number
+    return retried, retry_of
+
+
+def _feasibility(t) -> dict:
+    """``feasible`` (Optuna's rule: every constraint value <= 0; NA unless COMPLETE) and one
+    ``constraint.<name>`` column per constraint the trial carries."""
+    values = t.constraints
+    row = {FEASIBLE: all(v <= 0 for v in values.values()) if t.state == TrialState.COMPLETE else None}
+    row.update({CONSTRAINT_PREFIX + k: v for k, v in values.items()})
+    return row
+
+
+def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
+    retried, retry_of = retries
+    ua = t.user_attrs
+    row = {"number": t.number, "state": t.state.name, "arch_id": ua.get(ARCH_ID_KEY), "summary": ua.get(SUMMARY_KEY)}
+    values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
+    row.update(zip(metric_names, values))
+    for k, v in metrics_of(t).items():
+        row.setdefault(k, v)
+    row.update(_feasibility(t))
+    error = ua.get(ERROR_KEY)
+    if t.state == TrialState.FAIL and not error:
+        error = "worker stopped (heartbeat went stale) mid-trial"
+        if t.number in retried:
+            error += f"; retried as trial {retry_of.get(t.number)}"
+    if t.state == TrialState.PRUNED and not error:
+        error = ua.get(PRUNED_REASON_KEY)
+    row["error"] = error
+    row["ladder_stopped"] = ua.get(LADDER_STOPPED_KEY)
+    row["baseline"] = ua.get(BASELINE_KEY)  # name of an enqueued reference design (nas/engine/baselines.py)
+    row["reused_from"] = ua.get(REUSED_FROM_KEY)
+    row["retried_as"] = retry_of.get(t.number)
+    row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+    row["datetime_start"] = t.datetime_start
+    if ua.get(ARCH_KEY):
+        row.update(flatten_arch(ua[ARCH_KEY]))
+    row["arch_json"] = ua.get(ARCH_KEY)
+    return row

@@ -1,0 +1,44 @@
+"""The one place that reaches past Optuna's public API.
+
+Optuna has no public handle on a study's storage, on a trial's id in it, or on the SQLAlchemy
+engine under an RDB storage, and the engine needs them: heartbeats and the budget's lock
+(:mod:`nas.store.heartbeats`, :mod:`nas.engine.budget`), the latency tables kept in the study's database, and
+fresh reads of a trial that another thread or process may have finished meanwhile. Each is one
+function here, so an Optuna release that moves them breaks this file only
+(``tests/nas/store/test_trial_attrs.py`` checks them against Optuna's own objects).
+"""
+
+from __future__ import annotations
+
+import optuna
+import sqlalchemy as sa
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
+
+__all__ = ["engine", "fresh_trial", "storage_of", "study_id_of", "trial_id_of"]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` reads and writes (for an RDB URL, Optuna's cache around the RDBStorage)."""
+    return study._storage
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The study's id in its storage."""
+    return study._study_id
+
+
+def trial_id_of(trial: optuna.Trial) -> int:
+    """The trial's id in its study's storage (not its number)."""
+    return trial._trial_id
+
+
+def fresh_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as stored now: its state and attributes, read past Optuna's per-trial cache."""
+    return storage_of(study).get_trial(trial_id_of(trial))
+
+
+def engine(study: optuna.Study) -> sa.engine.Engine:
+    """The SQLAlchemy engine of a study in an RDB storage (Optuna wraps the RDBStorage in a cache)."""
+    storage = storage_of(study)
+    return getattr(storage, "_backend", storage).engine

@@ -1,0 +1,105 @@
+"""The names of what mixer-nas stores on Optuna trials and studies, and small readers for them.
+
+Every key is JSON-primitive data (the study is the system of record, CONVENTIONS.md). Trial user
+attributes, written by :mod:`nas.engine.objective` and the backends:
+
+=====================  ===================================================================
+``arch_id``            short hash of the ArchSpec's canonical JSON
+``arch``               the ArchSpec's canonical JSON
+``summary``            one-line description of the architecture
+``metrics``            every metric ``evaluate()`` returned (``{name: value}``)
+``constraints``        Optuna constraint values by name (<= 0: satisfied)
+``wall_seconds``       the trial's wall time in the objective
+``fixed_arch``         set when enqueuing: an ArchSpec JSON evaluated instead of sampling
+``baseline``           set when enqueuing a reference design: its name (:mod:`nas.engine.baselines`)
+``reused_from``        number of the trial of the same architecture whose outcome was reused
+``error``              why the trial failed (one line); PRUNED trials say why in ``pruned_reason``
+``interrupted``        stopped by Ctrl-C, SIGTERM or SIGHUP (queued again; not the arch's outcome)
+``retry_of``           number of the interrupted trial this one runs again
+``ladder_*``           the fidelity ladder: scores per rung, rungs passed, the rung that stopped it
+``worker``, ``driver`` where a Ray trial ran (node, pid, waits) and which search process asked it
+``worker_died``        the Ray worker running it died (not the arch's outcome: never reused)
+``pruned_*``           the Ray scheduler's stop: step, loss
+=====================  ===================================================================
+
+Trial system attributes ``failed_trial`` and ``retry_history`` are Optuna's own (its heartbeat
+retry callback writes them; the Ray searcher writes them the same way for a trial whose worker
+died); read them with :func:`retry_history`. Study user attributes: :data:`CONFIG_ATTR` (the
+:class:`~nas.engine.config.SearchConfig` JSON) and :data:`ENV_ATTR` (the machine it was measured on).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+
+__all__ = [
+    "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
+    "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
+    "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
+    "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WALL_SECONDS_KEY", "WORKER_DIED_KEY",
+    "WORKER_KEY", "error_of", "metrics_of", "retry_history",
+]
+
+# study user attributes
+CONFIG_ATTR = "mixer_nas.config"
+ENV_ATTR = "mixer_nas.environment"
+
+# trial user attributes: the candidate
+ARCH_ID_KEY = "arch_id"
+ARCH_KEY = "arch"
+SUMMARY_KEY = "summary"
+FIXED_ARCH_KEY = "fixed_arch"
+BASELINE_KEY = "baseline"
+# its outcome
+METRICS_KEY = "metrics"
+CONSTRAINTS_KEY = "constraints"
+WALL_SECONDS_KEY = "wall_seconds"
+REUSED_FROM_KEY = "reused_from"
+ERROR_KEY = "error"
+INTERRUPTED_KEY = "interrupted"
+RETRY_OF_KEY = "retry_of"
+LADDER_VALUES_KEY = "ladder_values"
+LADDER_PASSED_KEY = "ladder_passed"
+LADDER_STOPPED_KEY = "ladder_stopped"
+PRUNED_REASON_KEY = "pruned_reason"
+# the Ray backend
+WORKER_KEY = "worker"
+WORKER_DIED_KEY = "worker_died"
+DRIVER_KEY = "driver"
+PRUNED_AT_STEP_KEY = "pruned_at_step"
+PRUNED_LOSS_KEY = "pruned_loss"
+
+# what a trial's run writes about its outcome: a retried trial inherits its predecessor's user
+# attributes, so these are cleared before it runs (the candidate's keys are written afresh)
+OUTCOME_KEYS = (ERROR_KEY, METRICS_KEY, REUSED_FROM_KEY, INTERRUPTED_KEY, CONSTRAINTS_KEY, LADDER_VALUES_KEY,
+                LADDER_PASSED_KEY, LADDER_STOPPED_KEY, PRUNED_REASON_KEY)
+
+# trial system attributes: Optuna's retry bookkeeping (RetryHeartbeatStaleTrialCallback writes these
+# two keys; the Ray searcher writes them the same way when it queues a dead worker's trial again)
+FAILED_TRIAL_KEY = "failed_trial"
+RETRY_HISTORY_KEY = "retry_history"
+
+# Optuna warns on every call of the reader below (experimental since 3.0, unchanged since); a
+# filter, not catch_warnings(), which is not thread-safe (heartbeat threads, the Ray searcher)
+warnings.filterwarnings("ignore", message=r".*RetryHeartbeatStaleTrialCallback\.retry_history is experimental",
+                        category=ExperimentalWarning)
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """Numbers of the trials ``trial`` runs again, the first one first; [] if it is no retry."""
+    return list(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
+def error_of(trial: FrozenTrial) -> Optional[str]:
+    """Why ``trial`` failed (FAIL) or was stopped (PRUNED), as stored; None if nothing is stored."""
+    return trial.user_attrs.get(ERROR_KEY) or trial.user_attrs.get(PRUNED_REASON_KEY)
+
+
+def metrics_of(trial: FrozenTrial) -> dict:
+    """Every metric stored on ``trial`` (``{}`` if it stored none)."""
+    return trial.user_attrs.get(METRICS_KEY) or {}

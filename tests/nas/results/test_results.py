@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nas.results.trials import feasible_complete, pareto_front, pareto_mask
+
+
+def brute_force(values, directions):
+    sign = np.array([1 if d == "maximize" else -1 for d in directions])
+    v = values * sign  # maximize all
+    keep = []
+    for i in range(len(v)):
+        dominated = any(np.all(v[j] >= v[i]) and np.any(v[j] > v[i]) for j in range(len(v)) if j != i)
+        keep.append(not dominated)
+    return np.array(keep, dtype=bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=30),
+       st.lists(st.sampled_from(["maximize", "minimize"]), min_size=3, max_size=3))
+def test_pareto_mask_matches_brute_force(m, rows, dirs):
+    values = np.array(rows, dtype=float)[:, :m]
+    directions = dirs[:m]
+    assert (pareto_mask(values, directions) == brute_force(values, directions)).all()
+
+
+def test_pareto_front_dataframe():
+    df = pd.DataFrame({
+        "number": [0, 1, 2, 3, 4],
+        "state": ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL", "COMPLETE"],
+        "accuracy": [0.5, 0.9, 0.4, 1.0, 0.9],
+        "latency_ms": [1.0, 3.0, 2.0, 0.1, 3.5],
+    })
+    df.attrs["objectives"] = {"accuracy": "maximize", "latency_ms": "minimize"}
+    front = pareto_front(df)
+    assert list(front["number"]) == [1, 0]  # sorted by accuracy, best first; FAIL ignored
+    assert front.attrs["objectives"] == df.attrs["objectives"]
+
+
+def test_pareto_mask_errors():
+    with pytest.raises(ValueError):
+        pareto_mask(np.zeros((3, 2)), ["maximize"])
+    with pytest.raises(ValueError):
+        pareto_mask(np.zeros((3, 1)), ["up"])
+
+
+def test_pareto_front_leaves_out_infeasible_trials():
+    df = pd.DataFrame({
+        "number": [0, 1, 2, 3],
+        "state": ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"],
+        "accuracy": [0.5, 0.99, 0.4, None],
+        "latency_ms": [1.0, 0.1, 2.0, None],
+        "feasible": pd.array([True, False, True, None], dtype="boolean"),
+    })
+    df.attrs["objectives"] = {"accuracy": "maximize", "latency_ms": "minimize"}
+    assert list(pareto_front(df)["number"]) == [0]  # 1 dominates both but violates a constraint
+    assert list(pareto_front(df.drop(columns="feasible"))["number"]) == [1]
+    assert list(feasible_complete(df)["number"]) == [0, 2]

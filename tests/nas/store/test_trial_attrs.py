@@ -1,0 +1,88 @@
+"""Named trial attributes, Optuna's retry bookkeeping read through Optuna, the private reach-ins kept in
+one module, and one way to turn an exception into a one-line reason."""
+
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from nas.store import optuna_access, trial_attrs
+from search_spaces.failures import failure_reason, first_line
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("exc, reason, line", [
+    (ValueError("bad width\nTraceback detail"), "ValueError: bad width", "bad width"),
+    (RuntimeError("\n  CUDA error: out of memory  \nmore"), "RuntimeError: CUDA error: out of memory",
+     "CUDA error: out of memory"),
+    (KeyError(), "KeyError", "KeyError"),
+    (OSError("   "), "OSError", "OSError"),
+], ids=["two-lines", "leading-blank", "no-message", "blank-message"])
+def test_failure_reason_is_one_line(exc, reason, line):
+    assert failure_reason(exc) == reason
+    assert first_line(exc) == line
+
+
+def _failed_trial(study: optuna.Study, **user_attrs) -> optuna.trial.FrozenTrial:
+    trial = study.ask()
+    for k, v in user_attrs.items():
+        trial.set_user_attr(k, v)
+    study.tell(trial, state=TrialState.FAIL)
+    return study.trials[-1]
+
+
+def test_retry_history_reads_what_optunas_retry_callback_writes():
+    study = optuna.create_study()
+    first = _failed_trial(study, **{trial_attrs.ERROR_KEY: "boom"})
+    RetryHeartbeatStaleTrialCallback()(study, first)  # as Optuna does for a stale trial
+    retry = study.trials[-1]
+    assert trial_attrs.retry_history(retry) == [first.number]
+    assert trial_attrs.retry_history(first) == []
+    # the Ray searcher writes these two keys itself, as the callback does
+    assert retry.system_attrs[trial_attrs.RETRY_HISTORY_KEY] == [first.number]
+    assert retry.system_attrs[trial_attrs.FAILED_TRIAL_KEY] == first.number
+    assert trial_attrs.error_of(first) == "boom"
+
+
+def test_error_of_a_pruned_trial_is_its_pruned_reason():
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr(trial_attrs.PRUNED_REASON_KEY, "stopped at rung zero_cost")
+    study.tell(trial, state=TrialState.PRUNED)
+    assert trial_attrs.error_of(study.trials[-1]) == "stopped at rung zero_cost"
+    assert trial_attrs.metrics_of(study.trials[-1]) == {}
+
+
+def test_optuna_access_matches_optunas_objects(tmp_path):
+    storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    assert optuna_access.engine(study) is storage.engine
+    assert optuna_access.study_id_of(study) == storage.get_study_id_from_name("s")
+    assert storage.get_trial(optuna_access.trial_id_of(trial)).number == trial.number
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")  # another process's handle
+    other.tell(trial.number, 1.0)
+    assert optuna_access.fresh_trial(study, trial).state == TrialState.COMPLETE
+    assert optuna_access.storage_of(study).get_trial(optuna_access.trial_id_of(trial)).value == 1.0
+
+
+# a trial or study attribute written or read under a bare string key (use the nas.store.trial_attrs names)
+_BARE_KEY = re.compile(r"""(set_user_attr|set_system_attr)\(\s*["']|(user_attrs|system_attrs)(\.get\(|\[)\s*["']"""
+                       r"""|(user_attrs|system_attrs)=\{\s*["']""")
+# Optuna's private attributes: only nas/store/optuna_access.py reaches them
+_PRIVATE = re.compile(r"(?<!self)\._(storage|trial_id|study_id)\b")
+
+
+@pytest.mark.parametrize("package", ["nas", "evaluators", "search_spaces", "benchmarks"])
+def test_no_bare_attribute_keys_and_no_private_optuna_access(package):
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            private = _PRIVATE.search(line) and path.name != "optuna_access.py"
+            if _BARE_KEY.search(line) or private:
+                found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -1,0 +1,82 @@
+"""The one registration mechanism: every registry answers an unknown name with the same message."""
+
+import pytest
+
+from evaluators.metrics import METRIC_REGISTRY, register_metric
+from evaluators.tasks import TASKS, get_task
+from evaluators.zero_cost import ZERO_COST, compute_zero_cost
+from nas.engine.backends import BACKENDS, get_backend
+from search_spaces.ffn import FFNS, build_ffn
+from search_spaces.registries import Registry, UnknownName
+from search_spaces.registry import MIXERS, get_mixer
+
+REGISTRIES = {"mixer": MIXERS, "FFN": FFNS, "task": TASKS, "metric": METRIC_REGISTRY,
+              "zero-cost proxy": ZERO_COST, "backend": BACKENDS}
+# each registry's public lookup, as callers use it
+LOOKUPS = {
+    "mixer": get_mixer,
+    "FFN": lambda name: build_ffn(name, 8, 2.0),
+    "task": get_task,
+    "metric": METRIC_REGISTRY.get,
+    "zero-cost proxy": lambda name: compute_zero_cost(None, None, None, None, (name,)),
+    "backend": get_backend,
+}
+
+
+@pytest.mark.parametrize("kind", list(REGISTRIES))
+def test_unknown_name_is_the_same_message_everywhere(kind):
+    registry = REGISTRIES[kind]
+    assert registry.kind == kind
+    with pytest.raises(UnknownName) as e:
+        LOOKUPS[kind]("nope")
+    known = registry.names()
+    assert known and known == sorted(known)
+    assert str(e.value) == f"unknown {kind} 'nope'; known: {', '.join(known)}"
+    assert isinstance(e.value, KeyError)  # callers that catch KeyError keep working
+    assert (e.value.kind, e.value.name, e.value.known) == (kind, "nope", known)
+
+
+def test_builtins_are_registered_by_their_modules():
+    assert {"softmax", "hyena"} <= set(MIXERS) and {"mlp", "glu", "none"} <= set(FFNS)
+    assert {"mqar", "cifar10"} <= set(TASKS) and set(BACKENDS) == {"local", "ray"}
+    assert set(ZERO_COST) == {"synflow", "naswot", "jacob_cov", "snip", "grad_norm"}
+    for name in ZERO_COST:  # every proxy is a metric too
+        assert METRIC_REGISTRY[name].zero_cost and METRIC_REGISTRY[name].direction == "maximize"
+
+
+def test_registry_register_get_twice_unregister():
+    reg = Registry("widget", entry=lambda name, obj, *, size: (obj, size))
+
+    @reg.register("a", size=3)
+    def a():
+        pass
+
+    assert reg.get("a") == (a, 3) and reg.names() == ["a"] and "a" in reg and "b" not in reg
+    with pytest.raises(ValueError, match="widget 'a' is registered twice"):
+        reg.register("a", size=1)(a)
+    with pytest.raises(ValueError, match="non-empty string"):
+        reg.add("", 1)
+    assert reg.unregister("a") == (a, 3)
+    assert list(reg) == []
+    with pytest.raises(TypeError, match="takes no metadata"):
+        Registry("plain").register("x", size=1)
+
+
+def test_builtins_load_on_first_use_before_a_plugin_can_take_their_name():
+    reg = Registry("mixer", builtins=("search_spaces.mixers",), entry=lambda name, obj, **kw: obj)
+    reg.add("mine", object())  # loads the built-in modules first (they register into MIXERS, not reg)
+    assert reg.names() == ["mine"]
+    with pytest.raises(ValueError, match="mixer 'softmax' is registered twice"):
+        MIXERS.register("softmax", causal=True)(type("Fake", (), {}))
+
+
+def test_register_metric_checks_its_arguments():
+    with pytest.raises(ValueError, match="direction 'up' is not one of"):
+        register_metric("m1", "up", lambda *a: 0.0)
+    with pytest.raises(ValueError, match="at='later' is not one of"):
+        register_metric("m1", "minimize", lambda *a: 0.0, at="later")
+    with pytest.raises(TypeError, match="must be callable"):
+        register_metric("m1", "minimize", 3)
+    with pytest.raises(ValueError, match="metric 'accuracy' is registered twice"):
+        register_metric("accuracy", "maximize", lambda *a: 0.0)
+    assert "m1" not in METRIC_REGISTRY
