@@ -23,7 +23,7 @@ __all__ = ["UserError", "delete_study", "generate", "hypervolume", "hypervolume_
 _LAZY = {"load_trials": "nas.results.trials", "pareto_front": "nas.results.trials", "pareto_mask": "nas.results.trials",
          "hypervolume": "nas.results.volume", "hypervolume_history": "nas.results.volume",
          "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.store.catalog",
-         "load_model": "nas.models.folder", "generate": "nas.models.textgen"}
+         "load_model": "nas.models.loading", "generate": "nas.models.textgen"}
 
 
 def _version() -> str:

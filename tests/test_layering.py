@@ -100,3 +100,70 @@ def test_the_length_check_counts_decorators_and_exempts_triton_kernels():
     assert _long_functions(f"def f():\n{body}\n") == []  # 59 lines
     assert _long_functions(f"@cache\ndef f():\n{body}\n    return x0\n") == ["f (61 lines)"]
     assert _long_functions(f"@triton.jit\ndef k():\n{body}\n    return x0\n") == []
+
+
+# ------------------------------------------------------------------------------ the module graph
+def _module_names() -> dict:
+    """Dotted name -> path of every module of the four packages (a package is its __init__.py)."""
+    mods = {}
+    for package in LAYERS:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return mods
+
+
+def _module_graph(mods: dict) -> dict:
+    """Module -> the modules of ours it imports, anywhere in its source (``from a.b import c`` is an
+    edge to ``a.b.c`` when that is a module, else to ``a.b``)."""
+    graph = {}
+    for mod, path in mods.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    edges |= {full} if full in mods else {node.module} & set(mods)
+        graph[mod] = edges - {mod}
+    return graph
+
+
+def _cycles(graph: dict) -> list[list[str]]:
+    """Every set of modules that import each other round a loop (strongly connected components of more
+    than one module), found by repeated depth-first reachability: small graphs, plain code."""
+    reach = {}
+    for start in graph:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        reach[start] = seen
+    groups = {frozenset([m] + [o for o in reach[m] if m in reach[o]]) for m in graph if m in reach[m]}
+    return sorted(sorted(g) for g in groups)
+
+
+def test_no_import_cycle():
+    """Imports inside functions count too: a cycle that works because one side imports late is still a
+    knot a newcomer has to untie before moving either module."""
+    assert _cycles(_module_graph(_module_names())) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_it():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_only_the_command_line_imports_it():
+    """The CLI sits on top: nas/cli/ imports the engine, never the other way round, and a command module
+    imports nas.cli.base (the app), never the package that imports it."""
+    graph = _module_graph(_module_names())
+    outside = {m for m, edges in graph.items() if not m.startswith("nas.cli") and m != "nas.__main__"
+               and any(e == "nas.cli" or e.startswith("nas.cli.") for e in edges)}
+    assert outside == set()
+    back = {m for m, edges in graph.items() if m.startswith("nas.cli.") and "nas.cli" in edges}
+    assert back == set()

@@ -133,7 +133,7 @@ def export_model_cmd(
     """Export a trained model (fixed input shape, any batch size) and check the file's outputs
     against the model's."""
     from nas.models.export import FORMATS, ExportError, export_model
-    from nas.models.folder import load_model
+    from nas.models.loading import load_model
 
     if format not in FORMATS:
         raise UserError(f"--format: {format!r} is not one of {sorted(FORMATS)}")

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Union
 from nas.errors import UserError
 
 __all__ = ["ARCH_FILE", "CHECKPOINT_FILE", "LOSS_FILE", "METRICS_FILE", "TRAIN_FILE", "WEIGHTS_FILE",
-           "arch_and_io", "io_dict", "io_from_dict", "load_model", "load_weights", "read_json", "save_weights",
+           "arch_and_io", "check_finished", "io_dict", "io_from_dict", "load_weights", "read_json", "save_weights",
            "write_atomic", "write_json"]
 
 ARCH_FILE = "arch.json"
@@ -137,34 +137,13 @@ def arch_and_io(arch, io=None):
     return spec, io if isinstance(io, TaskIO) else io_from_dict(io)
 
 
-def _check_finished(folder: Path) -> None:
+def check_finished(folder: Path) -> None:
     if (folder / WEIGHTS_FILE).is_file():
         return
     if not (folder / TRAIN_FILE).is_file():
         raise UserError(f"{folder} is not a `nas train` folder (no {TRAIN_FILE})")
     raise UserError(f"{folder} holds no {WEIGHTS_FILE}: its training has not finished; run the same "
                     f"`nas train ... --out {folder}` again to resume it")
-
-
-def load_model(path: PathLike, *, device: str = "cpu"):
-    """The trained ``nn.Module`` of a `nas train` folder, with its weights, in eval mode, on
-    ``device``. Plugins the run was made with (custom mixers) are loaded first."""
-    import nas.models.timm_entry  # noqa: F401  (registers timm's "mixer_nas" entry)
-    from search_spaces import build_model
-    from search_spaces.plugins import PluginError, load_plugins
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder (expected the --out folder of `nas train`)")
-    _check_finished(folder)
-    try:
-        load_plugins(read_json(folder / TRAIN_FILE).get("plugins", []))
-    except PluginError as e:
-        raise UserError(f"{folder}: {e.message} (a plugin the model was trained with)") from None
-    spec, io = arch_and_io(folder)
-    model = build_model(spec, io)
-    load_weights(model, folder / WEIGHTS_FILE, device="cpu")
-    return model.to(device).eval()
 
 
 def io_dict(io) -> dict:

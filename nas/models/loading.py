@@ -1,0 +1,33 @@
+"""Loading a trained model: ``nas.load_model(folder)``, the weights of a `nas train` folder in the
+model its architecture builds, with timm's ``mixer_nas`` entry registered on the way (so
+``timm.create_model("mixer_nas", ...)`` works afterwards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.errors import UserError
+from nas.models.folder import TRAIN_FILE, WEIGHTS_FILE, PathLike, arch_and_io, check_finished, load_weights, read_json
+
+__all__ = ["load_model"]
+
+
+def load_model(path: PathLike, *, device: str = "cpu"):
+    """The trained ``nn.Module`` of a `nas train` folder, with its weights, in eval mode, on
+    ``device``. Plugins the run was made with (custom mixers) are loaded first."""
+    import nas.models.timm_entry  # noqa: F401  (registers timm's "mixer_nas" entry; imports timm)
+    from search_spaces import build_model
+    from search_spaces.plugins import PluginError, load_plugins
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder (expected the --out folder of `nas train`)")
+    check_finished(folder)
+    try:
+        load_plugins(read_json(folder / TRAIN_FILE).get("plugins", []))
+    except PluginError as e:
+        raise UserError(f"{folder}: {e.message} (a plugin the model was trained with)") from None
+    spec, io = arch_and_io(folder)
+    model = build_model(spec, io)
+    load_weights(model, folder / WEIGHTS_FILE, device="cpu")
+    return model.to(device).eval()
