@@ -141,7 +141,7 @@ def run_gpu(shapes, dtype, peak, rows, dev="cuda"):
             k_ms = bench(lambda: kernels.attention(q, k, v, causal=causal, backend="triton"), cuda=cuda)
             t_ms, name = best_sdpa(q, k, v, causal, cuda)
             row("attention", f"B{b} H{h}/{hk} N{n} D{d} {'causal' if causal else 'full'}", k_ms, t_ms, f"sdpa:{name}",
-                attention_flops(b, h, n, n, d, d, causal), default_path("attention", kernels.attention_ops, q, k, v,
+                attention_flops(b, h, n, n, d, d, causal), default_path("attention", kernels.attention, q, k, v,
                                                                         causal=causal))
         for b, h, n, d, w, dil, causal in shapes["local"]:
             q, k, v = (rand(b, h, n, d, device=dev, dtype=dtype) for _ in range(3))

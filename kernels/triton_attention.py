@@ -1,6 +1,6 @@
 """Triton kernels for softmax attention: flash-style forward (online softmax) and backward.
 
-One kernel family serves both global attention (``kernels.attention_ops``) and 1-D sliding-window
+One kernel family serves both global attention (``kernels.attention``) and 1-D sliding-window
 attention (``kernels.local_attention``). A query row ``i`` may see key ``j`` iff, with
 ``ii = i // dil``, ``jj = j // dil`` and ``i % dil == j % dil``::
 

@@ -13,7 +13,7 @@ class GroupedQueryAttention(KVAttention):
     """Grouped-query attention (Ainslie et al. 2023; MQA: Shazeer 2019), the baseline of the SQA paper.
 
     ``heads`` query heads of width ``dim / heads``; ``kv_heads`` key/value heads, each shared by
-    ``heads / kv_heads`` consecutive query heads (the grouping of ``kernels.attention_ops``). The K/V
+    ``heads / kv_heads`` consecutive query heads (the grouping of ``kernels.attention``). The K/V
     projection has ``2 * kv_heads * head_dim`` outputs, heads / kv_heads times fewer than multi-head
     attention. With ``kv_heads == heads`` this is ``softmax`` exactly: the Q rows of softmax's
     ``qkv`` weight are ``q`` here and the K/V rows are ``kv``.

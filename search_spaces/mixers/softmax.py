@@ -42,7 +42,7 @@ class KVAttention(Mixer):
 
 @register_mixer("softmax")  # declared in search_spaces/mixers/__init__.py
 class SoftmaxAttention(KVAttention):
-    """Multi-head scaled dot-product attention via ``kernels.attention_ops`` (SDPA on CPU)."""
+    """Multi-head scaled dot-product attention via ``kernels.attention`` (SDPA on CPU)."""
 
     def __init__(self, dim: int, *, causal: bool = False, heads: int = 4, qkv_bias: bool = False):
         super().__init__(dim, causal=causal)

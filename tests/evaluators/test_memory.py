@@ -148,7 +148,7 @@ def _second_difference(mixer: str, n: int, **params) -> int:
 
 
 def test_softmax_attention_peak_is_quadratic_only_where_the_map_exists():
-    """On CPU ``kernels.attention_ops`` calls SDPA, which picks its flash kernel: the attention map is
+    """On CPU ``kernels.attention`` calls SDPA, which picks its flash kernel: the attention map is
     worked on in blocks inside it, never as a tensor, so the peak is linear in N. Forcing SDPA's
     math backend materializes the map (scores and their softmax live at once): quadratic."""
     n, b, heads = 64, 2, 2
