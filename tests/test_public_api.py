@@ -14,6 +14,7 @@ its submodules: ``import pkg.name`` would rebind ``pkg.name`` from the function 
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 import subprocess
 import sys
@@ -295,3 +296,12 @@ def test_evaluators_evaluate_stays_the_function_once_its_module_is_imported():
         r = subprocess.run([sys.executable, "-c", f"{first}; {check}"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, (first, r.stderr[-1500:])
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_no_benchmark_script_is_named_like_a_module(script):
+    """``python benchmarks/x.py`` puts benchmarks/ first on ``sys.path``, where a script named like a
+    package of ours, the standard library's or an installed one would be imported in its place."""
+    assert script not in sys.stdlib_module_names and script not in PACKAGES
+    spec = importlib.util.find_spec(script)
+    assert spec is None or Path(spec.origin or "").parent == BENCHMARKS, spec
