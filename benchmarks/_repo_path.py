@@ -1,5 +1,6 @@
-"""Imported first by the benchmark scripts: the repository root goes first on ``sys.path`` and this
-folder comes off it, since ``benchmarks/kernels.py`` would otherwise shadow the ``kernels`` package."""
+"""Imported first by the benchmark scripts: the repository root goes first on ``sys.path`` (a
+script runs the checkout it is in) and this folder comes off it, so a script's name can never hide
+a module of the same name (``tests/test_public_api.py`` checks that none is one)."""
 
 import os
 import sys

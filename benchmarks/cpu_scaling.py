@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 

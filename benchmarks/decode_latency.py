@@ -19,7 +19,7 @@ import argparse
 import os
 import platform
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def reference_designs(dim: int, depth: int) -> dict:

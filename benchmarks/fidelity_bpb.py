@@ -16,7 +16,7 @@ import argparse
 import math
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def main() -> None:

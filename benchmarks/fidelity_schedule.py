@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU, in one run, writing everything to one folder:
 #   1. the `gpu`-marked tests (Triton kernels and default paths against their references),
-#   2. the kernel benchmark table (benchmarks/kernels.py) in fp16 and bf16,
+#   2. the kernel benchmark table (benchmarks/kernel_speed.py) in fp16 and bf16,
 #   3. a small search whose latency is timed on CUDA (benchmarks/gpu_latency.yaml), and its front.
 # Each step has its own time limit (220 + 60 + 60 + 90 s), so the whole run stays under 8 minutes on an
 # H100/H200 (a step cut short still writes what it did, and the run reports it as failed).
@@ -83,16 +83,16 @@ fi
 
 # 1. Tests marked gpu. Only the files that have them are collected, and a file that cannot be imported
 # here does not stop the others.
-mapfile -t gpu_files < <(grep -l "pytest.mark.gpu" tests/test_*.py)
+mapfile -t gpu_files < <(grep -rl --include="test_*.py" "pytest.mark.gpu" tests | sort)
 step "gpu tests" 220 "$dir/gpu_tests.txt" "$PY" -m pytest -m gpu -p no:cacheprovider -q -rfEs \
     --durations=10 --continue-on-collection-errors "${gpu_files[@]}"
 
 # 2. The kernel table, fp16 and bf16 (on --cpu: the PyTorch paths once, quick).
 if [[ $cpu -eq 1 ]]; then
-    step "kernel table" 120 "$dir/kernels_cpu.md" "$PY" benchmarks/kernels.py --quick
+    step "kernel table" 120 "$dir/kernels_cpu.md" "$PY" benchmarks/kernel_speed.py --quick
 else
-    step "kernel table fp16" 60 "$dir/kernels_float16.md" "$PY" benchmarks/kernels.py --dtype float16
-    step "kernel table bf16" 60 "$dir/kernels_bfloat16.md" "$PY" benchmarks/kernels.py --dtype bfloat16
+    step "kernel table fp16" 60 "$dir/kernels_float16.md" "$PY" benchmarks/kernel_speed.py --dtype float16
+    step "kernel table bf16" 60 "$dir/kernels_bfloat16.md" "$PY" benchmarks/kernel_speed.py --dtype bfloat16
 fi
 
 # 3. A small search with latency timed on CUDA (training stays on the CPU), then its front.

@@ -22,7 +22,7 @@ import platform
 import tempfile
 import time
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def _second_pass(df, archs, io, profiles, latency, seed):

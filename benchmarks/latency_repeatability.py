@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 WORKER = r"""
 import json, sys, torch

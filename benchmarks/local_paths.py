@@ -20,7 +20,7 @@ import platform
 import statistics
 import time
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 import torch
 import torch.nn.functional as F
 

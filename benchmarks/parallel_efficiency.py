@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 OUT = Path(__file__).resolve().parent / "search-efficiency"
 CONFIGS = (("local", 1), ("ray", 2))

@@ -15,7 +15,7 @@ import argparse
 import os
 import platform
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def alone_sum(arch, io, profile, latency, seed: int) -> float:

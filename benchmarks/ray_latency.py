@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import _repo_path  # noqa: E402, F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: E402, F401  (repository root first on sys.path)
 
 
 def _load() -> str:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 from nas.store.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
 

@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 OUT = Path(__file__).resolve().parent / "search-efficiency"
 SPACES = OUT / "spaces"  # benchmark-only spaces (tiny-large), named by their file's stem

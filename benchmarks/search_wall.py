@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 
 def main():

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAS = "import sys; sys.argv[0] = 'nas'; from nas.cli import main; main()"

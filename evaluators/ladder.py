@@ -27,7 +27,7 @@ from typing import Mapping, Optional, Sequence
 
 from search_spaces.schema import Check, SettingError, check_keys
 
-__all__ = ["Ladder", "Rung", "LadderPruned", "parse_ladder", "promote"]
+__all__ = ["Ladder", "Rung", "LadderPruned", "check_filter", "parse_ladder", "promote"]
 
 KINDS = ("filter", "predict", "zero_cost", "train")
 PREDICTABLE = "latency_ms"  # the metric a predict rung predicts, at the task's shape or a profile
@@ -181,6 +181,7 @@ def promote(value: float, history: Sequence[float], keep: float, min_trials: int
 
 
 def check_filter(rung: Rung, metrics: Mapping[str, float]) -> Optional[str]:
+    """Why ``metrics`` fail a filter rung's bounds (the first bound crossed), or None if they pass."""
     for m, bound in rung.max.items():
         if metrics[m] > bound:
             return f"{m} {metrics[m]:.4g} > max {bound:.4g}"

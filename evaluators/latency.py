@@ -24,8 +24,8 @@ from evaluators.memory import peak_memory_bytes
 from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "environment", "measure_latency", "median_ci",
-           "on_device", "peak_memory_mb", "timed_rounds", "timed_rounds_each"]
+__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "cpu_timer", "cuda_timer", "environment", "measure_latency",
+           "median_ci", "on_device", "peak_memory_mb", "timed_rounds", "timed_rounds_each"]
 
 DEVICES = ("cpu", "cuda")
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs

@@ -46,7 +46,7 @@ from evaluators.tasks.base import IGNORE_INDEX
 from search_spaces.registries import Registry
 from search_spaces.task_io import TaskIO
 
-__all__ = ["ZERO_COST", "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "compute_zero_cost"]
+__all__ = ["ZERO_COST", "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "compute_zero_cost", "zero_cost_batch"]
 
 HOOKED_ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU)
 

@@ -27,7 +27,7 @@ BACKENDS = (None, "torch", "triton")
 
 # Where each op's Triton kernel is the default (backend=None), by device kind (:func:`device_kind`,
 # e.g. "cuda:sm90" for H100/H200). A kernel goes in only after tests/kernels/test_kernels_gpu.py passed on
-# that kind and benchmarks/kernels.py showed it beating the PyTorch path there (benchmarks/gpu_check.sh
+# that kind and benchmarks/kernel_speed.py showed it beating the PyTorch path there (benchmarks/gpu_check.sh
 # runs both). None has: no GPU has run them yet, so on CUDA every op defaults to its PyTorch path
 # (SDPA, banded / masked SDPA, batched matmuls, torch.fft) and backend="triton" forces a kernel.
 VERIFIED_TRITON: dict[str, frozenset[str]] = {}

@@ -12,7 +12,7 @@ import itertools
 
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.registry import get_mixer_info
-from search_spaces.space import Space, StageChoices, _combo_ok, count_choices, with_heads
+from search_spaces.space import Space, StageChoices, count_choices, params_allowed, with_heads
 from search_spaces.task_io import STEM_FOR_KIND
 
 __all__ = ["sample", "layer_groups"]
@@ -43,7 +43,7 @@ def _sample_mixer(trial, prefix: str, group: tuple, dim: int, heads) -> MixerSpe
         ok = []
         for v in choice.params[pname]:
             for tail in itertools.product(*(choice.params[r] for r in rest)):
-                if _combo_ok(mtype, dim, {**chosen, pname: v, **dict(zip(rest, tail))}):
+                if params_allowed(mtype, dim, {**chosen, pname: v, **dict(zip(rest, tail))}):
                     ok.append(v)
                     break
         ctx = ",".join([ctx0] + [f"{k}={val}" for k, val in chosen.items()])

@@ -57,7 +57,8 @@ from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
-           "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR"]
+           "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR",
+           "MixerChoice", "StageChoices", "params_allowed"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
@@ -224,7 +225,8 @@ def _param_combos(choice: MixerChoice):
         yield dict(zip(names, values))
 
 
-def _combo_ok(mtype: str, dim: int, params: dict) -> bool:
+def params_allowed(mtype: str, dim: int, params: dict) -> bool:
+    """Whether the registry's rules for the mixer ``mtype`` allow ``params`` at width ``dim``."""
     info = get_mixer_info(mtype)
     return all(rule(dim, params) is None for rule in info.rules)
 
@@ -240,7 +242,7 @@ def valid_params(choice: MixerChoice, dim: int, heads: Optional[int] = None):
     """The parameter combinations of ``choice`` that the registry's rules allow at width ``dim``
     (with the head count fixed to ``heads`` in a width-vs-depth stage)."""
     choice = with_heads(choice, heads)
-    return (p for p in _param_combos(choice) if _combo_ok(choice.type, dim, p))
+    return (p for p in _param_combos(choice) if params_allowed(choice.type, dim, p))
 
 
 def _group_choices(group: tuple, dim: int, heads: Optional[int]) -> int:

@@ -1,8 +1,9 @@
 """Helpers shared by the tests: run `nas` in a subprocess or in this process, write and load tiny
-space files, give a child process the default stop-signal dispositions."""
+space files, give a child process the default stop-signal dispositions, kill a Ray worker once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,15 +57,81 @@ arch:
 """
 
 
-def ray_search_config(tmp_path, name, *, trials, workers=2, storage=None, **options):
-    """The checked config of a ray search of RAY_SPACE (random sampler, seed 1, heartbeat 1 s) into
-    ``storage`` (default tmp_path/<name>.db), for tests that set up the study before the backend runs."""
+def ray_search_config(tmp_path, name, *, trials, workers=2, storage=None, space=RAY_SPACE, **options):
+    """The checked config of a ray search of ``space`` (the text of a space file written to tmp_path;
+    RAY_SPACE, random sampler, seed 1, heartbeat 1 s) into ``storage`` (default tmp_path/<name>.db),
+    for tests that set up the study before the backend runs."""
     from nas.api import plan_search
 
     path = Path(tmp_path) / "space.yaml"
-    path.write_text(RAY_SPACE)
+    path.write_text(space)
     return plan_search(str(path), study=name, storage=storage or f"sqlite:///{tmp_path}/{name}.db", trials=trials,
                        backend="ray", workers=workers, sampler="random", seed=1, heartbeat=1, options=options).config
+
+
+# A study plugin (a .py file, so its text travels to every Ray worker with the study's plugins)
+# whose FFN `dies_once` is an MLP that kills its process, once: the first model to start its third
+# training step, in a process other than the test's, creates the marker file (atomically, so one
+# process wins), writes its pid there and SIGKILLs itself; every other model trains as `mlp`.
+DIES_ONCE_PLUGIN = """\
+import os
+import signal
+
+from search_spaces.ffn import register_ffn
+
+MARKER, TEST_PID = %(marker)r, %(pid)d
+
+
+def kill_once():
+    try:
+        fd = os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@register_ffn("dies_once")
+def dies_once(dim, ratio):
+    import torch
+
+    from search_spaces.layers import Mlp
+
+    class DiesOnce(Mlp):
+        steps = 0  # training forward passes so far
+
+        def forward(self, x):
+            if self.training and torch.is_grad_enabled() and os.getpid() != TEST_PID:
+                self.steps += 1
+                if self.steps == 3:  # two training steps done
+                    kill_once()
+            return super().forward(x)
+
+    return DiesOnce(dim, max(1, int(round(ratio * dim))))
+"""
+
+
+@contextlib.contextmanager
+def worker_killed_once(tmp_path, marker: Path):
+    """RAY_SPACE with the FFN `dies_once` of DIES_ONCE_PLUGIN (written to tmp_path/dies_once.py and
+    named in the space's ``plugins:``): the first trial to reach training step 2 in a Ray worker
+    kills that worker, which creates ``marker``. Yields the space's text (for ray_search_config);
+    afterwards this process forgets the plugin, as a fresh one would not have it."""
+    from search_spaces.ffn import FFNS
+
+    (Path(tmp_path) / "dies_once.py").write_text(DIES_ONCE_PLUGIN % {"marker": str(marker), "pid": os.getpid()})
+    ffn = "ffn: {type: [mlp, glu], ratio: 2}"
+    assert ffn in RAY_SPACE
+    modules = set(sys.modules)
+    try:
+        yield RAY_SPACE.replace(ffn, "ffn: {type: [dies_once], ratio: 2}") + "plugins: [dies_once.py]\n"
+    finally:
+        if "dies_once" in FFNS:
+            FFNS.unregister("dies_once")
+        for name in set(sys.modules) - modules:
+            if name.startswith("mixer_nas_plugin_dies_once_"):
+                del sys.modules[name]
 
 
 def write_space(dir: Path, steps: int = 5, name: str = "space.yaml", text: str | None = None) -> Path:

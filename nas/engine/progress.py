@@ -6,9 +6,23 @@ import logging
 import sys
 import time
 
+import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 
-__all__ = ["LogProgress", "Progress"]
+from nas.store.trial_attrs import REUSED_FROM_KEY, error_of
+
+__all__ = ["LogProgress", "Progress", "trial_outcome"]
+
+
+def trial_outcome(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
+    """What a finished trial's progress line ends with: its objective values (``names``) and the
+    trial whose result it reused, if any; else its error or state."""
+    if t.state == TrialState.COMPLETE:
+        vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+        reused = t.user_attrs.get(REUSED_FROM_KEY)
+        return vals + (f" (reused trial {reused})" if reused is not None else "")
+    return error_of(t) or t.state.name
 
 
 class Progress:

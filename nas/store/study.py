@@ -39,6 +39,7 @@ __all__ = [
     "save_budget",
     "ENV_ATTR",
     "SEED_LIMIT",
+    "study_summary",
 ]
 
 SEED_LIMIT = 2**32  # samplers take seeds in [0, 2**32 - 1]

@@ -149,6 +149,6 @@ def test_triton_is_default_only_where_verified(monkeypatch):
 
 
 def test_no_triton_kernel_is_a_default_yet():
-    """No GPU has run tests/kernels/test_kernels_gpu.py and benchmarks/kernels.py (benchmarks/gpu_check.sh):
+    """No GPU has run tests/kernels/test_kernels_gpu.py and benchmarks/kernel_speed.py (benchmarks/gpu_check.sh):
     until one has, and benchmarks/README.md records it, no kernel may be a default."""
     assert VERIFIED_TRITON == {}

@@ -13,23 +13,15 @@ from nas.engine.backends import register_backend
 from nas.engine.budget import abandon, ask_within_budget, report_running
 from nas.engine.config import SearchConfig
 from nas.engine.objective import Objective, TrialError
-from nas.engine.progress import Progress
+from nas.engine.progress import Progress, trial_outcome
 from nas.results.trials import front_size
 from nas.store.heartbeats import Heartbeat
 from nas.store.optuna_access import fresh_trial
 from nas.store.study import budget_count
-from nas.store.trial_attrs import ERROR_KEY, REUSED_FROM_KEY, error_of
+from nas.store.trial_attrs import ERROR_KEY
 from search_spaces.failures import failure_reason
 
 __all__ = ["run", "run_local"]
-
-
-def _detail(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
-    if t.state == TrialState.COMPLETE:
-        vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
-        reused = t.user_attrs.get(REUSED_FROM_KEY)
-        return vals + (f" (reused trial {reused})" if reused is not None else "")
-    return error_of(t) or t.state.name
 
 
 @register_backend("local")
@@ -70,7 +62,7 @@ def run_local(study: optuna.Study, config: SearchConfig, *, progress: Optional[P
         ran += 1
         if progress is not None:
             t = fresh_trial(study, slot.trial)
-            progress.end(budget_count(study), front_size(study), t.number, t.state.name, _detail(t, names))
+            progress.end(budget_count(study), front_size(study), t.number, t.state.name, trial_outcome(t, names))
     log(f"timeout of {config.timeout:g}s reached")
     return ran
 

@@ -135,7 +135,6 @@ def _trainable_config(config: SearchConfig, opts: dict, every: int) -> dict:
     return {"space": config.space, "space_yaml": config.space_yaml, "seed": config.seed,
             "threads": max(1, int(float(opts["cpus_per_trial"]))), "report_every": every,
             "lock_mode": opts["latency_lock"], "plugins": list(config.plugins),
-            "fault_kill_once": os.environ.get("MIXER_NAS_FAULT_KILL_ONCE"),
             # block latency tables (evaluators/predictor.py), where workers can reach them
             "latency_tables": worker_url(config.storage, remote_workers=bool(opts["ray_address"]))}
 

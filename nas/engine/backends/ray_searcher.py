@@ -31,10 +31,10 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from nas.engine import interrupts
-from nas.engine.backends.local import _detail
 from nas.engine.budget import abandon, ask_within_budget
 from nas.engine.config import SearchConfig
 from nas.engine.objective import Objective, TrialError
+from nas.engine.progress import trial_outcome
 from nas.results.trials import front_size
 from nas.store.optuna_access import fresh_trial, storage_of, trial_id_of
 from nas.store.study import budget_count
@@ -54,7 +54,7 @@ from nas.store.trial_attrs import (
 )
 from search_spaces import ArchSpec
 
-__all__ = ["StudySearcher", "WorkerFailureCallback"]
+__all__ = ["METRIC", "MODE", "StudySearcher", "WorkerFailureCallback"]
 
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
@@ -203,7 +203,7 @@ class StudySearcher(Searcher):
         t = fresh_trial(self.study, trial)
         if self.progress is not None:
             detail = (f"stopped by the scheduler at step {t.user_attrs.get(PRUNED_AT_STEP_KEY)}"
-                      if t.state == TrialState.PRUNED else _detail(t, self.names))
+                      if t.state == TrialState.PRUNED else trial_outcome(t, self.names))
             self.progress.end(self._done, front_size(self.study), t.number, t.state.name, detail)
         self._release(t, reusable)
 

@@ -17,24 +17,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import socket
 import time
 
 from search_spaces.failures import failure_reason
 
 __all__ = ["evaluate_trial"]
-
-
-def _kill_once(marker: str) -> None:
-    """Fault injection for tests: the first worker to get here (atomically) kills its own process."""
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @functools.lru_cache(maxsize=8)
@@ -118,7 +106,6 @@ class _Reporter:
 
     def __init__(self, cfg: dict, steps: int, lock):
         self.every, self.steps, self.lock = max(1, int(cfg["report_every"])), steps, lock
-        self.kill_marker = cfg.get("fault_kill_once")
         self.window: list[float] = []
         self.reached = 0  # steps done
 
@@ -127,8 +114,6 @@ class _Reporter:
 
         self.reached = step + 1
         self.window.append(loss)
-        if self.kill_marker and step + 1 >= 2:
-            _kill_once(self.kill_marker)
         if (step + 1) % self.every == 0 and step + 1 < self.steps:
             tune.report({"step": step + 1, "loss": sum(self.window) / len(self.window), "final": False})
             self.window.clear()

@@ -22,7 +22,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from nas.engine.backends import ray as ray_backend  # noqa: E402
 from nas.store.study import budget_count, create_or_load_study, load_study  # noqa: E402
-from tests.cli_helpers import NAS, ray_search_config  # noqa: E402
+from tests.cli_helpers import NAS, ray_search_config, worker_killed_once  # noqa: E402
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -104,15 +104,15 @@ def test_two_drivers_share_a_postgres_study_on_a_two_node_cluster(postgres_url, 
     print(f"drivers {drivers}, nodes {len(nodes)}; {len(trials)} trials; second driver said:\n{out[-500:]}")
 
 
-def test_a_worker_killed_mid_run_on_the_cluster_loses_nothing(postgres_url, two_node_cluster, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_run_on_the_cluster_loses_nothing(postgres_url, two_node_cluster, tmp_path):
     """The issue's check: a parallel search on PostgreSQL and the 2-node cluster with a worker killed
     mid-trial; the study is then inspected for lost, duplicated or stuck trials."""
     marker = tmp_path / "killed"
-    monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial at step 2 kills its worker
-    config = ray_search_config(tmp_path, "faulty", trials=4, workers=2, storage=postgres_url, asha=False,
-                               ray_address=two_node_cluster.address)
-    study, config, _ = create_or_load_study(config)
-    ray_backend.run(study, config, log=lambda m: None)
+    with worker_killed_once(tmp_path, marker) as space:  # the first trial at step 2 kills its worker
+        config = ray_search_config(tmp_path, "faulty", trials=4, workers=2, storage=postgres_url, asha=False,
+                                   ray_address=two_node_cluster.address, space=space)
+        study, config, _ = create_or_load_study(config)
+        ray_backend.run(study, config, log=lambda m: None)
     assert marker.exists(), "no worker was killed"
 
     study, _ = load_study(postgres_url, "faulty")

@@ -17,7 +17,7 @@ import nas  # noqa: E402
 from nas.engine.backends import ray as ray_backend  # noqa: E402
 from nas.engine.device_lock import DeviceLock  # noqa: E402
 from nas.store.study import budget_count, create_or_load_study  # noqa: E402
-from tests.cli_helpers import RAY_SPACE, ray_search_config  # noqa: E402
+from tests.cli_helpers import RAY_SPACE, ray_search_config, worker_killed_once  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,30 +72,30 @@ def test_asha_prunes_weak_candidates(ray_local, tmp_path):
     assert study.get_trials(states=(TrialState.COMPLETE,)), "the best ones finish"
 
 
-def test_killed_worker_and_dead_driver_trials_are_failed_and_retried_once(ray_local, tmp_path, monkeypatch):
+def test_killed_worker_and_dead_driver_trials_are_failed_and_retried_once(ray_local, tmp_path):
     marker = tmp_path / "killed"
-    monkeypatch.setenv("MIXER_NAS_FAULT_KILL_ONCE", str(marker))  # the first trial kills its worker at step 2
-    config = ray_search_config(tmp_path, "kill", trials=3, asha=False)
-    # the orphan's retry runs first and may be the trial whose worker is killed: allow that lineage
-    # a second retry, so each fault below gets its one retry
-    config.max_retry = 2
-    study, config, _ = create_or_load_study(config)
-    # a driver that died earlier left a trial RUNNING; its heartbeat stops now
-    orphan = study.ask()
-    study._storage.record_heartbeat(orphan._trial_id)
-    ray_backend.run(study, config, log=lambda m: None)
-    assert marker.exists()
-    trials = study.get_trials()
-    assert trials[orphan.number].state == TrialState.FAIL  # reaped as stale ...
-    assert any(orphan.number in t.system_attrs.get("retry_history", []) for t in trials)  # ... and re-run
-    failed = [t for t in trials if t.state == TrialState.FAIL and t.number != orphan.number]
-    assert len(failed) == 1
-    assert "worker process died at step" in failed[0].user_attrs["error"]
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == failed[0].params
-    assert budget_count(study) == 3  # the killed and orphaned trials' retries count instead of them
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    with worker_killed_once(tmp_path, marker) as space:  # the first trial kills its worker at step 2
+        config = ray_search_config(tmp_path, "kill", trials=3, asha=False, space=space)
+        # the orphan's retry runs first and may be the trial whose worker is killed: allow that lineage
+        # a second retry, so each fault below gets its one retry
+        config.max_retry = 2
+        study, config, _ = create_or_load_study(config)
+        # a driver that died earlier left a trial RUNNING; its heartbeat stops now
+        orphan = study.ask()
+        study._storage.record_heartbeat(orphan._trial_id)
+        ray_backend.run(study, config, log=lambda m: None)
+        assert marker.exists()
+        trials = study.get_trials()
+        assert trials[orphan.number].state == TrialState.FAIL  # reaped as stale ...
+        assert any(orphan.number in t.system_attrs.get("retry_history", []) for t in trials)  # ... and re-run
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.number != orphan.number]
+        assert len(failed) == 1
+        assert "worker process died at step" in failed[0].user_attrs["error"]
+        retries = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        assert retries[0].params == failed[0].params
+        assert budget_count(study) == 3  # the killed and orphaned trials' retries count instead of them
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
 def test_a_twin_of_a_trial_in_flight_waits_and_reuses_its_result(ray_local, tmp_path):

@@ -1,7 +1,7 @@
 """Speed of the kernel ops: Triton kernels against the best PyTorch path, per op and shape.
 
-    python benchmarks/kernels.py            # GPU: real sizes; CPU: PyTorch paths at small sizes
-    python benchmarks/kernels.py --quick    # fewer shapes
+    python benchmarks/kernel_speed.py            # GPU: real sizes; CPU: PyTorch paths at small sizes
+    python benchmarks/kernel_speed.py --quick    # fewer shapes
 
 On a CUDA device each row gives the Triton kernel's time, the best PyTorch path's time (for
 attention the fastest SDPA backend that accepts the input), their ratio (>1: the kernel is
@@ -23,12 +23,11 @@ import statistics
 import time
 from functools import partial
 
-# This file is itself named kernels.py: drop its folder from the path so `import kernels` is the package.
-import _repo_path  # noqa: E402, F401
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 import torch
 import torch.nn.functional as F
 
-import kernels  # noqa: E402  (after the sys.path fix above)
+import kernels
 from kernels.local import local_attention_banded
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peaks
