@@ -26,7 +26,7 @@ from typing import Any, Mapping, Union
 from nas.errors import UserError
 
 __all__ = ["ARCH_FILE", "CHECKPOINT_FILE", "LOSS_FILE", "METRICS_FILE", "TRAIN_FILE", "WEIGHTS_FILE",
-           "arch_and_io", "check_finished", "io_dict", "io_from_dict", "load_weights", "read_json", "save_weights",
+           "PathLike", "arch_and_io", "check_finished", "io_dict", "io_from_dict", "load_weights", "read_json", "save_weights",
            "write_atomic", "write_json"]
 
 ARCH_FILE = "arch.json"
