@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.results.trials import feasible_complete, pareto_front, pareto_mask
+from nas.results.trials import feasible_complete, front_size, load_trials, pareto_front, pareto_mask
 
 
 def brute_force(values, directions):
@@ -24,6 +24,33 @@ def test_pareto_mask_matches_brute_force(m, rows, dirs):
     values = np.array(rows, dtype=float)[:, :m]
     directions = dirs[:m]
     assert (pareto_mask(values, directions) == brute_force(values, directions)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.booleans()), min_size=1,
+                max_size=25),
+       st.lists(st.sampled_from(["maximize", "minimize"]), min_size=2, max_size=3))
+def test_front_and_front_size_are_optunas_best_trials(rows, dirs):
+    """The front (from the study's rows) and the front size on the progress lines (from the study)
+    are the trials Optuna's ``study.best_trials`` returns: duplicates included, trials that violate
+    a constraint left out."""
+    import optuna
+
+    m = len(dirs)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(directions=dirs, study_name="s", storage=storage)
+    study.set_metric_names([f"v{i}" for i in range(m)])
+    study.add_trials([optuna.trial.create_trial(values=list(r[:m]), constraints={"c": 1.0 if r[3] else -1.0})
+                      for r in rows])
+    expected = sorted(t.number for t in study.best_trials)
+    assert front_size(study) == len(expected)
+    assert sorted(pareto_front(load_trials(storage, "s"))["number"]) == expected
+
+
+def test_a_row_with_nan_is_compared_with_none():
+    values = np.array([[1.0, 1.0], [np.nan, 0.0], [2.0, 2.0], [1.0, 1.0]])
+    assert pareto_mask(values, ["minimize", "minimize"]).tolist() == [True, True, False, True]
+    assert pareto_mask(np.empty((0, 2)), ["minimize", "maximize"]).tolist() == []
 
 
 def test_pareto_front_dataframe():
