@@ -23,6 +23,7 @@ from nas.store.trial_attrs import (
     SUMMARY_KEY,
     metrics_of,
     retry_history,
+    wall_seconds,
 )
 
 __all__ = ["load_trials", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
@@ -267,7 +268,7 @@ def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
     row["baseline"] = ua.get(BASELINE_KEY)  # name of an enqueued reference design (nas/engine/baselines.py)
     row["reused_from"] = ua.get(REUSED_FROM_KEY)
     row["retried_as"] = retry_of.get(t.number)
-    row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+    row["duration_s"] = wall_seconds(t)
     row["datetime_start"] = t.datetime_start
     if ua.get(ARCH_KEY):
         row.update(flatten_arch(ua[ARCH_KEY]))

@@ -85,3 +85,25 @@ def test_pareto_front_leaves_out_infeasible_trials():
     assert list(pareto_front(df)["number"]) == [0]  # 1 dominates both but violates a constraint
     assert list(pareto_front(df.drop(columns="feasible"))["number"]) == [1]
     assert list(feasible_complete(df)["number"]) == [0, 2]
+
+
+def test_wall_time_is_from_asked_to_told():
+    """A trial's wall time, as the ``duration_s`` column reports it, is its datetime_complete minus its
+    datetime_start (Optuna's record, the same span under every backend); none while it runs."""
+    import datetime
+
+    import optuna
+
+    from nas.store.trial_attrs import wall_seconds
+
+    start = datetime.datetime(2024, 5, 1, 12, 0, 0)
+    done = optuna.trial.create_trial(values=[1.0])
+    done.datetime_start, done.datetime_complete = start, start + datetime.timedelta(seconds=12.5)
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
+    assert wall_seconds(done) == 12.5 and wall_seconds(running) is None
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="w", storage=storage)
+    study.add_trials([done, running])
+    df = load_trials(storage, "w")
+    assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
+    assert df["datetime_start"].iloc[0] == start
