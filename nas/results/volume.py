@@ -120,6 +120,19 @@ def _ref_vector(df, objectives: dict, reference: Reference) -> np.ndarray:
     return as_minimized(reference[None, :], [objectives[c] for c in cols])[0]
 
 
+def _minimized(df: pd.DataFrame, reference: Reference, objectives: Optional[Mapping[str, str]]) -> tuple:
+    """``(done, points, reference)``: the finished feasible rows of ``df`` in trial-number order,
+    their objective values and the reference point, every objective minimized (no reference point
+    is worked out when there are no rows)."""
+    objectives = _objectives(df, objectives)
+    cols = list(objectives)
+    done = _finished(df, cols)
+    if done.empty:
+        return done, np.empty((0, len(cols))), None
+    points = as_minimized(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
+    return done, points, _ref_vector(df, objectives, reference)
+
+
 def hypervolume(df: pd.DataFrame, reference: Reference = None,
                 objectives: Optional[Mapping[str, str]] = None) -> float:
     """Hypervolume of the COMPLETE feasible trials of ``df`` (from :func:`nas.load_trials`) in the space of
@@ -127,14 +140,8 @@ def hypervolume(df: pd.DataFrame, reference: Reference = None,
     column -> value or a sequence in objective order, in the objectives' own units; default
     :func:`reference_point`). Only the non-dominated trials matter; it is in the product of the
     objectives' units (e.g. accuracy x ms)."""
-    objectives = _objectives(df, objectives)
-    cols = list(objectives)
-    done = _finished(df, cols)
-    if done.empty:
-        return 0.0
-    ref = _ref_vector(df, objectives, reference)
-    pts = as_minimized(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
-    return hypervolume_of(pts, ref)
+    _done, pts, ref = _minimized(df, reference, objectives)
+    return hypervolume_of(pts, ref) if len(pts) else 0.0
 
 
 def hypervolume_history(df: pd.DataFrame, reference: Reference = None,
@@ -142,14 +149,10 @@ def hypervolume_history(df: pd.DataFrame, reference: Reference = None,
     """Progress of a search: for k = 1..K finished (COMPLETE) feasible trials in trial-number order,
     the hypervolume of the first k, all against one reference point (default: from all K, so the
     curve never decreases). Columns: ``k``, ``number`` (the k-th such trial), ``hypervolume``."""
-    objectives = _objectives(df, objectives)
-    cols = list(objectives)
-    done = _finished(df, cols)
+    done, pts, ref = _minimized(df, reference, objectives)
     if done.empty:
         return pd.DataFrame({"k": [], "number": [], "hypervolume": []})
-    ref = _ref_vector(df, objectives, reference)
-    pts = as_minimized(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
-    hv, front = [], np.empty((0, len(cols)))
+    hv, front = [], np.empty((0, pts.shape[1]))
     for i in range(len(pts)):
         front = np.vstack([front, pts[i : i + 1]])
         front = _front(front)  # the front of the first k is all that the next step needs
