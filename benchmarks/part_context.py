@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/part_context.py [--space seq-hybrid] [--n 8] [--seed 0]
 
 For N sampled architectures at the task's shape, one torch thread: the sum of the parts timed
-alone (each part called in a loop of its own, ``timed_rounds`` with the space's ``latency:``
+alone (each part called in a loop of its own, ``time_calls`` with the space's ``latency:``
 rules), the sum of the parts timed in place (``evaluators.block_parts.time_parts``: the parts run
 in forward order, a clock read between them) and the whole model (``latency_ms`` as a search
 times it); prints each sum over the whole model.
@@ -23,7 +23,7 @@ def alone_sum(arch, io, profile, latency, seed: int) -> float:
     import torch
 
     from evaluators.block_parts import part_calls
-    from evaluators.latency import cpu_timer, on_device, timed_rounds
+    from evaluators.latency import on_device, time_calls
     from search_spaces.profiles import profile_model
 
     torch.manual_seed(seed)
@@ -32,9 +32,7 @@ def alone_sum(arch, io, profile, latency, seed: int) -> float:
         calls, _ = part_calls(model, x)
         total = 0.0
         for call in calls:
-            for _ in range(latency.warmup):
-                call()
-            total += timed_rounds(cpu_timer(call), latency)["latency_ms"]
+            total += time_calls([call], latency).summary()["latency_ms"]
     return total
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import _repo_path  # noqa: F401  (repository root first on sys.path)
 
-from nas.store.trial_attrs import REUSED_FROM_KEY, WALL_SECONDS_KEY, WORKER_KEY, metrics_of
+from nas.store.trial_attrs import REUSED_FROM_KEY, WORKER_KEY, metrics_of, wall_seconds
 
 LOCK = "rw"  # set from --latency-lock
 
@@ -123,7 +123,7 @@ def _timed_run(study, config, backend: str, workers: int, cpus_per_trial: float)
 def _trial_costs(done: list, backend: str) -> dict:
     """Per trial means: evaluation, training, lock waits, latency timing; Ray's overhead (median)."""
     metrics = [metrics_of(t) for t in done]
-    overhead = [t.user_attrs[WALL_SECONDS_KEY] - m["eval_seconds"] for t, m in zip(done, metrics)]
+    overhead = [wall_seconds(t) - m["eval_seconds"] for t, m in zip(done, metrics)]
     converged = [bool(m.get("latency_converged")) for m in metrics]
     return {
         "mean_eval_s": statistics.mean(m["eval_seconds"] for m in metrics),

@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import torch
 
-from evaluators.latency import LatencyConfig, on_device, timed_rounds_each
+from evaluators.latency import LatencyConfig, WallClock, on_device, time_calls, torch_threads
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.profiles import Profile, profile_model, scale_arch
 from search_spaces.registry import get_mixer_info
 from search_spaces.task_io import TaskIO
 
-__all__ = ["Part", "PartTiming", "cpu_chain_timer", "cuda_chain_timer", "model_parts", "part_calls", "time_in_place",
-           "time_parts"]
+__all__ = ["Part", "PartTiming", "model_parts", "part_calls", "time_in_place", "time_parts"]
 
 KINDS = ("stem", "transition", "block", "readout")
 
@@ -154,69 +152,24 @@ def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyCon
         model = profile_model(arch, io, profile)
     io_p = profile.task_io(io)
     model, x = on_device(model, io_p, cfg)
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     try:
-        with torch.inference_mode():
+        with torch_threads(cfg.threads), torch.inference_mode():
             calls, shapes = part_calls(model, x)
             if shapes != [p.input_shape for p in parts]:
                 raise RuntimeError(f"part inputs {shapes} differ from their keys {[p.input_shape for p in parts]}")
             return time_in_place(parts, calls, wanted, cfg)
     finally:
-        torch.set_num_threads(prev_threads)
         model.to("cpu", torch.float32)
 
 
-def time_in_place(parts, calls, wanted: set, cfg: LatencyConfig) -> dict[str, PartTiming]:
+def time_in_place(parts, calls, wanted: set, cfg: LatencyConfig, clock: Optional[WallClock] = None) -> dict[str, PartTiming]:
     """Each part's time inside a run of all of them in forward order (as the model's forward runs
-    them), for the parts whose key is in ``wanted``; a part that occurs more than once (a repeated
-    block) gets the mean of its occurrences' medians."""
-    cuda = cfg.device.startswith("cuda")
-    chain = (cuda_chain_timer if cuda else cpu_chain_timer)(calls)
-    for _ in range(cfg.warmup):
-        chain(1)
-    if cuda:
-        torch.cuda.synchronize()
-    per_call = timed_rounds_each(chain, cfg)
+    them; :func:`~evaluators.latency.time_calls`, ``clock`` as there), for the parts whose key is in
+    ``wanted``; a part that occurs more than once (a repeated block) gets the mean of its
+    occurrences' medians."""
     by_key: dict[str, list] = {}
-    for part, timing in zip(parts, per_call):
+    for part, timing in zip(parts, time_calls(calls, cfg, clock).each()):
         if part.key in wanted:
             by_key.setdefault(part.key, []).append(timing)
     return {k: PartTiming(sum(t[0] for t in ts) / len(ts), max(t[1] for t in ts), sum(t[2] for t in ts))
             for k, ts in by_key.items()}
-
-
-def cpu_chain_timer(calls: list[Callable[[], object]]):
-    """``once(k)``: each call's wall-clock ms, summed over ``k`` runs of ``calls`` in order; a
-    call's clock starts where the previous call's stops."""
-    clock = time.perf_counter
-
-    def once(k: int) -> list[float]:
-        acc = [0.0] * len(calls)
-        for _ in range(k):
-            t = clock()
-            for i, call in enumerate(calls):
-                call()
-                now = clock()
-                acc[i] += now - t
-                t = now
-        return [1e3 * a for a in acc]
-
-    return once
-
-
-def cuda_chain_timer(calls: list[Callable[[], object]]):
-    """``once(k)``: each call's ms between CUDA events recorded before and after it, summed over
-    ``k`` runs of ``calls`` in order."""
-
-    def once(k: int) -> list[float]:
-        runs = [[torch.cuda.Event(enable_timing=True) for _ in range(len(calls) + 1)] for _ in range(k)]
-        for events in runs:
-            events[0].record()
-            for call, event in zip(calls, events[1:]):
-                call()
-                event.record()
-        runs[-1][-1].synchronize()
-        return [sum(ev[i].elapsed_time(ev[i + 1]) for ev in runs) for i in range(len(calls))]
-
-    return once

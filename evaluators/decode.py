@@ -4,14 +4,14 @@ Where ``latency_ms`` times the parallel forward over the task's whole sequence (
 generating model pays ``decode_ms`` for every further token: one :meth:`NASModel.decode_step`
 through the embedding, every block (mixer against its KV cache / recurrent state / window /
 long-conv history, FFN, norms) and the head. Timed like latency (same :class:`LatencyConfig`,
-threads, warm-up and rounds until the spread is small; see :func:`evaluators.latency.timed_rounds`).
+threads, warm-up and rounds until the spread is small; see :func:`evaluators.latency.time_calls`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from evaluators.latency import LatencyConfig, cpu_timer, cuda_timer, on_device, timed_rounds
+from evaluators.latency import LatencyConfig, on_device, time_calls, torch_threads
 from search_spaces.task_io import TaskIO
 
 __all__ = ["measure_decode"]
@@ -42,19 +42,12 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
     if cuda and not torch.cuda.is_available():
         raise ValueError(f"latency.device is {cfg.device!r} but no CUDA device is available")
     model, tokens = on_device(model, io, cfg)  # tokens (B, seq_len)
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     try:
-        _, cache = model.prefill(tokens[:, :-1])
-        last = tokens[:, -1]
-        for _ in range(cfg.warmup):
-            model.decode_step(last, cache)
-        if cuda:
-            torch.cuda.synchronize()
-        timer = cuda_timer if cuda else cpu_timer
-        timed = timed_rounds(timer(lambda: model.decode_step(last, cache)), cfg)
+        with torch_threads(cfg.threads):
+            _, cache = model.prefill(tokens[:, :-1])
+            last = tokens[:, -1]
+            timed = time_calls([lambda: model.decode_step(last, cache)], cfg)
     finally:
-        torch.set_num_threads(prev_threads)
         if cuda:
             model.to("cpu", torch.float32)
-    return {f"decode_{k[len('latency_'):]}": v for k, v in timed.items()}
+    return timed.summary("decode")

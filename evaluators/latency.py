@@ -1,13 +1,14 @@
 """On-device latency of a model's forward pass at the task's shape (CPU, or CUDA with events).
 
-CPU: a fixed torch thread count, warm-up runs, then rounds of timed runs; the median is the
-latency and MAD / median (the robust relative spread) is recorded beside it. Rounds continue
-until the spread is under ``target_spread``, or the median is known to within ``target_ci``
-(its 95% confidence interval, recorded as ``latency_ci``), or ``max_seconds`` is spent. A
-timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per call).
+One timer loop, :func:`time_calls`, times a whole model, a decode step (``evaluators.decode``) and
+a model's parts in place (``evaluators.block_parts``): warm-up runs, then rounds of timed runs;
+the median is the latency and MAD / median (the robust relative spread) is recorded beside it.
+Rounds continue until the spread is under ``target_spread``, or the median is known to within
+``target_ci`` (its 95% confidence interval, recorded as ``latency_ci``), or ``max_seconds`` is
+spent. A timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per
+call). The clock is the host's on the CPU (at a fixed torch thread count) and CUDA events on a GPU.
 Peak memory (``peak_mem_mb``): on CPU the tensors of one untimed forward, counted by
-``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs.
-"""
+``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import math
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -24,8 +27,9 @@ from evaluators.memory import peak_memory_bytes
 from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "LatencyConfig", "cpu_timer", "cuda_timer", "environment", "measure_latency",
-           "median_ci", "on_device", "peak_memory_mb", "timed_rounds", "timed_rounds_each"]
+__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "CudaClock", "LatencyConfig", "Timing", "WallClock", "chain_timer",
+           "clock_for", "environment", "measure_latency", "median_ci", "on_device", "peak_memory_mb", "time_calls",
+           "timed_rounds", "torch_threads"]
 
 DEVICES = ("cpu", "cuda")
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs
@@ -118,124 +122,183 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     if cfg.device != "cpu":
         raise ValueError(f"latency.device: {cfg.device!r} is not one of ['cpu', 'cuda', 'cuda:<index>']")
     model, x = on_device(model, io, cfg)
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        result = time_calls([lambda: model(x)], cfg).summary()
+        if memory:  # one forward of its own, untimed (memory=False: the caller counts it, outside a latency lock)
+            result["peak_mem_mb"] = peak_memory_bytes(model, x) / 2**20
+    return result
+
+
+def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dict:
+    """CUDA: :func:`time_calls` with CUDA events; also the peak memory allocated during the timed
+    runs, above what the warmed-up model holds."""
+    if not torch.cuda.is_available():
+        raise ValueError(f"latency.device is {cfg.device!r} but no CUDA device is available")
+    dev = torch.device(cfg.device)
+    model, x = on_device(model, io, cfg)
+    base = {}
+
+    def after_warmup():
+        torch.cuda.reset_peak_memory_stats(dev)
+        base["bytes"] = torch.cuda.memory_allocated(dev)
+
+    result = time_calls([lambda: model(x)], cfg, ready=after_warmup).summary()
+    result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base["bytes"]) / 2**20
+    model.to("cpu", torch.float32)
+    return result
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Torch runs on ``n`` threads inside; the previous count is restored after."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
     try:
-        for _ in range(cfg.warmup):
-            model(x)
-        # one forward of its own, untimed (memory=False: the caller counts it, outside a latency lock)
-        extra = {"peak_mem_mb": peak_memory_bytes(model, x) / 2**20} if memory else {}
-        return {**timed_rounds(cpu_timer(lambda: model(x)), cfg), **extra}
+        yield
     finally:
-        torch.set_num_threads(prev_threads)
+        torch.set_num_threads(prev)
 
 
-def cpu_timer(call):
-    """``once(k)``: wall-clock ms of ``k`` back-to-back ``call()``s."""
+class WallClock:
+    """The host's clock, for :func:`chain_timer`: a mark is a reading of ``now`` in seconds
+    (``time.perf_counter`` unless a test passes a fake clock). ``now`` is also the clock
+    :func:`timed_rounds` spends ``max_seconds`` by."""
 
-    def once(k: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(k):
-            call()
-        return (time.perf_counter() - t0) * 1e3
+    def __init__(self, now: Optional[Callable[[], float]] = None):
+        self.now = now or time.perf_counter
 
-    return once
+    def mark(self):
+        return self.now()
+
+    def ms(self, a, b) -> float:
+        return (b - a) * 1e3
+
+    def sync(self) -> None:
+        """Wait until the work queued so far has run (on the host it has)."""
 
 
-def cuda_timer(call):
-    """``once(k)``: ms between CUDA events recorded around ``k`` back-to-back ``call()``s."""
+class CudaClock(WallClock):
+    """The GPU's clock: a mark is a CUDA event recorded on the current stream, so a span is the
+    device's time between two marks, however far ahead of it the host runs."""
 
-    def once(k: int) -> float:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(k):
-            call()
-        b.record()
-        b.synchronize()
+    def mark(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def ms(self, a, b) -> float:
         return a.elapsed_time(b)
 
+    def sync(self) -> None:
+        torch.cuda.synchronize()
+
+
+def clock_for(device: str) -> WallClock:
+    """CUDA events on a CUDA device, the host's clock elsewhere."""
+    return CudaClock() if device.startswith("cuda") else WallClock()
+
+
+def chain_timer(calls: Sequence[Callable[[], object]], clock: WallClock):
+    """``once(k)``: each call's ms, summed over ``k`` runs of ``calls`` in order. The clock is
+    marked before the first call and where each call ends, so a call's time runs from the
+    previous call's end to its own and the calls' times add up to the whole run's; a single call
+    is marked only before and after its ``k`` runs (a plain timer)."""
+    every_call = len(calls) > 1
+
+    def once(k: int) -> list[float]:
+        marks, owners = [clock.mark()], []
+        for run in range(k):
+            for i, call in enumerate(calls):
+                call()
+                if every_call or run == k - 1:
+                    marks.append(clock.mark())
+                    owners.append(i)
+        clock.sync()
+        ms = [0.0] * len(calls)
+        for i, a, b in zip(owners, marks, marks[1:]):
+            ms[i] += clock.ms(a, b)
+        return ms
+
     return once
 
 
-def timed_rounds(once, cfg: LatencyConfig) -> dict:
-    """Rounds of ``cfg.repeats`` samples ``once(k) / k`` (ms per call) until the robust spread
-    (MAD / median) is under ``cfg.target_spread``, or the median's 95% confidence interval is
-    within ``cfg.target_ci`` of it, or ``cfg.max_seconds`` have passed. ``k`` (calls per sample) is
-    the smallest count whose sample lasts ``cfg.min_sample_ms``, from one probe."""
-    (times,), rounds, k = _rounds(lambda k: (once(k),), cfg)
-    med, mad, spread, ci, converged = _summary(times, cfg)
-    return {
-        "latency_ms": med,
-        "latency_mad_ms": mad,
-        "latency_spread": spread,
-        "latency_ci": ci,  # half-width of the median's 95% confidence interval / median
-        "latency_runs": len(times),  # timed samples
-        "latency_calls_per_sample": k,
-        "latency_rounds": rounds,
-        "latency_converged": bool(converged),
-    }
+def time_calls(calls: Sequence[Callable[[], object]], cfg: LatencyConfig, clock: Optional[WallClock] = None, *,
+               ready: Optional[Callable[[], None]] = None) -> "Timing":
+    """The timer loop of every measurement: a whole model or a decode step (one call), or a
+    model's parts in place (the parts in forward order). ``cfg.warmup`` untimed runs of ``calls``
+    in order, the clock synchronized, ``ready()`` when given (CUDA resets its peak-memory counter
+    there), then :func:`timed_rounds` of :func:`chain_timer`. ``clock``: :func:`clock_for`
+    ``cfg.device`` unless given (tests pass a :class:`WallClock` of a fake clock)."""
+    clock = clock or clock_for(cfg.device)
+    for _ in range(cfg.warmup):
+        for call in calls:
+            call()
+    clock.sync()
+    if ready is not None:
+        ready()
+    return timed_rounds(chain_timer(calls, clock), cfg, clock.now)
 
 
-def timed_rounds_each(once, cfg: LatencyConfig) -> list[tuple[float, float, int]]:
-    """:func:`timed_rounds` for several calls timed together: ``once(k)`` runs a sequence of calls
-    ``k`` times and returns each call's total ms. Rounds go on until the sum of the calls meets the
-    stopping rules; returns ``(median ms per call, MAD / median, samples)`` for each call."""
-    per_call, _rounds_done, _k = _rounds(once, cfg)
-    out = []
-    for times in per_call:
-        med, _mad, spread, _ci, _ok = _summary(times, cfg)
-        out.append((med, spread, len(times)))
-    return out
+@dataclass(frozen=True)
+class Timing:
+    """What :func:`timed_rounds` measured: each call's samples (ms per call), the rounds it took,
+    the calls per sample and whether the calls' sum met a stopping rule before the time limit."""
+
+    samples: tuple[tuple[float, ...], ...]
+    rounds: int
+    calls_per_sample: int
+    converged: bool
+
+    def summary(self, prefix: str = "latency") -> dict:
+        """The metrics of the calls' sum (of the one call, timing a whole model): ``<prefix>_ms``
+        (median), ``_mad_ms``, ``_spread`` (MAD / median), ``_ci`` (half-width of the median's 95%
+        confidence interval / median), ``_runs`` (timed samples), ``_calls_per_sample``, ``_rounds``
+        and ``_converged``."""
+        med, mad, spread, ci = _stats([sum(s) for s in zip(*self.samples)])
+        return {f"{prefix}_ms": med, f"{prefix}_mad_ms": mad, f"{prefix}_spread": spread, f"{prefix}_ci": ci,
+                f"{prefix}_runs": len(self.samples[0]), f"{prefix}_calls_per_sample": self.calls_per_sample,
+                f"{prefix}_rounds": self.rounds, f"{prefix}_converged": bool(self.converged)}
+
+    def each(self) -> list[tuple[float, float, int]]:
+        """``(median ms per call, MAD / median, samples)`` of each call."""
+        out = []
+        for times in self.samples:
+            med, _mad, spread, _ci = _stats(times)
+            out.append((med, spread, len(times)))
+        return out
 
 
-def _summary(times: list[float], cfg: LatencyConfig) -> tuple[float, float, float, float, bool]:
-    """``(median, MAD, MAD / median, CI half-width / median, converged)`` of ms samples."""
-    med, mad = _median_mad(times)
-    spread = mad / med if med > 0 else 0.0
-    lo, hi = median_ci(times)
-    ci = (hi - lo) / (2 * med) if med > 0 else 0.0
-    return med, mad, spread, ci, spread <= cfg.target_spread or ci <= cfg.target_ci
-
-
-def _rounds(once, cfg: LatencyConfig) -> tuple[list[list[float]], int, int]:
-    """The sampling loop of :func:`timed_rounds`: ``once(k)`` gives ms totals (one per timed call)
-    of ``k`` runs; the stopping rules apply to their sum. Returns the per-call samples (ms per run),
-    the rounds and ``k``."""
-    start = time.perf_counter()
+def timed_rounds(once, cfg: LatencyConfig, now: Optional[Callable[[], float]] = None) -> Timing:
+    """The stopping rule: rounds of ``cfg.repeats`` samples ``once(k)`` (each call's total ms over
+    ``k`` runs, kept per run) until the robust spread (MAD / median) of the calls' sum is under
+    ``cfg.target_spread``, or its median's 95% confidence interval is within ``cfg.target_ci`` of
+    it, or ``cfg.max_seconds`` have passed by ``now`` (``time.perf_counter`` unless given). ``k``
+    (runs per sample) is the smallest count whose sample lasts ``cfg.min_sample_ms``, from one
+    probe."""
+    now = now or time.perf_counter
+    start = now()
     probe = sum(once(1))
     k = max(1, min(10_000, math.ceil(cfg.min_sample_ms / probe))) if probe > 0 else 1
-    per_call: list[list[float]] = []
+    samples: list[list[float]] = []
     rounds = 0
     while True:
         rounds += 1
         for _ in range(cfg.repeats):
             sample = once(k)
-            if not per_call:
-                per_call = [[] for _ in sample]
-            for times, t in zip(per_call, sample):
+            samples = samples or [[] for _ in sample]
+            for times, t in zip(samples, sample):
                 times.append(t / k)
-        converged = _summary([sum(ts) for ts in zip(*per_call)], cfg)[4]
-        if converged or time.perf_counter() - start >= cfg.max_seconds:
-            return per_call, rounds, k
+        _med, _mad, spread, ci = _stats([sum(ts) for ts in zip(*samples)])
+        converged = spread <= cfg.target_spread or ci <= cfg.target_ci
+        if converged or now() - start >= cfg.max_seconds:
+            return Timing(tuple(map(tuple, samples)), rounds, k, converged)
 
 
-def _measure_cuda(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig) -> dict:
-    """CUDA: CUDA events around each forward (after synchronizing), warm-up first, rounds until the
-    spread is under target or the time limit; also the peak memory allocated during one forward."""
-    if not torch.cuda.is_available():
-        raise ValueError(f"latency.device is {cfg.device!r} but no CUDA device is available")
-    dev = torch.device(cfg.device)
-    model, x = on_device(model, io, cfg)
-    for _ in range(cfg.warmup):
-        model(x)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(dev)
-    base = torch.cuda.memory_allocated(dev)
-
-    result = timed_rounds(cuda_timer(lambda: model(x)), cfg)
-    result["peak_mem_mb"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    model.to("cpu", torch.float32)
-    return result
+def _stats(times: list[float]) -> tuple[float, float, float, float]:
+    """``(median, MAD, MAD / median, CI half-width / median)`` of ms samples."""
+    med, mad = _median_mad(times)
+    lo, hi = median_ci(times)
+    return med, mad, (mad / med if med > 0 else 0.0), ((hi - lo) / (2 * med) if med > 0 else 0.0)
 
 
 def environment(device: str = "cpu") -> dict:

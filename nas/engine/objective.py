@@ -7,7 +7,6 @@ in :mod:`nas.store.trial_attrs`.
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Optional
 
 import optuna
@@ -36,7 +35,6 @@ from nas.store.trial_attrs import (
     PRUNED_REASON_KEY,
     REUSED_FROM_KEY,
     SUMMARY_KEY,
-    WALL_SECONDS_KEY,
     WORKER_DIED_KEY,
     metrics_of,
 )
@@ -165,7 +163,6 @@ class Objective:
         return values
 
     def _run(self, trial: optuna.Trial):
-        t0 = time.perf_counter()
         arch, twin = self.prepare(trial)
         if self.on_candidate is not None:
             self.on_candidate(trial.number, arch)
@@ -188,6 +185,4 @@ class Objective:
                 reason = failure_reason(e)
                 trial.set_user_attr(ERROR_KEY, reason)
                 raise TrialError(reason) from None
-        values = self.record(trial, metrics)
-        trial.set_user_attr(WALL_SECONDS_KEY, time.perf_counter() - t0)
-        return values
+        return self.record(trial, metrics)

@@ -23,37 +23,57 @@ from nas.store.trial_attrs import (
     SUMMARY_KEY,
     metrics_of,
     retry_history,
+    wall_seconds,
 )
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "flatten_arch", "feasible_complete", "front_size",
-           "CONSTRAINT_PREFIX", "FEASIBLE"]
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
+           "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
 CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
 
 
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (n, m) under ``directions``
-    ("maximize"/"minimize" per column). A row is dominated if another row is at least as good in
-    every objective and strictly better in one. Duplicated rows are all kept."""
+def as_minimized(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """``values`` (n, m) as floats with every column turned into one to minimize (the columns
+    whose direction is "maximize" negated), after checking the shape and the direction names."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[1] != len(directions):
         raise ValueError(f"values must be (n, {len(directions)}), got {values.shape}")
     for d in directions:
         if d not in ("maximize", "minimize"):
             raise ValueError(f"direction {d!r} is not 'maximize' or 'minimize'")
-    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    v = values * sign  # now every objective is minimized
-    n = len(v)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not mask[i]:
-            continue
-        le = np.all(v <= v[i], axis=1)
-        lt = np.any(v < v[i], axis=1)
-        if np.any(le & lt):
-            mask[i] = False
+    return values * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (n, m) under ``directions``
+    ("maximize"/"minimize" per column). A row is dominated if another row is at least as good in
+    every objective and strictly better in one. Duplicated rows are all kept; a row with a NaN is
+    compared with none (it is kept, and drops no other row).
+
+    The one dominance computation of the package (the Pareto front, the front size on the progress
+    lines, the hypervolume), Optuna's (``study.best_trials``): among the distinct rows sorted
+    lexicographically no row can dominate an earlier one, so the first row left is on the front,
+    and it drops every row it weakly dominates."""
+    loss = as_minimized(values, directions)
+    mask = np.ones(len(loss), dtype=bool)
+    rows = ~np.isnan(loss).any(axis=1)
+    if rows.any():
+        distinct, inverse = np.unique(loss[rows], axis=0, return_inverse=True)  # lexicographic order
+        mask[rows] = _front_of_sorted(distinct)[inverse.reshape(-1)]
     return mask
+
+
+def _front_of_sorted(loss: np.ndarray) -> np.ndarray:
+    """Which rows of ``loss`` (distinct, sorted lexicographically, every column minimized) are
+    non-dominated."""
+    on_front = np.zeros(len(loss), dtype=bool)
+    left = np.arange(len(loss))
+    while len(left):
+        top = left[0]
+        on_front[top] = True
+        left = left[np.any(loss[left] < loss[top], axis=1)]  # what ``top`` does not weakly dominate
+    return on_front
 
 
 def feasible_complete(df: pd.DataFrame, cols: Sequence[str] = ()) -> pd.DataFrame:
@@ -88,8 +108,7 @@ def front_size(study: optuna.Study) -> int:
     """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
     COMPLETE trials that satisfy every constraint, as :func:`pareto_front` of :func:`load_trials`
     counts them, read straight from the study (the progress lines, `nas studies`)."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
     if not trials:
         return 0
     values = np.array([t.values for t in trials], dtype=float)
@@ -215,12 +234,16 @@ def _retries(trials) -> tuple[set, dict]:
     return retried, retry_of
 
 
+def _feasible(t) -> bool:
+    """Optuna's rule: every constraint value of ``t`` is <= 0 (a trial without constraints is feasible)."""
+    return all(v <= 0 for v in t.constraints.values())
+
+
 def _feasibility(t) -> dict:
-    """``feasible`` (Optuna's rule: every constraint value <= 0; NA unless COMPLETE) and one
-    ``constraint.<name>`` column per constraint the trial carries."""
-    values = t.constraints
-    row = {FEASIBLE: all(v <= 0 for v in values.values()) if t.state == TrialState.COMPLETE else None}
-    row.update({CONSTRAINT_PREFIX + k: v for k, v in values.items()})
+    """``feasible`` (:func:`_feasible`; NA unless COMPLETE) and one ``constraint.<name>`` column per
+    constraint the trial carries."""
+    row = {FEASIBLE: _feasible(t) if t.state == TrialState.COMPLETE else None}
+    row.update({CONSTRAINT_PREFIX + k: v for k, v in t.constraints.items()})
     return row
 
 
@@ -245,7 +268,7 @@ def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
     row["baseline"] = ua.get(BASELINE_KEY)  # name of an enqueued reference design (nas/engine/baselines.py)
     row["reused_from"] = ua.get(REUSED_FROM_KEY)
     row["retried_as"] = retry_of.get(t.number)
-    row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+    row["duration_s"] = wall_seconds(t)
     row["datetime_start"] = t.datetime_start
     if ua.get(ARCH_KEY):
         row.update(flatten_arch(ua[ARCH_KEY]))

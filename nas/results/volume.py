@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from nas.results.trials import feasible_complete
+from nas.results.trials import as_minimized, feasible_complete, pareto_mask
 
 __all__ = ["hypervolume", "hypervolume_history", "reference_point", "hypervolume_of"]
 
@@ -40,17 +40,12 @@ def hypervolume_of(points: np.ndarray, reference: Sequence[float]) -> float:
     p = p[np.all(p < ref, axis=1)]
     if len(p) == 0:
         return 0.0
-    return float(_hv(_nondominated(p), ref))
+    return float(_hv(_front(p), ref))
 
 
-def _nondominated(p: np.ndarray) -> np.ndarray:
-    p = np.unique(p, axis=0)
-    keep = np.ones(len(p), dtype=bool)
-    for i in range(len(p)):
-        others = np.delete(p, i, axis=0)
-        if len(others) and np.any(np.all(others <= p[i], axis=1)):
-            keep[i] = False  # unique rows: <= everywhere means strictly better somewhere
-    return p[keep]
+def _front(p: np.ndarray) -> np.ndarray:
+    """The distinct non-dominated points of ``p`` (every objective minimized)."""
+    return np.unique(p[pareto_mask(p, ("minimize",) * p.shape[1])], axis=0)
 
 
 def _hv(p: np.ndarray, ref: np.ndarray) -> float:
@@ -73,7 +68,7 @@ def _hv(p: np.ndarray, ref: np.ndarray) -> float:
     for i in range(len(p)):
         height = zs[i + 1] - zs[i]
         if height > 0:
-            vol += height * _hv(_nondominated(p[: i + 1, :-1]), ref[:-1])
+            vol += height * _hv(_front(p[: i + 1, :-1]), ref[:-1])
     return vol
 
 
@@ -90,11 +85,6 @@ def _objectives(df: pd.DataFrame, objectives: Optional[Mapping[str, str]]) -> di
 def _finished(df: pd.DataFrame, cols: list) -> pd.DataFrame:
     done = feasible_complete(df, cols)
     return done.sort_values("number") if "number" in done.columns else done
-
-
-def _as_min(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    return np.asarray(values, dtype=float) * sign
 
 
 def reference_point(df: pd.DataFrame, objectives: Optional[Mapping[str, str]] = None) -> dict:
@@ -127,7 +117,20 @@ def _ref_vector(df, objectives: dict, reference: Reference) -> np.ndarray:
     reference = np.asarray(reference, dtype=float)
     if reference.shape != (len(cols),):
         raise ValueError(f"reference point must have {len(cols)} values ({cols}), got {reference.shape}")
-    return _as_min(reference, [objectives[c] for c in cols])
+    return as_minimized(reference[None, :], [objectives[c] for c in cols])[0]
+
+
+def _minimized(df: pd.DataFrame, reference: Reference, objectives: Optional[Mapping[str, str]]) -> tuple:
+    """``(done, points, reference)``: the finished feasible rows of ``df`` in trial-number order,
+    their objective values and the reference point, every objective minimized (no reference point
+    is worked out when there are no rows)."""
+    objectives = _objectives(df, objectives)
+    cols = list(objectives)
+    done = _finished(df, cols)
+    if done.empty:
+        return done, np.empty((0, len(cols))), None
+    points = as_minimized(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
+    return done, points, _ref_vector(df, objectives, reference)
 
 
 def hypervolume(df: pd.DataFrame, reference: Reference = None,
@@ -137,14 +140,8 @@ def hypervolume(df: pd.DataFrame, reference: Reference = None,
     column -> value or a sequence in objective order, in the objectives' own units; default
     :func:`reference_point`). Only the non-dominated trials matter; it is in the product of the
     objectives' units (e.g. accuracy x ms)."""
-    objectives = _objectives(df, objectives)
-    cols = list(objectives)
-    done = _finished(df, cols)
-    if done.empty:
-        return 0.0
-    ref = _ref_vector(df, objectives, reference)
-    pts = _as_min(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
-    return hypervolume_of(pts, ref)
+    _done, pts, ref = _minimized(df, reference, objectives)
+    return hypervolume_of(pts, ref) if len(pts) else 0.0
 
 
 def hypervolume_history(df: pd.DataFrame, reference: Reference = None,
@@ -152,17 +149,13 @@ def hypervolume_history(df: pd.DataFrame, reference: Reference = None,
     """Progress of a search: for k = 1..K finished (COMPLETE) feasible trials in trial-number order,
     the hypervolume of the first k, all against one reference point (default: from all K, so the
     curve never decreases). Columns: ``k``, ``number`` (the k-th such trial), ``hypervolume``."""
-    objectives = _objectives(df, objectives)
-    cols = list(objectives)
-    done = _finished(df, cols)
+    done, pts, ref = _minimized(df, reference, objectives)
     if done.empty:
         return pd.DataFrame({"k": [], "number": [], "hypervolume": []})
-    ref = _ref_vector(df, objectives, reference)
-    pts = _as_min(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])
-    hv, front = [], np.empty((0, len(cols)))
+    hv, front = [], np.empty((0, pts.shape[1]))
     for i in range(len(pts)):
         front = np.vstack([front, pts[i : i + 1]])
-        front = _nondominated(front)  # the front of the first k is all that the next step needs
+        front = _front(front)  # the front of the first k is all that the next step needs
         hv.append(hypervolume_of(front, ref))
     numbers = done["number"].to_numpy() if "number" in done.columns else np.arange(len(done))
     return pd.DataFrame({"k": np.arange(1, len(pts) + 1), "number": numbers, "hypervolume": hv})

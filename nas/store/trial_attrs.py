@@ -9,7 +9,6 @@ attributes, written by :mod:`nas.engine.objective` and the backends:
 ``summary``            one-line description of the architecture
 ``metrics``            every metric ``evaluate()`` returned (``{name: value}``)
 ``constraints``        Optuna constraint values by name (<= 0: satisfied)
-``wall_seconds``       the trial's wall time in the objective
 ``fixed_arch``         set when enqueuing: an ArchSpec JSON evaluated instead of sampling
 ``baseline``           set when enqueuing a reference design: its name (:mod:`nas.engine.baselines`)
 ``reused_from``        number of the trial of the same architecture whose outcome was reused
@@ -21,6 +20,8 @@ attributes, written by :mod:`nas.engine.objective` and the backends:
 ``worker_died``        the Ray worker running it died (not the arch's outcome: never reused)
 ``pruned_*``           the Ray scheduler's stop: step, loss
 =====================  ===================================================================
+
+A trial's wall time is Optuna's own record of it, read with :func:`wall_seconds`.
 
 Trial system attributes ``failed_trial`` and ``retry_history`` are Optuna's own (its heartbeat
 retry callback writes them; the Ray searcher writes them the same way for a trial whose worker
@@ -41,8 +42,8 @@ __all__ = [
     "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
     "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
     "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
-    "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WALL_SECONDS_KEY", "WORKER_DIED_KEY",
-    "WORKER_KEY", "error_of", "metrics_of", "retry_history",
+    "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WORKER_DIED_KEY", "WORKER_KEY",
+    "error_of", "metrics_of", "retry_history", "wall_seconds",
 ]
 
 # study user attributes
@@ -58,7 +59,6 @@ BASELINE_KEY = "baseline"
 # its outcome
 METRICS_KEY = "metrics"
 CONSTRAINTS_KEY = "constraints"
-WALL_SECONDS_KEY = "wall_seconds"
 REUSED_FROM_KEY = "reused_from"
 ERROR_KEY = "error"
 INTERRUPTED_KEY = "interrupted"
@@ -103,3 +103,13 @@ def error_of(trial: FrozenTrial) -> Optional[str]:
 def metrics_of(trial: FrozenTrial) -> dict:
     """Every metric stored on ``trial`` (``{}`` if it stored none)."""
     return trial.user_attrs.get(METRICS_KEY) or {}
+
+
+def wall_seconds(trial: FrozenTrial) -> Optional[float]:
+    """``trial``'s wall time in seconds: from Optuna's ``datetime_start`` (when it was asked) to its
+    ``datetime_complete`` (when it was told), so the same span whichever backend ran it; None until it
+    finished. The one definition: the ``duration_s`` column of ``nas.load_trials`` and every sum of
+    trial times read it."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()

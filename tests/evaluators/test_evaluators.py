@@ -126,12 +126,35 @@ def test_timed_samples_batch_calls_to_the_minimum_sample_time():
         calls.append(k)
         return 0.5 * k
 
-    r = timed_rounds(once, LatencyConfig(repeats=5, min_sample_ms=2.0))
+    r = timed_rounds(lambda k: [once(k)], LatencyConfig(repeats=5, min_sample_ms=2.0)).summary()
     assert r["latency_calls_per_sample"] == 4 and calls == [1] + [4] * 5  # one probe, then 5 samples of 4
     assert r["latency_ms"] == pytest.approx(0.5) and r["latency_converged"] and r["latency_runs"] == 5
     calls.clear()
-    r = timed_rounds(once, LatencyConfig(repeats=3, min_sample_ms=0.0))
+    r = timed_rounds(lambda k: [once(k)], LatencyConfig(repeats=3, min_sample_ms=0.0)).summary()
     assert r["latency_calls_per_sample"] == 1 and calls == [1, 1, 1, 1]
+
+
+def test_one_timer_loop_warms_up_then_times_on_the_injected_clock():
+    """time_calls (whole models, decode steps and parts in place): cfg.warmup untimed runs, then
+    ready(), then the samples, all on the injected clock (a forward that costs exactly 0.5 ms of
+    it); a single call is read by the clock only before and after its k runs."""
+    from evaluators.latency import WallClock, time_calls
+
+    now, log, reads = [0.0], [], [0]
+
+    def clock():
+        reads[0] += 1
+        return now[0]
+
+    def forward():
+        log.append("call")
+        now[0] += 0.5e-3
+
+    cfg = LatencyConfig(warmup=2, repeats=5, min_sample_ms=2.0)
+    r = time_calls([forward], cfg, WallClock(clock), ready=lambda: log.append("ready")).summary()
+    assert r["latency_ms"] == pytest.approx(0.5) and r["latency_spread"] == 0 and r["latency_calls_per_sample"] == 4
+    assert log == ["call"] * 2 + ["ready"] + ["call"] * (1 + 5 * 4)  # warm-up, ready, the probe, 5 samples of 4
+    assert reads[0] == 1 + 2 * 6  # the loop's start (converged: no time check); two per sample (probe, 5 samples)
 
 
 def test_median_ci_covers_the_median_at_the_stated_rate():
@@ -158,13 +181,13 @@ def test_noisy_timings_stop_once_the_median_is_pinned_down():
 
     def noisy(seed):
         rng = random.Random(seed)
-        return lambda k: k * rng.uniform(1.0, 1.5)  # MAD / median stays ~0.1
+        return lambda k: [k * rng.uniform(1.0, 1.5)]  # MAD / median stays ~0.1
 
-    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=5.0))
+    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=5.0)).summary()
     assert not r["latency_spread"] <= 0.05 and r["latency_converged"]
     assert r["latency_ci"] <= 0.05 and r["latency_runs"] < 1000
     assert 1.2 < r["latency_ms"] < 1.3
-    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=0.05, target_ci=0.0))
+    r = timed_rounds(noisy(0), LatencyConfig(repeats=10, min_sample_ms=0.0, max_seconds=0.05, target_ci=0.0)).summary()
     assert not r["latency_converged"] and r["latency_ci"] > 0  # only the time limit ended it
 
 

@@ -88,24 +88,24 @@ def test_part_keys_describe_what_each_part_sees_in_the_built_model():
     assert set(time_parts(arch, io, prof, FAST)) == {p.key for p in parts}
 
 
-def test_parts_are_timed_in_place_each_between_its_neighbours(monkeypatch):
+def test_parts_are_timed_in_place_each_between_its_neighbours():
     """The chain timer gives each call the clock time between the previous call's end and its own
     (a fake clock that each call advances by a known cost), summed over k runs; a repeated part
     gets the mean of its occurrences."""
     import evaluators.block_parts as bp
-    from evaluators.latency import timed_rounds_each
+    from evaluators.latency import WallClock, chain_timer, timed_rounds
 
     now = [0.0]
-    monkeypatch.setattr(bp.time, "perf_counter", lambda: now[0])
+    clock = WallClock(lambda: now[0])
     costs = [1e-3, 2e-3, 3e-3, 5e-3]  # seconds
     calls = [(lambda c=c: now.__setitem__(0, now[0] + c)) for c in costs]
-    once = bp.cpu_chain_timer(calls)
+    once = chain_timer(calls, clock)
     assert once(2) == pytest.approx([2.0, 4.0, 6.0, 10.0])  # ms over two runs
     cfg = LatencyConfig(warmup=1, repeats=3, min_sample_ms=0)
-    assert [t[:2] for t in timed_rounds_each(once, cfg)] == [pytest.approx((c * 1e3, 0.0)) for c in costs]
+    assert [t[:2] for t in timed_rounds(once, cfg, clock.now).each()] == [pytest.approx((c * 1e3, 0.0)) for c in costs]
 
     parts = [bp.Part("block", k) for k in ("a", "b", "a", "c")]  # "a" occurs twice: 1 and 3 ms
-    timed = bp.time_in_place(parts, calls, {"a", "c"}, cfg)
+    timed = bp.time_in_place(parts, calls, {"a", "c"}, cfg, clock)
     assert set(timed) == {"a", "c"}
     assert timed["a"].median_ms == pytest.approx(2.0) and timed["c"].median_ms == pytest.approx(5.0)
     assert timed["a"].n == 2 * timed["c"].n  # the samples of both occurrences

@@ -47,7 +47,6 @@ from nas.store.trial_attrs import (
     PRUNED_LOSS_KEY,
     RETRY_HISTORY_KEY,
     RETRY_OF_KEY,
-    WALL_SECONDS_KEY,
     WORKER_DIED_KEY,
     WORKER_KEY,
     retry_history,
@@ -79,7 +78,6 @@ class StudySearcher(Searcher):
         self._parked: dict[int, list[tuple[optuna.Trial, ArchSpec]]] = {}
         self._ready: list[tuple[optuna.Trial, ArchSpec]] = []  # released twins with no result to reuse
         self.ran = 0
-        self._started: dict[int, float] = {}
         self._driver = {"host": socket.gethostname(), "pid": os.getpid()}
         self._done = budget_count(study)
         self._t0 = time.monotonic()
@@ -157,7 +155,6 @@ class StudySearcher(Searcher):
             with self._lock:
                 self.live[trial_id] = trial
                 self._live_arch[trial.number] = arch.arch_id
-            self._started[trial.number] = time.monotonic()
             if self.progress is not None:
                 self.progress.start(self._done, front_size(self.study), trial.number, arch.summary())
             return {**self.trainable_cfg, "arch": arch.to_json(), "number": trial.number}
@@ -262,7 +259,6 @@ class StudySearcher(Searcher):
         elif result.get("error"):
             self._fail(trial, str(result["error"]))
         else:
-            trial.set_user_attr(WALL_SECONDS_KEY, time.monotonic() - self._started.pop(trial.number, time.monotonic()))
             self._complete(trial, json.loads(result["metrics"]))
 
     def worker_died(self, trial_id: str, reason: str, step: int) -> None:

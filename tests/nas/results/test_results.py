@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.results.trials import feasible_complete, pareto_front, pareto_mask
+from nas.results.trials import feasible_complete, front_size, load_trials, pareto_front, pareto_mask
 
 
 def brute_force(values, directions):
@@ -24,6 +24,33 @@ def test_pareto_mask_matches_brute_force(m, rows, dirs):
     values = np.array(rows, dtype=float)[:, :m]
     directions = dirs[:m]
     assert (pareto_mask(values, directions) == brute_force(values, directions)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.booleans()), min_size=1,
+                max_size=25),
+       st.lists(st.sampled_from(["maximize", "minimize"]), min_size=2, max_size=3))
+def test_front_and_front_size_are_optunas_best_trials(rows, dirs):
+    """The front (from the study's rows) and the front size on the progress lines (from the study)
+    are the trials Optuna's ``study.best_trials`` returns: duplicates included, trials that violate
+    a constraint left out."""
+    import optuna
+
+    m = len(dirs)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(directions=dirs, study_name="s", storage=storage)
+    study.set_metric_names([f"v{i}" for i in range(m)])
+    study.add_trials([optuna.trial.create_trial(values=list(r[:m]), constraints={"c": 1.0 if r[3] else -1.0})
+                      for r in rows])
+    expected = sorted(t.number for t in study.best_trials)
+    assert front_size(study) == len(expected)
+    assert sorted(pareto_front(load_trials(storage, "s"))["number"]) == expected
+
+
+def test_a_row_with_nan_is_compared_with_none():
+    values = np.array([[1.0, 1.0], [np.nan, 0.0], [2.0, 2.0], [1.0, 1.0]])
+    assert pareto_mask(values, ["minimize", "minimize"]).tolist() == [True, True, False, True]
+    assert pareto_mask(np.empty((0, 2)), ["minimize", "maximize"]).tolist() == []
 
 
 def test_pareto_front_dataframe():
@@ -58,3 +85,25 @@ def test_pareto_front_leaves_out_infeasible_trials():
     assert list(pareto_front(df)["number"]) == [0]  # 1 dominates both but violates a constraint
     assert list(pareto_front(df.drop(columns="feasible"))["number"]) == [1]
     assert list(feasible_complete(df)["number"]) == [0, 2]
+
+
+def test_wall_time_is_from_asked_to_told():
+    """A trial's wall time, as the ``duration_s`` column reports it, is its datetime_complete minus its
+    datetime_start (Optuna's record, the same span under every backend); none while it runs."""
+    import datetime
+
+    import optuna
+
+    from nas.store.trial_attrs import wall_seconds
+
+    start = datetime.datetime(2024, 5, 1, 12, 0, 0)
+    done = optuna.trial.create_trial(values=[1.0])
+    done.datetime_start, done.datetime_complete = start, start + datetime.timedelta(seconds=12.5)
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
+    assert wall_seconds(done) == 12.5 and wall_seconds(running) is None
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="w", storage=storage)
+    study.add_trials([done, running])
+    df = load_trials(storage, "w")
+    assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
+    assert df["datetime_start"].iloc[0] == start
