@@ -5,10 +5,10 @@ import pytest
 from evaluators.metrics import METRIC_REGISTRY, register_metric
 from evaluators.tasks import TASKS, get_task
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost
+from kernels.registry import Registry, UnknownName
 from nas.engine.backends import BACKENDS, get_backend
 from search_spaces.ffn import FFNS, build_ffn
-from search_spaces.registries import Registry, UnknownName
-from search_spaces.registry import MIXERS, get_mixer
+from search_spaces.mixer_registry import MIXERS, get_mixer
 
 REGISTRIES = {"mixer": MIXERS, "FFN": FFNS, "task": TASKS, "metric": METRIC_REGISTRY,
               "zero-cost proxy": ZERO_COST, "backend": BACKENDS}
