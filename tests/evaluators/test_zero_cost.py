@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from evaluators.evaluation import METRICS, EvalSettings, evaluate, zero_cost_requested
 from evaluators.latency import LatencyConfig
-from evaluators.train import TrainConfig
 from evaluators.metrics import METRIC_REGISTRY
+from evaluators.train import TrainConfig
 from evaluators.zero_cost import (
     ZERO_COST,
     compute_zero_cost,
