@@ -40,8 +40,8 @@ def x():
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Record the (q, k, v) shapes each kernels.attention_ops call receives."""
-    calls, real = [], kernels.attention_ops
+    """Record the (q, k, v) shapes each kernels.attention call receives."""
+    calls, real = [], kernels.attention
 
     def attention(q, k, v, **kw):
         calls.append((q.shape, k.shape, v.shape))
