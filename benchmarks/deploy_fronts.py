@@ -42,8 +42,8 @@ import yaml
 
 from evaluators import load_space
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
-from search_spaces.profiles import Profile, Scale, profile_model
-from search_spaces.registry import get_mixer_info
+from search_spaces.deploy_profiles import Profile, Scale, profile_model
+from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.space import SPACES_DIR
 
 SWEEP_WIDTH = 64  # the middle of seq-hybrid's widths (32, 64, 96), times --scale
@@ -177,7 +177,7 @@ def fronts(storage: str, space_path: Path):
     front of accuracy against each cost column."""
     import nas
     from evaluators.latency import LatencyConfig
-    from evaluators.profiles import ProfileRequest, measure_profile
+    from evaluators.profile_costs import ProfileRequest, measure_profile
 
     df = nas.load_trials(storage, "deploy-fronts")
     space = load_space(str(space_path))

@@ -30,8 +30,8 @@ def _second_pass(df, archs, io, profiles, latency, seed):
     column ``again`` beside ``measured`` (the first pass)."""
     import numpy as np
 
-    from evaluators.profiles import ProfileRequest, measure_profile
-    from search_spaces.profiles import metric_name
+    from evaluators.profile_costs import ProfileRequest, measure_profile
+    from search_spaces.deploy_profiles import metric_name
 
     df = df.copy()
     for label, p in profiles.items():
@@ -86,10 +86,10 @@ def main():
     from evaluators.latency import LatencyConfig
     from evaluators.latency_fidelity import agreement, compare
     from evaluators.predictor import Predictor, cpu_model
-    from evaluators.profiles import task_profile
+    from evaluators.profile_costs import task_profile
     from nas.engine.config import load_space_checked
     from nas.store.latency_tables import open_latency_table
-    from search_spaces.profiles import Profile, Scale
+    from search_spaces.deploy_profiles import Profile, Scale
 
     space = load_space_checked(args.space)
     latency = LatencyConfig.from_dict(space.latency)

@@ -24,7 +24,7 @@ def alone_sum(arch, io, profile, latency, seed: int) -> float:
 
     from evaluators.block_parts import part_calls
     from evaluators.latency import on_device, time_calls
-    from search_spaces.profiles import profile_model
+    from search_spaces.deploy_profiles import profile_model
 
     torch.manual_seed(seed)
     model, x = on_device(profile_model(arch, io, profile), profile.task_io(io), latency)
@@ -48,7 +48,7 @@ def main():
     from evaluators.block_parts import model_parts, time_parts
     from evaluators.fidelity import sample_archs
     from evaluators.latency import LatencyConfig
-    from evaluators.profiles import ProfileRequest, measure_profile, task_profile
+    from evaluators.profile_costs import ProfileRequest, measure_profile, task_profile
     from nas.engine.config import load_space_checked
 
     space = load_space_checked(args.space)

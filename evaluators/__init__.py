@@ -12,7 +12,7 @@ The public names below are imported on first use (PEP 562): importing a light su
 (``evaluators.errors``) does not import torch. Submodules keep their own ``__all__``.
 """
 
-from search_spaces.lazy import lazy_exports
+from kernels.lazy import lazy_exports
 
 _EXPORTS = {
     "EvalSettings": "evaluators.evaluation",

@@ -30,8 +30,8 @@ import torch
 
 from evaluators.latency import LatencyConfig, WallClock, on_device, time_calls, torch_threads
 from search_spaces.arch import ArchSpec, BlockSpec
-from search_spaces.profiles import Profile, profile_model, scale_arch
-from search_spaces.registry import get_mixer_info
+from search_spaces.deploy_profiles import Profile, profile_model, scale_arch
+from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.task_io import TaskIO
 
 __all__ = ["Part", "PartTiming", "model_parts", "part_calls", "time_in_place", "time_parts"]
@@ -91,7 +91,7 @@ def _stem_tokens(arch: ArchSpec, io: TaskIO) -> tuple[int, Optional[tuple]]:
 
 
 def model_parts(arch: ArchSpec, io: TaskIO, profile: Profile) -> tuple[Part, ...]:
-    """The parts of ``arch`` at ``profile`` (scaled as :func:`~search_spaces.profiles.scale_arch`
+    """The parts of ``arch`` at ``profile`` (scaled as :func:`~search_spaces.deploy_profiles.scale_arch`
     scales it, at the profile's input shape and batch), in forward order; transitions that do
     nothing (same width, no downsampling) are not parts."""
     arch_p, io_p, b = scale_arch(arch, profile), profile.task_io(io), profile.batch_size

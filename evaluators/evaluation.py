@@ -16,14 +16,14 @@ from evaluators.ladder import Ladder, check_filter, parse_ladder
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
 from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
-from evaluators.profiles import measure_profile as measure_profile_here
-from evaluators.profiles import profile_requests, task_profile
+from evaluators.profile_costs import measure_profile as measure_profile_here
+from evaluators.profile_costs import profile_requests, task_profile
 from evaluators.tasks import make_task
 from evaluators.train import ProxyTraining, TrainConfig, TrainResult, evaluate_accuracy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces import ArchSpec, build_model
+from search_spaces.deploy_profiles import metric_name
 from search_spaces.failures import first_line
-from search_spaces.profiles import metric_name
 
 __all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "static_costs", "timed_costs",
            "user_metrics_requested", "zero_cost_requested"]
@@ -31,7 +31,7 @@ __all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "ev
 # every metric name a space may use, with its natural direction (objectives, constraints, plots):
 # a live view of the metric registry (evaluators/metrics.py), user metrics included
 METRICS = DIRECTIONS
-ZERO_COST_METRICS = tuple(ZERO_COST)
+ZERO_COST_METRICS = tuple(ZERO_COST)  # the built-in proxies; ZERO_COST itself also holds those registered later
 CAUSAL_METRICS = tuple(n for n in METRIC_REGISTRY if METRIC_REGISTRY[n].causal)  # only causal tasks have these
 
 
@@ -43,7 +43,7 @@ def user_metrics_requested(names) -> tuple[str, ...]:
 def zero_cost_requested(names) -> tuple[str, ...]:
     """The zero-cost proxies among metric ``names`` (objectives, constraints), in registry order."""
     names = set(names)
-    return tuple(n for n in ZERO_COST_METRICS if n in names)
+    return tuple(n for n in ZERO_COST if n in names)
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,14 @@ class EvalSettings:
     zero_cost_batch: int = 64  # mini-batch the data-dependent proxies see
     decode: bool = False  # time per-token decoding (decode_ms)
     metrics: tuple = ()  # user metrics to compute (registered with evaluators.metrics.register_metric)
-    profiles: tuple = ()  # evaluators.profiles.ProfileRequest: costs to measure at deployment profiles
+    profiles: tuple = ()  # evaluators.profile_costs.ProfileRequest: costs to measure at deployment profiles
 
     @classmethod
     def from_space(cls, space, seed: int = 0) -> "EvalSettings":
         wanted = list(space.objectives) + list(space.constraints)
         train = TrainConfig.from_dict(space.train)
         ladder = parse_ladder(space.raw.get("ladder"), train_steps=train.steps,
-                              zero_cost_names=ZERO_COST_METRICS, filter_metrics=filter_metrics(space.profiles),
+                              zero_cost_names=tuple(ZERO_COST), filter_metrics=filter_metrics(space.profiles),
                               profiles=space.profiles, constraints=space.constraints)
         wanted += [r.metric for r in ladder if r.kind == "zero_cost"]
         wanted += [m for r in ladder if r.kind == "filter" for m in (*r.max, *r.min)]
@@ -95,7 +95,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
     candidates had there; a rung that stops the candidate raises :class:`LadderPruned`. The
     metrics then carry ``ladder_values`` (score per rung) and ``ladder_passed``. Costs at deployment
     profiles (``settings.profiles``) are measured by ``measure_profile(arch, io, request)`` (default:
-    here, :func:`evaluators.profiles.measure_profile`; the Ray backend sends a CUDA profile to a
+    here, :func:`evaluators.profile_costs.measure_profile`; the Ray backend sends a CUDA profile to a
     GPU worker): before the ladder for the profiles its filter rungs bound, the others after
     training. ``predictor`` predicts latencies for ``predict`` rungs and ``measure: predict``
     profiles (default: one over a table in this process's memory)."""

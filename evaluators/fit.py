@@ -28,7 +28,7 @@ import torch
 from evaluators.latency import LatencyConfig
 from evaluators.train import TrainConfig
 from search_spaces.ffn import build_ffn
-from search_spaces.registry import get_mixer
+from search_spaces.mixer_registry import get_mixer
 from search_spaces.schema import SettingError
 from search_spaces.space import MixerChoice, Space, StageChoices, valid_params
 

@@ -2,7 +2,7 @@
 
 :func:`compare` predicts each architecture's latency at each profile from a
 :class:`~evaluators.predictor.Predictor` (timing the parts its table lacks), then times each whole
-model as ``latency_ms@<profile>`` is timed (``evaluators.profiles.measure_profile``), and finally
+model as ``latency_ms@<profile>`` is timed (``evaluators.profile_costs.measure_profile``), and finally
 predicts every architecture again from the now complete table, which is what screening a candidate
 costs. :func:`agreement` reports, per profile, over all architectures and per mixer family:
 Kendall's tau-b of predicted against measured, and the median and 90th percentile of the relative
@@ -21,8 +21,8 @@ from scipy import stats
 
 from evaluators.latency import LatencyConfig
 from evaluators.predictor import Predictor
-from evaluators.profiles import ProfileRequest, measure_profile
-from search_spaces.profiles import Profile, metric_name
+from evaluators.profile_costs import ProfileRequest, measure_profile
+from search_spaces.deploy_profiles import Profile, metric_name
 from search_spaces.task_io import TaskIO
 
 __all__ = ["agreement", "compare", "to_markdown"]

@@ -29,9 +29,8 @@ from typing import Callable, Iterable, Mapping, Optional
 import torch
 
 from evaluators.errors import TrialFailure
-from evaluators.zero_cost import ZERO_COST
+from kernels.registry import Registry, UnknownName
 from search_spaces.failures import failure_reason
-from search_spaces.registries import Registry, UnknownName
 
 __all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric",
            "resolve_metric"]
@@ -47,7 +46,7 @@ class Metric:
     ``zero_cost``: a zero-cost proxy (computed only when named); ``by_task``: reported only by
     the tasks that list it in ``Task.reports`` (e.g. ``bits_per_byte`` by ``text``);
     ``per_profile``: a cost that also exists at each deployment profile as ``<name>@<profile>``
-    (``latency_ms@long``, see ``evaluators.profiles``)."""
+    (``latency_ms@long``, see ``evaluators.profile_costs``)."""
 
     name: str
     direction: str
@@ -65,7 +64,8 @@ class Metric:
         return self.at == "init" and not self.zero_cost and not self.causal
 
 
-METRIC_REGISTRY: Registry[Metric] = Registry("metric")
+# the zero-cost proxies register their metrics as they are registered (evaluators.zero_cost.register_zero_cost)
+METRIC_REGISTRY: Registry[Metric] = Registry("metric", builtins=("evaluators.zero_cost",))
 
 
 def _builtin(name: str, direction: str, doc: str, *, at: str = "trained", causal: bool = False,
@@ -90,9 +90,6 @@ _builtin("bits_per_byte", "minimize", "mean cross-entropy of the next byte in bi
          by_task=True)
 _builtin("decode_ms", "minimize", "time to decode one more token at the task's length", causal=True,
          per_profile=True)
-for _name in ZERO_COST:  # zero-cost proxies: scores at initialisation, higher is better
-    METRIC_REGISTRY.add(_name, Metric(_name, "maximize", at="init", zero_cost=True,
-                                      doc="zero-cost proxy (evaluators/zero_cost.py)"))
 
 
 def register_metric(name: str, direction: str, fn: Optional[Callable] = None, *, at: str = "trained",
@@ -122,7 +119,7 @@ def resolve_metric(name: str, profiles: Iterable[str] = ()) -> Metric:
     """The :class:`Metric` a space names: a registered name, or ``<cost>@<profile>`` for a cost
     measured per profile (``per_profile``) and a profile among ``profiles`` (the space's
     ``deploy:`` names). A profile metric does not depend on training (random weights at the
-    profile), so it is known at initialisation. :class:`~search_spaces.registries.UnknownName`
+    profile), so it is known at initialisation. :class:`~kernels.registry.UnknownName`
     (a KeyError) for an unknown metric or profile, with one line saying what is allowed."""
     base, at, profile = name.partition("@")
     metric = METRIC_REGISTRY.get(base)

@@ -40,7 +40,7 @@ from evaluators.block_parts import PartTiming, model_parts, time_parts
 from evaluators.errors import TrialFailure
 from evaluators.latency import LatencyConfig
 from search_spaces.arch import ArchSpec
-from search_spaces.profiles import Profile, metric_name
+from search_spaces.deploy_profiles import Profile, metric_name
 from search_spaces.task_io import TaskIO
 
 __all__ = ["LatencyTable", "MemoryTable", "Prediction", "Predictor", "cpu_model", "environment_key", "key_hash",

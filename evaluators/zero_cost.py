@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evaluators.metrics import METRIC_REGISTRY, Metric
 from evaluators.tasks.base import IGNORE_INDEX
-from search_spaces.registries import Registry
+from kernels.registry import Registry
 from search_spaces.task_io import TaskIO
 
-__all__ = ["ZERO_COST", "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "compute_zero_cost", "zero_cost_batch"]
+__all__ = ["ZERO_COST", "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "compute_zero_cost",
+           "register_zero_cost", "zero_cost_batch"]
 
 HOOKED_ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU)
 
@@ -212,19 +214,42 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------ registry
+def _proxy_entry(name: str, fn: Callable, *, doc: str = "") -> Callable:
+    """A proxy's entry is its function; registering it registers the metric ``name`` too (higher
+    is better, known at initialisation), so a space may name it. The metric is added first: a name
+    a metric already has is refused before the proxy is stored."""
+    if not callable(fn):
+        raise TypeError(f"zero-cost proxy {name!r}: fn must be callable, got {fn!r}")
+    METRIC_REGISTRY.add(name, Metric(name, "maximize", at="init", zero_cost=True,
+                                     doc=doc or "zero-cost proxy"))
+    return fn
+
+
 # name -> fn(model, io, x, y) -> float (higher is better); each is also a metric (evaluators.metrics)
-ZERO_COST: Registry[Callable] = Registry("zero-cost proxy")
-ZERO_COST.add("synflow", lambda model, io, x, y: synflow(model, io))
-ZERO_COST.add("naswot", lambda model, io, x, y: naswot(model, x))
-ZERO_COST.add("jacob_cov", lambda model, io, x, y: jacob_cov(model, x, io))
-ZERO_COST.add("snip", lambda model, io, x, y: snip(model, x, y))
-ZERO_COST.add("grad_norm", lambda model, io, x, y: grad_norm(model, x, y))
+ZERO_COST: Registry[Callable] = Registry("zero-cost proxy", entry=_proxy_entry)
+
+
+def register_zero_cost(name: str, fn: Optional[Callable] = None, *, doc: str = ""):
+    """Register ``fn(model, io, x, y) -> float`` (higher is better) as the zero-cost proxy ``name``
+    and as the metric ``name``; without ``fn``, a decorator. The proxy must leave the model and the
+    global RNG as they were (see the module docstring). Returns ``fn``."""
+    deco = ZERO_COST.register(name, doc=doc)
+    return deco if fn is None else deco(fn)
+
+
+register_zero_cost("synflow", lambda model, io, x, y: synflow(model, io))
+register_zero_cost("naswot", lambda model, io, x, y: naswot(model, x))
+register_zero_cost("jacob_cov", lambda model, io, x, y: jacob_cov(model, x, io))
+register_zero_cost("snip", lambda model, io, x, y: snip(model, x, y))
+register_zero_cost("grad_norm", lambda model, io, x, y: grad_norm(model, x, y))
 
 
 def compute_zero_cost(model: nn.Module, io: TaskIO, x: torch.Tensor, y: torch.Tensor,
-                      names=tuple(ZERO_COST), seed: int = 0) -> dict[str, float]:
-    """The named zero-cost scores of ``model`` on the mini-batch ``(x, y)``. Runs under a forked
-    RNG (seeded with ``seed``) so that computing proxies does not change what training does next."""
+                      names: Optional[Sequence[str]] = None, seed: int = 0) -> dict[str, float]:
+    """The named zero-cost scores (all registered ones when ``names`` is None) of ``model`` on the
+    mini-batch ``(x, y)``. Runs under a forked RNG (seeded with ``seed``) so that computing proxies
+    does not change what training does next."""
+    names = list(ZERO_COST) if names is None else names
     proxies = {name: ZERO_COST.get(name) for name in names}  # UnknownName before any work
     out = {}
     with torch.random.fork_rng(devices=[]):

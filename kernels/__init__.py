@@ -13,33 +13,31 @@ interpreter). On CUDA, the first call of each path per dtype and device in a pro
 self-check against the reference on a small input and, on a mismatch, warns and falls back
 (``kernels.dispatch.SELF_CHECK``). triton is imported only when a kernel is first needed.
 Nothing here knows about models.
+
+Two small modules here are not ops but the bottom of every layer above, so they import no torch:
+``kernels.registry`` (the generic :class:`~kernels.registry.Registry` that mixers, FFNs, tasks,
+metrics, zero-cost proxies, backends and these ops are registered in) and ``kernels.lazy``
+(public names imported on first use). So the ops below are imported on first use too (PEP 562):
+``import kernels.registry`` does not import torch.
 """
 
-from kernels.attention_ops import attention, attention_reference
-from kernels.dispatch import last_path
-from kernels.fftconv import fft_conv, fft_conv_reference
-from kernels.linear import linear_attention, linear_attention_reference
-from kernels.local import (
-    local_attention,
-    local_attention_reference,
-    local_mask,
-    neighborhood_attention,
-    neighborhood_attention_reference,
-    neighborhood_mask,
-)
+from kernels.lazy import lazy_exports
 
-__all__ = [
-    "attention",
-    "attention_reference",
-    "fft_conv",
-    "fft_conv_reference",
-    "last_path",
-    "linear_attention",
-    "linear_attention_reference",
-    "local_attention",
-    "local_attention_reference",
-    "local_mask",
-    "neighborhood_attention",
-    "neighborhood_attention_reference",
-    "neighborhood_mask",
-]
+_EXPORTS = {
+    "attention": "kernels.attention_ops",
+    "attention_reference": "kernels.attention_ops",
+    "fft_conv": "kernels.fftconv",
+    "fft_conv_reference": "kernels.fftconv",
+    "last_path": "kernels.dispatch",
+    "linear_attention": "kernels.linear",
+    "linear_attention_reference": "kernels.linear",
+    "local_attention": "kernels.local",
+    "local_attention_reference": "kernels.local",
+    "local_mask": "kernels.local",
+    "neighborhood_attention": "kernels.local",
+    "neighborhood_attention_reference": "kernels.local",
+    "neighborhood_mask": "kernels.local",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

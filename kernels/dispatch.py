@@ -19,11 +19,13 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["BACKENDS", "OPS", "SELF_CHECK", "VERIFIED_TRITON", "Op", "checked_path", "device_kind",
+from kernels.registry import Registry
+
+__all__ = ["BACKEND_CHOICES", "OPS", "SELF_CHECK", "VERIFIED_TRITON", "Op", "checked_path", "device_kind",
            "last_path", "needs_grad", "probe_tensor", "record", "register", "reset_self_checks",
            "self_check", "triton_available", "triton_is_default", "wants_triton"]
 
-BACKENDS = (None, "torch", "triton")
+BACKEND_CHOICES = (None, "torch", "triton")  # what an op's backend= argument takes
 
 # Where each op's Triton kernel is the default (backend=None), by device kind (:func:`device_kind`,
 # e.g. "cuda:sm90" for H100/H200). A kernel goes in only after tests/kernels/test_kernels_gpu.py passed on
@@ -63,12 +65,14 @@ class Op:
     probes: Callable[[str, torch.device, torch.dtype], list[tuple[tuple, dict]]]
 
 
-OPS: dict[str, Op] = {}
+# op name -> its Op; each op's module registers it when imported (all of them on first use of OPS)
+OPS: Registry[Op] = Registry("kernel op", builtins=("kernels.attention_ops", "kernels.fftconv", "kernels.linear",
+                                                    "kernels.local"))
 
 
 def register(op: Op) -> Op:
-    OPS[op.name] = op
-    return op
+    """Add ``op`` to :data:`OPS` under its name; ValueError if an op has that name already."""
+    return OPS.add(op.name, op)
 
 
 def record(op: str, path: str) -> None:
@@ -106,7 +110,7 @@ def wants_triton(op: str, backend: str | None, *tensors: torch.Tensor) -> bool:
     the PyTorch path, even under ``TRITON_INTERPRET=1``. ``"triton"`` forces the kernels (tests use
     it on CPU with the interpreter); ``"torch"`` forces the PyTorch path.
     """
-    if backend not in BACKENDS:
+    if backend not in BACKEND_CHOICES:
         raise ValueError(f"{op}: backend must be one of None, 'torch', 'triton', got {backend!r}")
     if backend == "torch":
         return False

@@ -158,8 +158,8 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
                      options: Optional[Mapping] = None, **settings) -> None:
     """UserError for a sampler, backend, latency lock or setting out of range (the CLI's option
     names, as `nas search` refuses them)."""
+    from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
-    from search_spaces.registries import UnknownName
     from search_spaces.schema import check_of
 
     if sampler is not None and sampler not in SAMPLERS:
@@ -255,12 +255,12 @@ def _log_progress(total: int):
 def _run(study, config: SearchConfig, created: bool, progress: Optional[ProgressFactory]) -> "pd.DataFrame":
     """Run the study's backend until its budget; its trials (:func:`nas.load_trials`). A stop
     signal becomes :class:`SearchStopped`; a database problem on the way a UserError naming it."""
+    from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
     from nas.engine.logs import quiet_interrupt_fallout
     from nas.results.trials import load_trials
     from nas.store.problems import storage_problem
     from nas.store.study import budget_count
-    from search_spaces.registries import UnknownName
 
     try:
         run_backend = get_backend(config.backend)

@@ -5,7 +5,7 @@ The public names below are imported on first use (PEP 562). Reading a space (``l
 and a mixer's or FFN's module is imported when it is built (``get_mixer``, ``build_model``).
 """
 
-from search_spaces.lazy import lazy_exports
+from kernels.lazy import lazy_exports
 
 _EXPORTS = {
     "ArchSpec": "search_spaces.arch",
@@ -19,18 +19,19 @@ _EXPORTS = {
     "list_ffns": "search_spaces.ffn",
     "register_ffn": "search_spaces.ffn",
     "Mixer": "search_spaces.mixer",
-    "Param": "search_spaces.registry",
-    "get_mixer": "search_spaces.registry",
-    "get_mixer_info": "search_spaces.registry",
-    "list_mixers": "search_spaces.registry",
-    "register_mixer": "search_spaces.registry",
+    "Param": "search_spaces.mixer_registry",
+    "Registry": "kernels.registry",
+    "get_mixer": "search_spaces.mixer_registry",
+    "get_mixer_info": "search_spaces.mixer_registry",
+    "list_mixers": "search_spaces.mixer_registry",
+    "register_mixer": "search_spaces.mixer_registry",
     "sample": "search_spaces.sampling",
     "Space": "search_spaces.space",
     "SpaceError": "search_spaces.space",
     "list_spaces": "search_spaces.space",
     "load_space": "search_spaces.space",
     "TaskIO": "search_spaces.task_io",
-    "UnknownName": "search_spaces.registries",
+    "UnknownName": "kernels.registry",
 }
 
 __all__ = sorted(_EXPORTS)

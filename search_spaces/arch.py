@@ -170,7 +170,7 @@ class ArchSpec:
         ``mixed`` when two families tie."""
         from collections import Counter
 
-        from search_spaces.registry import get_mixer_info
+        from search_spaces.mixer_registry import get_mixer_info
 
         counts = Counter(get_mixer_info(t).family for t in self.mixer_types()).most_common()
         if len(counts) > 1 and counts[0][1] == counts[1][1]:
@@ -179,7 +179,7 @@ class ArchSpec:
 
     def summary(self) -> str:
         """Compact one-line description, e.g. ``embed | 64: softmax(h=4)+mlp x2``."""
-        from search_spaces.registry import get_mixer_info, list_mixers
+        from search_spaces.mixer_registry import get_mixer_info, list_mixers
 
         parts = []
         for s in self.stages:
@@ -247,8 +247,8 @@ def _check_stage(stage: StageSpec, where: str, *, first: bool, causal: bool) -> 
 
 def _check_block(block: BlockSpec, bp: str, *, dim: int, stem: StemSpec, causal: bool) -> None:
     """One block at path ``bp`` in a stage of width ``dim``: its mixer, FFN and norm placement."""
+    from kernels.registry import UnknownName
     from search_spaces.ffn import FFNS
-    from search_spaces.registries import UnknownName
 
     _check_mixer(block.mixer, f"{bp}.mixer", dim=dim, stem=stem, causal=causal)
     try:
@@ -263,8 +263,8 @@ def _check_block(block: BlockSpec, bp: str, *, dim: int, stem: StemSpec, causal:
 
 def _check_mixer(mixer: MixerSpec, mp: str, *, dim: int, stem: StemSpec, causal: bool) -> None:
     """A mixer against its registration: known, usable here, each parameter allowed, every rule kept."""
-    from search_spaces.registries import UnknownName
-    from search_spaces.registry import get_mixer_info
+    from kernels.registry import UnknownName
+    from search_spaces.mixer_registry import get_mixer_info
 
     try:
         info = get_mixer_info(mixer.type)

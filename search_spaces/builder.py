@@ -10,7 +10,7 @@ import torch.nn as nn
 from search_spaces.arch import ArchSpec, ArchValidationError, BlockSpec
 from search_spaces.ffn import build_ffn
 from search_spaces.mixer import MixerCache
-from search_spaces.registry import get_mixer
+from search_spaces.mixer_registry import get_mixer
 from search_spaces.task_io import STEM_FOR_KIND, TaskIO
 
 __all__ = ["Block", "DecodeCache", "NASModel", "build_model", "check_compatible"]

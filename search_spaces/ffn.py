@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from search_spaces.registries import Registry
+from kernels.registry import Registry
 
 if TYPE_CHECKING:
     import torch.nn as nn

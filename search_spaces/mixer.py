@@ -2,7 +2,7 @@
 
 A mixer is a class ``Mixer(dim, *, causal, **params)`` whose ``forward(x[B, N, C], hw=None)``
 returns ``[B, N, C]``; what it accepts (parameters, causal use, a 2-D grid, rules) is declared in
-the registry (:mod:`search_spaces.registry`), which needs no torch. A causal mixer also decodes
+the registry (:mod:`search_spaces.mixer_registry`), which needs no torch. A causal mixer also decodes
 token by token through a :class:`MixerCache`.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
-from search_spaces.registry import get_mixer_info
+from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.space import Space, StageChoices, count_choices, params_allowed, with_heads
 from search_spaces.task_io import STEM_FOR_KIND
 

@@ -44,15 +44,15 @@ from typing import Any, Optional
 
 import yaml
 
+from kernels.registry import UnknownName
 from search_spaces.arch import (
     DOWNSAMPLE_TYPES,
     NORM_PLACEMENTS,
 )
+from search_spaces.deploy_profiles import check_profile_shape, parse_profiles
 from search_spaces.failures import first_line
 from search_spaces.ffn import list_ffns
-from search_spaces.profiles import check_profile_shape, parse_profiles
-from search_spaces.registries import UnknownName
-from search_spaces.registry import get_mixer_info
+from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 
@@ -148,7 +148,7 @@ class Space:
     io: Optional[TaskIO] = field(default=None, repr=False)
     text: str = field(default="", repr=False)
     plugins: tuple = field(default=(), repr=False)  # search_spaces.plugins.Plugin, loaded by load_space
-    profiles: dict = field(default_factory=dict)  # deploy: {name: search_spaces.profiles.Profile}
+    profiles: dict = field(default_factory=dict)  # deploy: {name: search_spaces.deploy_profiles.Profile}
 
     # --------------------------------------------------------------- summaries
     def mixer_names(self) -> list[str]:
@@ -345,7 +345,7 @@ def _load_plugins(text: str, base_dir: Path, source: str) -> list:
 # The space file, declared: its keys, and the type and range of each setting.
 TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
             "ladder",  # train, latency, ladder: declared and checked by the evaluators that read them
-            "deploy",  # deployment profiles (search_spaces.profiles)
+            "deploy",  # deployment profiles (search_spaces.deploy_profiles)
             "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}

@@ -6,7 +6,7 @@ import inspect
 
 import torch
 
-from search_spaces.registries import Registry
+from kernels.registry import Registry
 from search_spaces.schema import Check
 from search_spaces.task_io import TaskIO
 

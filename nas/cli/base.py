@@ -57,8 +57,8 @@ def user_errors(fn):
                              highlight=False)
             raise typer.Exit(128 + n) from None
         except Exception as e:
+            from kernels.registry import UnknownName
             from nas.store.problems import storage_problem
-            from search_spaces.registries import UnknownName
 
             if isinstance(e, UnknownName):  # e.g. a mixer of a plugin that was not loaded
                 _fail(str(e))

@@ -27,7 +27,7 @@ def selected_profiles(space, names: List[str]) -> dict:
     named, every one of them and the task's shape (the profile of the unsuffixed ``latency_ms``).
     UserError for a name the space does not declare."""
     from evaluators.latency import LatencyConfig
-    from evaluators.profiles import task_profile
+    from evaluators.profile_costs import task_profile
 
     for name in names:
         if name not in space.profiles:

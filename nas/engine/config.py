@@ -153,7 +153,7 @@ def _check_metrics(space) -> None:
     """Objectives and constraints name metrics that ``evaluate`` returns for this task."""
     from evaluators.metrics import resolve_metric
     from evaluators.tasks import get_task, list_tasks
-    from search_spaces.registries import UnknownName
+    from kernels.registry import UnknownName
     from search_spaces.space import SpaceError
 
     for name in list(space.objectives) + list(space.constraints):

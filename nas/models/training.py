@@ -158,13 +158,13 @@ def cost_metrics(model, spec: TrainSpec, task, log: Callable[[str], None] = lamb
     it to the latency device and dtype): params, flops, decode state, peak memory, latency (and
     decode time when the space asks for it), the space's user metrics that run on a trained
     model, and the ``metric@profile`` costs the search measured at deployment profiles
-    (``evaluators.profiles``: the architecture scaled and built at the profile's shape; costs do
+    (``evaluators.profile_costs``: the architecture scaled and built at the profile's shape; costs do
     not depend on the weights). A profile that cannot be measured (out of memory there, say) is
     logged and named under ``profile_errors``; the other metrics stand."""
     from evaluators.errors import TrialFailure
     from evaluators.evaluation import static_costs, timed_costs
     from evaluators.metrics import compute_user_metrics
-    from evaluators.profiles import measure_profile
+    from evaluators.profile_costs import measure_profile
 
     s = spec.settings
     out = static_costs(model, spec.io)

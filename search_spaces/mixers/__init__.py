@@ -1,12 +1,15 @@
-"""The built-in token mixers, declared as data: each entry names the module that holds the class
-(imported when the class is first needed, so reading a space or a study's results imports no
-torch), its parameters with their defaults and allowed values, its rules, whether it supports
-causal use or needs a 2-D grid, and its family. The class itself says ``@register_mixer(name)``.
+"""The built-in token mixers, each declared once, here, as data: the class it is
+(``"module:Class"``, imported when the class is first needed, so reading a space or a study's
+results imports no torch), its parameters with their defaults and allowed values, its rules,
+whether it supports causal use or needs a 2-D grid, and its family. The classes in the modules
+beside this one carry no declaration of their own.
 
-Add a built-in mixer by writing its module here and declaring it below (a plugin's mixer does both
-at once: ``@register_mixer(name, params=..., causal=...)``, see docs/extending.md).
+Add a built-in mixer by writing its module here and declaring it below (a plugin's mixer is
+declared by the decorator on its class: ``@register_mixer(name, params=..., causal=...)``, see
+docs/extending.md).
 """
 
+from search_spaces.mixer_registry import Param, declare_mixer, divides
 from search_spaces.mixers.rules import (
     GLU_GATES,
     LINEAR_FEATURES,
@@ -19,7 +22,6 @@ from search_spaces.mixers.rules import (
     strip_heads_rule,
     topk_within_regions,
 )
-from search_spaces.registry import Param, declare_mixer, divides
 
 # parameters many attention mixers share
 HEADS = Param(4, int, low=1, counts_heads=True, doc="attention heads; must divide the width")
@@ -27,7 +29,7 @@ QKV_BIAS = Param(False, bool, doc="bias on the Q/K/V projection")
 
 declare_mixer(
     "binary",
-    f"{__name__}.binary",
+    f"{__name__}.binary:BinaryAttention",
     causal=True,
     params={
         "heads": HEADS,
@@ -40,7 +42,7 @@ declare_mixer(
 
 declare_mixer(
     "conv",
-    f"{__name__}.conv",
+    f"{__name__}.conv:DepthwiseConv",
     causal=True,
     params={
         "kernel_size": Param(3, int, choices=(3, 5, 7, 9), doc="taps per axis"),
@@ -50,7 +52,7 @@ declare_mixer(
 
 declare_mixer(
     "diff",
-    f"{__name__}.diff",
+    f"{__name__}.diff:DifferentialAttention",
     causal=True,
     params={
         "heads": Param(4, int, low=1, counts_heads=True, doc="signal heads; 2 * heads must divide the width"),
@@ -66,7 +68,7 @@ declare_mixer(
 
 declare_mixer(
     "fnet",
-    f"{__name__}.fnet",
+    f"{__name__}.fnet:FourierMixing",
     causal=False,
     params={
         "norm": Param("ortho", str, choices=("ortho", "backward"),
@@ -77,7 +79,7 @@ declare_mixer(
 
 declare_mixer(
     "gfnet",
-    f"{__name__}.gfnet",
+    f"{__name__}.gfnet:GlobalFilter",
     causal=False,
     params={
         "filter_size": Param(32, int, low=2, high=1024,
@@ -88,7 +90,7 @@ declare_mixer(
 
 declare_mixer(
     "glu",
-    f"{__name__}.glu",
+    f"{__name__}.glu:GLUMixer",
     causal=True,
     params={
         "ratio": Param(2.0, float, choices=(1.0, 2.0, 3.0, 4.0), doc="hidden width / model width"),
@@ -101,7 +103,7 @@ declare_mixer(
 
 declare_mixer(
     "gqa",
-    f"{__name__}.gqa",
+    f"{__name__}.gqa:GroupedQueryAttention",
     causal=True,
     params={
         "heads": Param(4, int, low=1, counts_heads=True, doc="query heads; must divide the width"),
@@ -114,7 +116,7 @@ declare_mixer(
 
 declare_mixer(
     "hilo",
-    f"{__name__}.hilo",
+    f"{__name__}.hilo:HiLo",
     causal=False,
     params={
         "heads": Param(4, int, low=1, counts_heads=True, doc="total heads; must divide the width"),
@@ -130,7 +132,7 @@ declare_mixer(
 
 declare_mixer(
     "hyena",
-    f"{__name__}.hyena",
+    f"{__name__}.hyena:Hyena",
     causal=True,
     params={
         "order": Param(2, int, choices=(2, 3), doc="number of gating steps (long convolutions)"),
@@ -142,7 +144,7 @@ declare_mixer(
 
 declare_mixer(
     "hyena2d",
-    f"{__name__}.hyena2d",
+    f"{__name__}.hyena2d:Hyena2D",
     causal=False,
     needs_2d=True,
     params={
@@ -155,7 +157,7 @@ declare_mixer(
 
 declare_mixer(
     "linear",
-    f"{__name__}.linear",
+    f"{__name__}.linear:LinearAttention",
     causal=True,
     params={
         "heads": HEADS,
@@ -169,7 +171,7 @@ declare_mixer(
 
 declare_mixer(
     "local",
-    f"{__name__}.local",
+    f"{__name__}.local:LocalAttention",
     causal=True,
     params={
         "heads": HEADS,
@@ -184,7 +186,7 @@ declare_mixer(
 
 declare_mixer(
     "moh",
-    f"{__name__}.moh",
+    f"{__name__}.moh:MixtureOfHeadAttention",
     causal=True,
     params={
         "heads": Param(4, int, low=2, counts_heads=True,
@@ -199,7 +201,7 @@ declare_mixer(
 
 declare_mixer(
     "routing",
-    f"{__name__}.routing",
+    f"{__name__}.routing:BiLevelRoutingAttention",
     causal=False,
     params={
         "heads": HEADS,
@@ -213,7 +215,7 @@ declare_mixer(
 
 declare_mixer(
     "single_head",
-    f"{__name__}.single_head",
+    f"{__name__}.single_head:SingleHeadAttention",
     causal=True,
     params={
         "ratio": Param(0.25, float, choices=SINGLE_HEAD_RATIOS, doc="fraction r of the channels the single head sees"),
@@ -225,7 +227,7 @@ declare_mixer(
 
 declare_mixer(
     "softmax",
-    f"{__name__}.softmax",
+    f"{__name__}.softmax:SoftmaxAttention",
     causal=True,
     params={
         "heads": HEADS,
@@ -237,7 +239,7 @@ declare_mixer(
 
 declare_mixer(
     "sqa",
-    f"{__name__}.sqa",
+    f"{__name__}.sqa:SparseQueryAttention",
     causal=True,
     params={
         "heads": Param(4, int, low=1, counts_heads=True,
@@ -252,7 +254,7 @@ declare_mixer(
 
 declare_mixer(
     "strip",
-    f"{__name__}.strip",
+    f"{__name__}.strip:StripSelfAttention",
     causal=False,
     params={
         "heads": Param(2, int, low=1, counts_heads=True, doc="attention heads"),
@@ -266,7 +268,7 @@ declare_mixer(
 
 declare_mixer(
     "subsampled",
-    f"{__name__}.subsampled",
+    f"{__name__}.subsampled:SubsampledAttention",
     causal=True,
     params={
         "heads": HEADS,

@@ -9,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces.mixer import Mixer, split_qkv
-from search_spaces.registry import register_mixer
 
 
 class _SignSTE(torch.autograd.Function):
@@ -50,7 +49,6 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype=torch.float32) -> torch.Ten
     return bits.flatten(-2)[..., :d].to(dtype) * 2 - 1
 
 
-@register_mixer("binary")  # declared in search_spaces/mixers/__init__.py
 class BinaryAttention(Mixer):
     """BinaryAttention (Xiao, Zhang & Zhang, CVPR 2026): one-bit QK attention.
 

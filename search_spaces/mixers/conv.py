@@ -7,10 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces.mixer import Mixer
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("conv")  # declared in search_spaces/mixers/__init__.py
 class DepthwiseConv(Mixer):
     """Depthwise convolution as the token mixer, for early high-resolution stages (SHViT's conv
     stages, FcaFormer, ConvNeXt-style depthwise mixing): each channel is filtered on its own.

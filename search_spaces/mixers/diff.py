@@ -10,10 +10,8 @@ import torch.nn as nn
 import kernels
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.rules import diff_heads_rule
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("diff")  # declared in search_spaces/mixers/__init__.py
 class DifferentialAttention(Mixer):
     """Differential attention (Ye et al. 2024) with grouped noise heads (Grouped Differential Attention, 2025).
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 
 from search_spaces.mixer import Mixer
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("fnet")  # declared in search_spaces/mixers/__init__.py
 class FourierMixing(Mixer):
     """FNet (Lee-Thorp et al. 2022; SpectFormer's spectral layer): y = Re(FFT_tokens(FFT_channels(x))).
 

@@ -7,10 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces.mixer import Mixer
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("gfnet")  # declared in search_spaces/mixers/__init__.py
 class GlobalFilter(Mixer):
     """Global filter layer (GFNet / SpectFormer spectral block); circular, hence non-causal.
 

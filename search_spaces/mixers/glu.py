@@ -8,13 +8,11 @@ import torch.nn.functional as F
 
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.rules import GLU_GATES
-from search_spaces.registry import register_mixer
 
 # GLU, GEGLU, SwiGLU, ReGLU (Shazeer 2020), in the order of the declared choices
 _GATES = dict(zip(GLU_GATES, (torch.sigmoid, F.gelu, F.silu, F.relu), strict=True))
 
 
-@register_mixer("glu")  # declared in search_spaces/mixers/__init__.py
 class GLUMixer(Mixer):
     """Gated linear unit MLP as the token mixer (Activator, Abdullah & Aydin 2024).
 

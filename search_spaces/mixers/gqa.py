@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from search_spaces.mixers.softmax import KVAttention
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("gqa")  # declared in search_spaces/mixers/__init__.py
 class GroupedQueryAttention(KVAttention):
     """Grouped-query attention (Ainslie et al. 2023; MQA: Shazeer 2019), the baseline of the SQA paper.
 

@@ -7,10 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces.mixer import Mixer
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("hilo")  # declared in search_spaces/mixers/__init__.py
 class HiLo(Mixer):
     """HiLo attention (Pan et al., "Fast Vision Transformers with HiLo Attention", LITv2, 2022).
 

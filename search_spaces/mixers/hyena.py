@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 import kernels
 from search_spaces.mixer import Mixer
-from search_spaces.registry import register_mixer
 
 
 class ImplicitFilter(nn.Module):
@@ -64,7 +63,6 @@ class _Sin(nn.Module):
         return torch.sin(self.freq * x)
 
 
-@register_mixer("hyena")  # declared in search_spaces/mixers/__init__.py
 class Hyena(Mixer):
     """Hyena operator (Poli et al.): y = x0 * (h_1 * (x1 * (h_2 * v))) ... for ``order`` steps.
 

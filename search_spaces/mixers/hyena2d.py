@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.hyena import decay_rates, sine_mlp
-from search_spaces.registry import register_mixer
 
 
 class ImplicitFilter2D(nn.Module):
@@ -60,7 +59,6 @@ def fft_conv2d(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return y[..., H - 1 : 2 * H - 1, W - 1 : 2 * W - 1].to(u.dtype)
 
 
-@register_mixer("hyena2d")  # declared in search_spaces/mixers/__init__.py
 class Hyena2D(Mixer):
     """Hyena N-D for images (Zimerman & Wolf, "Multi-Dimensional Hyena for Spatial Inductive Bias").
 

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import kernels
 from search_spaces.mixer import Mixer, split_qkv
 from search_spaces.mixers.rules import LINEAR_FEATURES
-from search_spaces.registry import register_mixer
 
 # elu(x) + 1: Katharopoulos et al. 2020, "Transformers are RNNs"; relu: cosFormer's choice
 _FEATURES = dict(zip(LINEAR_FEATURES, (lambda t: F.elu(t) + 1.0, F.relu), strict=True))
@@ -33,7 +32,6 @@ def cos_reweight(phi: torch.Tensor, horizon: int, start: int = 0) -> torch.Tenso
     return torch.cat([phi * cos, phi * sin], dim=-1)
 
 
-@register_mixer("linear")  # declared in search_spaces/mixers/__init__.py
 class LinearAttention(Mixer):
     """Kernelized attention: out_i = sum_j w_ij phi(q_i).phi(k_j) v_j / sum_j w_ij phi(q_i).phi(k_j).
 

@@ -7,10 +7,8 @@ from torch import nn
 
 import kernels
 from search_spaces.mixer import Mixer, kv_buffers, split_qkv
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("local")  # declared in search_spaces/mixers/__init__.py
 class LocalAttention(Mixer):
     """Neighborhood attention with dilation (NAT / DiNAT, Hassani et al. 2022-23).
 

@@ -7,10 +7,8 @@ import torch.nn as nn
 
 from search_spaces.mixers.rules import moh_heads_rule
 from search_spaces.mixers.softmax import SoftmaxAttention
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("moh")  # declared in search_spaces/mixers/__init__.py
 class MixtureOfHeadAttention(SoftmaxAttention):
     """Mixture-of-Head attention (Jin et al. 2024, "MoH: Multi-Head Attention as Mixture-of-Head").
 

@@ -8,14 +8,12 @@ import torch.nn as nn
 import kernels
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.rules import topk_within_regions
-from search_spaces.registry import register_mixer
 
 
 def _largest_divisor_at_most(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
 
 
-@register_mixer("routing")  # declared in search_spaces/mixers/__init__.py
 class BiLevelRoutingAttention(Mixer):
     """Bi-level routing attention (Zhu et al., CVPR 2023, BiFormer).
 

@@ -8,10 +8,8 @@ import torch.nn as nn
 import kernels
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.rules import partial_dims
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("single_head")  # declared in search_spaces/mixers/__init__.py
 class SingleHeadAttention(Mixer):
     """SHViT single-head self-attention (Yun & Ro, CVPR 2024): one head over a fraction r of the channels.
 

@@ -6,7 +6,6 @@ import torch.nn as nn
 
 import kernels
 from search_spaces.mixer import Mixer, kv_buffers, split_qkv
-from search_spaces.registry import register_mixer
 
 
 class KVAttention(Mixer):
@@ -40,7 +39,6 @@ class KVAttention(Mixer):
     _prefill = _step = _extend  # inference is dense attention (subsampled's eval() behaviour)
 
 
-@register_mixer("softmax")  # declared in search_spaces/mixers/__init__.py
 class SoftmaxAttention(KVAttention):
     """Multi-head scaled dot-product attention via ``kernels.attention`` (SDPA on CPU)."""
 

@@ -6,10 +6,8 @@ import torch.nn as nn
 
 from search_spaces.mixers.rules import sqa_heads_rule
 from search_spaces.mixers.softmax import KVAttention
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("sqa")  # declared in search_spaces/mixers/__init__.py
 class SparseQueryAttention(KVAttention):
     """Sparse Query Attention (Filipek 2025): reduce query heads instead of K/V heads.
 

@@ -8,10 +8,8 @@ import torch.nn.functional as F
 import kernels
 from search_spaces.mixer import Mixer
 from search_spaces.mixers.rules import strip_heads_rule
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("strip")  # declared in search_spaces/mixers/__init__.py
 class StripSelfAttention(Mixer):
     """Strip self-attention (S2AFormer, 2025): cheap attention by shrinking both sides of Q K^T.
 

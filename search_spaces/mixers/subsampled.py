@@ -6,10 +6,8 @@ import torch
 
 import kernels
 from search_spaces.mixers.softmax import SoftmaxAttention
-from search_spaces.registry import register_mixer
 
 
-@register_mixer("subsampled")  # declared in search_spaces/mixers/__init__.py
 class SubsampledAttention(SoftmaxAttention):
     """Stochastically Subsampled self-Attention (Hussain, Zaki & Subramanian, KDD 2023).
 

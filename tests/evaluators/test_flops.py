@@ -18,7 +18,7 @@ from evaluators.cost import flops_per_sample
 from evaluators.flops import FLOP_FORMULAS, count_flops, flop_counter, uncounted_ops
 from search_spaces import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec, build_model
 from search_spaces.builder import Block
-from search_spaces.registry import get_mixer, get_mixer_info, list_mixers
+from search_spaces.mixer_registry import get_mixer, get_mixer_info, list_mixers
 from search_spaces.task_io import TaskIO
 
 aten = torch.ops.aten

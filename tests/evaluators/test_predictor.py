@@ -25,11 +25,11 @@ from evaluators.ladder import LadderPruned
 from evaluators.latency import LatencyConfig
 from evaluators.latency_fidelity import agreement
 from evaluators.predictor import MemoryTable, Predictor, environment_key, rechecked
-from evaluators.profiles import ProfileRequest, measure_profile, task_profile
+from evaluators.profile_costs import ProfileRequest, measure_profile, task_profile
 from evaluators.spaces import bind_task
 from nas.store.latency_tables import TABLE_NAME, open_latency_table
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
-from search_spaces.profiles import Profile, Scale
+from search_spaces.deploy_profiles import Profile, Scale
 from search_spaces.schema import SettingError
 from search_spaces.space import parse_space
 from search_spaces.task_io import TaskIO
@@ -206,7 +206,7 @@ def test_a_bad_predict_rung_names_where(rung, fragment):
 
 # ------------------------------------------------------------------------------ measure: predict
 def test_measure_predict_makes_the_prediction_the_objective_and_rechecks_a_sample(monkeypatch):
-    import evaluators.profiles as profiles_mod
+    import evaluators.profile_costs as profiles_mod
 
     timed = []
     real = profiles_mod.measure_profile

@@ -19,15 +19,15 @@ from evaluators.evaluation import EvalSettings, evaluate
 from evaluators.ladder import LadderPruned
 from evaluators.latency import LatencyConfig
 from evaluators.metrics import DIRECTIONS, filter_metrics, resolve_metric
-from evaluators.profiles import ProfileRequest, measure_profile, profile_requests, task_profile
+from evaluators.profile_costs import ProfileRequest, measure_profile, profile_requests, task_profile
 from evaluators.spaces import bind_task
+from kernels.registry import UnknownName
 from nas.engine.backends.placement import GPU_TASK, check_cluster, local_gpus, measure_options, profile_runner
 from nas.engine.device_lock import DeviceLock
 from nas.errors import UserError
 from search_spaces.arch import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec
 from search_spaces.builder import build_model
-from search_spaces.profiles import Profile, Scale, metric_name, profile_model, scale_arch, split_metric
-from search_spaces.registries import UnknownName
+from search_spaces.deploy_profiles import Profile, Scale, metric_name, profile_model, scale_arch, split_metric
 from search_spaces.space import SpaceError, parse_space
 from search_spaces.task_io import TaskIO
 from tests.cli_helpers import TINY_SPACE

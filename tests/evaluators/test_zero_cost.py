@@ -9,8 +9,18 @@ import torch.nn as nn
 
 from evaluators.evaluation import METRICS, EvalSettings, evaluate, zero_cost_requested
 from evaluators.latency import LatencyConfig
+from evaluators.metrics import METRIC_REGISTRY
 from evaluators.train import TrainConfig
-from evaluators.zero_cost import ZERO_COST, compute_zero_cost, grad_norm, jacob_cov, naswot, snip, synflow
+from evaluators.zero_cost import (
+    ZERO_COST,
+    compute_zero_cost,
+    grad_norm,
+    jacob_cov,
+    naswot,
+    register_zero_cost,
+    snip,
+    synflow,
+)
 from search_spaces.task_io import TaskIO
 
 IO = TaskIO(kind="signal", num_classes=2, seq_len=3, in_channels=1)
@@ -163,3 +173,31 @@ def test_zero_cost_metrics_are_named_and_only_computed_on_request():
     assert "synflow" not in plain and "naswot" not in plain
     assert math.isfinite(with_zc["synflow"]) and "naswot" in with_zc
     assert with_zc["train_loss_sum"] == pytest.approx(plain["train_loss_sum"])  # training unchanged
+
+
+def test_a_proxy_registered_after_import_is_a_metric_and_is_computed_on_request():
+    @register_zero_cost("param_count", doc="parameters, as a score")
+    def param_count(model, io, x, y):
+        return float(sum(p.numel() for p in model.parameters()))
+
+    try:
+        metric = METRIC_REGISTRY["param_count"]
+        assert (metric.direction, metric.at, metric.zero_cost, metric.doc) == ("maximize", "init", True,
+                                                                                "parameters, as a score")
+        assert METRICS["param_count"] == "maximize"
+        assert zero_cost_requested(["accuracy", "param_count"]) == ("param_count",)
+        x, y = batch()
+        assert compute_zero_cost(mlp(), IO, x, y, ("param_count",)) == {"param_count": 26.0}  # 3 * 4 + 4 + 4 * 2 + 2
+        assert "param_count" in compute_zero_cost(mlp(), IO, x, y)  # all registered proxies by default
+    finally:
+        ZERO_COST.unregister("param_count")
+        METRIC_REGISTRY.unregister("param_count")
+
+
+def test_a_proxy_cannot_take_a_metric_name_and_leaves_nothing_behind():
+    with pytest.raises(ValueError, match="metric 'accuracy' is registered twice"):
+        register_zero_cost("accuracy", lambda model, io, x, y: 0.0)
+    assert "accuracy" not in ZERO_COST and not METRIC_REGISTRY["accuracy"].zero_cost
+    with pytest.raises(TypeError, match="must be callable"):
+        register_zero_cost("not_a_function", 3)
+    assert "not_a_function" not in ZERO_COST and "not_a_function" not in METRIC_REGISTRY

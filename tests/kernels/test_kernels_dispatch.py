@@ -12,7 +12,17 @@ import pytest
 import torch
 
 import kernels
-from kernels.dispatch import OPS, SELF_CHECK, VERIFIED_TRITON, reset_self_checks, self_check, triton_is_default
+from kernels.dispatch import (
+    OPS,
+    SELF_CHECK,
+    VERIFIED_TRITON,
+    Op,
+    register,
+    reset_self_checks,
+    self_check,
+    triton_is_default,
+)
+from kernels.registry import UnknownName
 
 CPU = torch.device("cpu")
 PATHS = [(name, path) for name, op in OPS.items() for path in op.paths if path != "reference"]
@@ -46,6 +56,16 @@ def spy(monkeypatch, op, path, transform=None):
 def qkv(n=20, d=8, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(1, 2, n, d, generator=g).to(dtype) for _ in range(3))
+
+
+def test_ops_are_one_registry_and_an_op_name_is_registered_once():
+    assert OPS.names() == ["attention", "fft_conv", "linear_attention", "local_attention", "neighborhood_attention"]
+    attention = OPS["attention"]
+    with pytest.raises(ValueError, match="kernel op 'attention' is registered twice"):
+        register(Op("attention", paths={"reference": kernels.attention_reference}, probes=lambda *a: []))
+    assert OPS["attention"] is attention and attention.paths["reference"] is kernels.attention_reference
+    with pytest.raises(UnknownName, match="unknown kernel op 'flash'; known: attention, fft_conv"):
+        OPS.get("flash")
 
 
 @pytest.mark.parametrize("name,path", PATHS, ids=[f"{n}-{p}" for n, p in PATHS])

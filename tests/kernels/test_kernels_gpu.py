@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 TOL = {torch.float32: 5e-3, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-BACKENDS = ["triton", None]
+BACKEND_ARGS = ["triton", None]  # forced kernels, then the default path
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def _id(c):
     return f"B{b}-H{h}-kv{hk}-N{n}-M{m}-D{d}-{'causal' if causal else 'full'}{'-bwd' if bwd else ''}"
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=["triton", "default"])
+@pytest.mark.parametrize("backend", BACKEND_ARGS, ids=["triton", "default"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("case", ATTN, ids=[_id(c) for c in ATTN])
 def test_attention_gpu(case, dtype, backend):
@@ -110,7 +110,7 @@ def test_attention_gpu(case, dtype, backend):
 LOCAL = [(4096, 64, 255, 1, False), (4096, 64, 128, 1, True), (4095, 128, 63, 4, False), (2048, 64, 31, 3, True)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=["triton", "default"])
+@pytest.mark.parametrize("backend", BACKEND_ARGS, ids=["triton", "default"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("case", LOCAL, ids=[f"N{n}-D{d}-w{w}-dil{dl}-{'causal' if c else 'full'}" for n, d, w, dl, c in LOCAL])
 def test_local_attention_gpu(case, dtype, backend):
@@ -125,7 +125,7 @@ def test_local_attention_gpu(case, dtype, backend):
 LINEAR = [(2, 8, 4096, 64, 64, False), (2, 8, 4096, 64, 64, True), (1, 4, 2047, 128, 96, True), (1, 4, 3000, 256, 128, False)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=["triton", "default"])
+@pytest.mark.parametrize("backend", BACKEND_ARGS, ids=["triton", "default"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("case", LINEAR, ids=[f"B{b}-H{h}-N{n}-D{d}-Dv{dv}-{'causal' if c else 'full'}" for b, h, n, d, dv, c in LINEAR])
 def test_linear_attention_gpu(case, dtype, backend):

@@ -2,7 +2,7 @@
 (trials run by this call), registered by name: ``local`` (one process, the CI path) and ``ray``
 (Ray Tune, parallel). A backend module registers its ``run`` with :func:`register_backend`."""
 
-from search_spaces.registries import Registry
+from kernels.registry import Registry
 
 __all__ = ["BACKENDS", "get_backend", "list_backends", "register_backend"]
 

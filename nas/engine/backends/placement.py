@@ -62,7 +62,7 @@ def _measure_on_gpu(arch_json: str, io, request, latency, seed: int, plugins: li
 
     import ray
 
-    from evaluators.profiles import ProfileRequest, measure_profile
+    from evaluators.profile_costs import ProfileRequest, measure_profile
     from nas.engine.device_lock import DeviceLock
     from search_spaces import ArchSpec
     from search_spaces.plugins import load_plugins
@@ -88,7 +88,7 @@ def profile_runner(settings, lock, *, plugins: list = (), lock_mode: str = "rw",
     """The ``measure_profile`` hook ``evaluate`` calls in a Ray trial: CPU profiles here under
     ``lock`` (the trial's :class:`~nas.engine.device_lock.DeviceLock`), CUDA profiles by a GPU task
     (``submit(options, fn, *args)``, default: a Ray task, waited for)."""
-    from evaluators.profiles import measure_profile
+    from evaluators.profile_costs import measure_profile
 
     submit = submit or _ray_submit
     mode = "mutex" if lock_mode == "rw" else lock_mode  # nothing trains on the measurement's GPU

@@ -27,8 +27,8 @@ from nas.engine.config import load_space_checked
 from nas.store.study import budget_count, load_study
 from search_spaces import ArchSpec, build_model, get_mixer
 from search_spaces.ffn import FFNS
+from search_spaces.mixer_registry import MIXERS
 from search_spaces.plugins import ENTRY_POINT_GROUP, PluginError, installed_plugins, load_plugins, resolve_plugins
-from search_spaces.registry import MIXERS
 from tests.cli_helpers import NAS, invoke, run_nas
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "custom_mixer"

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
 from search_spaces.arch import ArchSpec, BlockSpec, MixerSpec
-from search_spaces.registry import get_mixer_info
+from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys, from_mapping, setting
 from search_spaces.task_io import TaskIO
 

@@ -12,19 +12,24 @@ A mixer is a class ``Mixer(dim, *, causal, **params)`` (:mod:`search_spaces.mixe
 Spaces, ArchSpec validation, the results and the tests all read this registry, so a new mixer is
 searchable and tested as soon as it is registered. The entries are plain data, and this module
 imports no torch: a space is parsed, counted and checked, and a study's results are read, without
-it. The built-in mixers are declared as data in ``search_spaces/mixers/__init__.py``
-(:func:`declare_mixer`, naming the module that holds the class); that module's class says
-``@register_mixer(name)`` and is imported when the class is first asked for. A plugin's mixer is
-declared and registered at once: ``@register_mixer(name, params=..., causal=...)``.
+it. A mixer is declared once:
+
+* a built-in mixer by :func:`declare_mixer` in ``search_spaces/mixers/__init__.py``, as data that
+  names its class (``"search_spaces.mixers.softmax:SoftmaxAttention"``); the class carries no
+  declaration of its own, and its module (torch) is imported when the class is first asked for;
+* a plugin's mixer by the decorator on its class, ``@register_mixer(name, params=..., causal=...)``,
+  which is the same declaration with the class at hand.
+
+Declaring a name twice is an error.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from search_spaces.registries import Registry
+from kernels.registry import Registry
 from search_spaces.schema import Check
 
 __all__ = [
@@ -50,7 +55,7 @@ class Param:
     ``kind`` is one of ``int``, ``float``, ``bool``, ``str``. ``choices`` restricts to a set;
     ``low``/``high`` bound numbers (inclusive). ``counts_heads``: the parameter counts heads
     (query, key/value, shared or routed heads), so a deployment profile that widens the model
-    with ``heads: scale`` multiplies it with the width (``search_spaces.profiles.scale_arch``).
+    with ``heads: scale`` multiplies it with the width (``search_spaces.deploy_profiles.scale_arch``).
     """
 
     default: Any
@@ -86,34 +91,46 @@ def divides(param: str, what: str = "dim") -> Rule:
     return rule
 
 
-# mixer name -> its class, once the module that holds it has been imported
-_CLASSES: dict[str, type] = {}
-
-
 @dataclass(frozen=True)
 class MixerInfo:
-    """A mixer's entry: what it accepts, as data. ``module`` holds its class (imported by :attr:`cls`)."""
+    """A mixer's entry: what it accepts, as data. Its class is ``class_name`` in ``module`` (imported
+    by :attr:`cls`); ``defined`` is the class itself where a decorator registered it."""
 
     name: str
     module: str
+    class_name: str
     params: dict
     causal: bool
     needs_2d: bool = False
     rules: tuple = ()
     family: str = "attention"
+    defined: Optional[type] = field(default=None, compare=False, repr=False)
 
     def defaults(self) -> dict:
         return {k: p.default for k, p in self.params.items()}
 
     @property
+    def target(self) -> str:
+        """Where the class is, as ``module:Class``."""
+        return f"{self.module}:{self.class_name}"
+
+    @property
     def cls(self) -> type:
-        """The mixer's class (its module is imported on first use)."""
-        if self.name not in _CLASSES:
-            importlib.import_module(self.module)
-            if self.name not in _CLASSES:
-                raise LookupError(f"module {self.module} declares no class for mixer {self.name!r} "
-                                  f"(a class decorated with @register_mixer({self.name!r}))")
-        return _CLASSES[self.name]
+        """The mixer's class (its module is imported on first use). The declaration's causal
+        support is given to the class (``supports_causal``), so it refuses ``causal=True`` where
+        the declaration says no."""
+        cls = self.defined if self.defined is not None else self._find_class()
+        cls.supports_causal = self.causal
+        return cls
+
+    def _find_class(self) -> type:
+        obj = importlib.import_module(self.module)
+        for part in self.class_name.split("."):
+            obj = getattr(obj, part, None)
+        if not isinstance(obj, type):
+            raise LookupError(f"mixer {self.name!r} is declared as {self.target}, but {self.module} defines "
+                              f"no class {self.class_name}")
+        return obj
 
     @property
     def doc(self) -> str:
@@ -123,27 +140,23 @@ class MixerInfo:
 
 def _mixer_entry(name: str, cls: type, *, params: Optional[dict] = None, causal: bool, needs_2d: bool = False,
                  rules: tuple = (), family: str = "attention") -> MixerInfo:
-    info = MixerInfo(name=name, module=cls.__module__, params=dict(params or {}), causal=causal,
-                     needs_2d=needs_2d, rules=tuple(rules), family=family)
-    _bind(info, cls)
-    return info
-
-
-def _bind(info: MixerInfo, cls: type) -> None:
-    cls.supports_causal = info.causal
-    _CLASSES[info.name] = cls
+    return MixerInfo(name=name, module=cls.__module__, class_name=cls.__qualname__, params=dict(params or {}),
+                     causal=causal, needs_2d=needs_2d, rules=tuple(rules), family=family, defined=cls)
 
 
 # the built-in mixers are declared in search_spaces/mixers/__init__.py (no torch imported there)
 MIXERS: Registry[MixerInfo] = Registry("mixer", builtins=("search_spaces.mixers",), entry=_mixer_entry)
 
 
-def declare_mixer(name: str, module: str, *, params: Optional[dict] = None, causal: bool, needs_2d: bool = False,
+def declare_mixer(name: str, target: str, *, params: Optional[dict] = None, causal: bool, needs_2d: bool = False,
                   rules: tuple = (), family: str = "attention") -> MixerInfo:
-    """Add the entry of a mixer whose class, in ``module``, is imported when first needed; the class
-    says ``@register_mixer(name)``. ValueError if the name is taken."""
-    return MIXERS.add(name, MixerInfo(name=name, module=module, params=dict(params or {}), causal=causal,
-                                      needs_2d=needs_2d, rules=tuple(rules), family=family))
+    """Declare the mixer ``name`` whose class is ``target``, ``"module:Class"``, imported when first
+    needed (see the module docstring). ValueError if the name is taken or ``target`` is malformed."""
+    module, sep, class_name = target.partition(":")
+    if not (module and sep and class_name):
+        raise ValueError(f"mixer {name!r}: {target!r} must name its class as 'module:Class'")
+    return MIXERS.add(name, MixerInfo(name=name, module=module, class_name=class_name, params=dict(params or {}),
+                                      causal=causal, needs_2d=needs_2d, rules=tuple(rules), family=family))
 
 
 def register_mixer(
@@ -155,24 +168,12 @@ def register_mixer(
     rules: tuple = (),
     family: str = "attention",
 ):
-    """Class decorator that adds a mixer to the registry under ``name`` (see the module docstring).
-    With ``name`` alone it gives a declared mixer (:func:`declare_mixer`) its class."""
-    if causal is not None:
-        return MIXERS.register(name, params=params, causal=causal, needs_2d=needs_2d, rules=rules, family=family)
-    if params is not None or needs_2d or rules or family != "attention":
+    """Class decorator that declares the mixer ``name`` with the decorated class (a plugin's mixer,
+    see the module docstring): its parameters, whether it supports causal use, and so on, as
+    :func:`declare_mixer` takes them. ValueError if the name is taken."""
+    if causal is None:
         raise TypeError(f"register_mixer({name!r}): say whether it supports causal use (causal=True or False)")
-
-    def bind(cls: type) -> type:
-        if name not in MIXERS:
-            raise TypeError(f"mixer {name!r} is not declared: register it with its params and causal=True or False")
-        info = MIXERS.get(name)
-        if info.module != cls.__module__ or name in _CLASSES:
-            raise ValueError(f"mixer {name!r} is declared for module {info.module}; {cls.__module__}.{cls.__name__} "
-                             f"cannot take it (give its params and causal=... to register a new mixer)")
-        _bind(info, cls)
-        return cls
-
-    return bind
+    return MIXERS.register(name, params=params, causal=causal, needs_2d=needs_2d, rules=rules, family=family)
 
 
 def list_mixers() -> list[str]:

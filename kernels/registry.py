@@ -1,8 +1,8 @@
 """The one registration mechanism: a named :class:`Registry` per kind of extension.
 
-Mixers, FFNs, tasks, metrics, zero-cost proxies and backends each keep one ``Registry``. Built-in
-entries are registered by explicit imports (a registry names the modules that hold them in
-``builtins`` and imports them on first use); user entries come from plugins
+Mixers, FFNs, tasks, metrics, zero-cost proxies, backends and the kernels' ops each keep one
+``Registry``. Built-in entries are registered by explicit imports (a registry names the modules that
+hold them in ``builtins`` and imports them on first use); user entries come from plugins
 (:mod:`search_spaces.plugins`) that call the same ``register``. Looking up a name that is not
 there raises :class:`UnknownName` with one message shape for every registry::
 
@@ -10,8 +10,12 @@ there raises :class:`UnknownName` with one message shape for every registry::
 
 A registry is a read-only mapping ``name -> entry``. ``register(name, **meta)`` is a decorator;
 a registry built with an ``entry`` factory stores ``entry(name, obj, **meta)`` (e.g. a mixer's
-:class:`~search_spaces.registry.MixerInfo` with its parameters and rules), otherwise the object
+:class:`~search_spaces.mixer_registry.MixerInfo` with its parameters and rules), otherwise the object
 itself. Registering a name twice is an error.
+
+This module lives in ``kernels``, the bottom layer, and imports nothing but the standard library,
+so every layer (and the kernels' own op registry) can use it; ``search_spaces`` re-exports
+``Registry`` and ``UnknownName``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Cost metrics at a deployment profile: ``latency_ms@long``, ``flops@long``, ... (issue 18).
 
-A space's ``deploy:`` profiles (:mod:`search_spaces.profiles`) say where the model will run. For
+A space's ``deploy:`` profiles (:mod:`search_spaces.deploy_profiles`) say where the model will run. For
 each profile a search names in its objectives, constraints or ladder filters, the candidate's
-ArchSpec is scaled to the profile (:func:`search_spaces.profiles.scale_arch`), built at the
+ArchSpec is scaled to the profile (:func:`search_spaces.deploy_profiles.scale_arch`), built at the
 profile's input shape with random weights (seeded with the search's seed) and measured there:
 
 - ``params@p``: parameters of the profile's model (always computed, it costs nothing);
@@ -32,8 +32,8 @@ from evaluators.decode import measure_decode
 from evaluators.errors import TrialFailure
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from search_spaces.arch import ArchSpec, ArchValidationError
+from search_spaces.deploy_profiles import Profile, metric_name, profile_model, split_metric
 from search_spaces.failures import first_line
-from search_spaces.profiles import Profile, metric_name, profile_model, split_metric
 from search_spaces.task_io import TaskIO
 
 __all__ = ["ProfileRequest", "latency_config", "measure_profile", "profile_requests", "task_profile"]
