@@ -266,7 +266,7 @@ def _lazy_names(package: str) -> set:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and node.value.keys:
             pairs = list(zip(node.value.keys, node.value.values))
             if all(isinstance(c, ast.Constant) and isinstance(c.value, str) for pair in pairs for c in pair) and all(
-                    v.value.split(".")[0] == package.split(".")[0] for _, v in pairs):
+                    v.value.split(".")[0] in PACKAGES for _, v in pairs):
                 names |= {k.value for k, _ in pairs}
     return names
 
