@@ -36,8 +36,13 @@ def task_io(space: Space) -> TaskIO:
 
 
 def bind_task(space: Space) -> Space:
-    """``space`` bound to its task's I/O (checked against it); the space itself, for chaining."""
-    return space.bind(task_io(space))
+    """``space`` bound to its task's I/O (checked against it) and its mixers checked against their
+    contract (:mod:`search_spaces.contracts`, which builds them: torch); the space, for chaining."""
+    space.bind(task_io(space))
+    from search_spaces.contracts import check_space_mixers  # torch: only where models will be built
+
+    check_space_mixers(space)
+    return space
 
 
 def load_space(name_or_path: Union[str, Path]) -> Space:

@@ -37,7 +37,7 @@ from typing import Iterable, Optional
 from search_spaces.failures import failure_reason
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "installed_plugins", "load_plugins", "load_space_plugins",
-           "resolve_plugins"]
+           "plugin_of", "resolve_plugins"]
 
 ENTRY_POINT_GROUP = "mixer_nas.plugins"
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -131,9 +131,25 @@ def load_plugins(plugins: Iterable[Plugin | dict] = (), *, installed: bool = Tru
         _load_one(p if isinstance(p, Plugin) else Plugin.from_dict(p), f"{key}[{i}]" if key else "")
 
 
+# module name -> the name of the plugin loaded as that module (as the user wrote it), for messages
+_LOADED: dict[str, str] = {}
+
+
+def plugin_of(module: str) -> Optional[str]:
+    """The name (as the user wrote it: ``my_mixers.py``, ``my_lab.mixers``) of the loaded plugin
+    that ``module`` is, or is a submodule of; None when no plugin was loaded as it."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        name = _LOADED.get(".".join(parts[:n]))
+        if name is not None:
+            return name
+    return None
+
+
 def _load_one(plugin: Plugin, key: str) -> None:
     name = plugin.module_name
     if name in sys.modules:
+        _LOADED.setdefault(name, plugin.name)
         return
     try:
         if plugin.module is not None:
@@ -147,6 +163,7 @@ def _load_one(plugin: Plugin, key: str) -> None:
         raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
     except Exception as e:  # SyntaxError, a registration clash, anything the module raises
         raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
+    _LOADED[name] = plugin.name
 
 
 def load_space_plugins(raw, base_dir: Path | str) -> list[Plugin]:

@@ -162,6 +162,41 @@ def test_missing_or_failing_plugin_is_one_line_exit_2_nothing_written(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boom.py", "space.yaml"]  # no results/, no database
 
 
+CHEAT = """
+import sys
+
+import torch
+from torch import nn
+
+from search_spaces import Mixer, register_mixer
+
+
+@register_mixer("peek", causal=True, family="recurrent")
+class Peek(Mixer):
+    \"\"\"Claims to be causal, but reads token t + 1: the sequence shifted left, then a linear layer.\"\"\"
+
+    def __init__(self, dim, *, causal=False):
+        super().__init__(dim, causal=causal)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, hw=None):
+        %s
+"""
+
+
+@pytest.mark.parametrize("forward,rule", [
+    ("return self.proj(torch.roll(x, -1, 1))", "declared causal, but output position 0 depends on input position 1"),
+    ("sys.exit(3)", "forward raises SystemExit: 3"),
+], ids=["future", "exit"])
+def test_a_plugin_mixer_breaking_its_contract_is_one_line_exit_2_nothing_written(tmp_path, forward, rule):
+    (tmp_path / "cheat.py").write_text(CHEAT % forward)
+    (tmp_path / "space.yaml").write_text(SMALL % {"objective": "params", "mixer": "peek"})
+    r = invoke("search", "--space", "space.yaml", "--study", "c", "--plugin", "cheat.py", cwd=tmp_path)
+    _one_line_error(r, "space.yaml: arch.stages[0].mixer.choices.peek: mixer 'peek' (plugin cheat.py) breaks its "
+                       f"contract: {rule} (built with dim=16, causal=True)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cheat.py", "space.yaml"]  # no results/, no database
+
+
 def test_plugin_option_is_stored_and_a_changed_plugin_is_refused(tmp_path, fresh, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))  # module plugins must be importable, like any module
     (tmp_path / "tplug_lib").mkdir()
