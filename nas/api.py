@@ -131,15 +131,18 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
 
 
 def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] = None,
-           timeout: Optional[float] = None, progress: Optional[ProgressFactory] = None) -> "pd.DataFrame":
+           timeout: Optional[float] = None, progress: Optional[ProgressFactory] = None,
+           trust_code: bool = False) -> "pd.DataFrame":
     """Continue ``study`` from its storage with its stored space, plugins, sampler and backend;
-    ``trials`` is its new budget (kept for later resumes). Returns its trials, as :func:`search`."""
+    ``trials`` is its new budget (kept for later resumes). Returns its trials, as :func:`search`.
+    ``trust_code``: run stored plugin code that is not on this machine (someone else's study);
+    without it such a study is a UserError and nothing runs."""
     from nas.store.study import load_study, save_budget
 
     _check_arguments(trials=trials, timeout=timeout)
     with interrupts.handling():
         st, config = load_study(resolve_storage(study, storage), study, writable=True)
-        check_runs_here(config.load_space(), config.backend)  # this machine may lack the memory or the CUDA device
+        check_runs_here(config.load_space(trust_code=trust_code), config.backend)  # this machine may lack the memory or the CUDA device
         save_budget(st, config, trials)
         config.timeout = timeout
         return _run(st, config, False, progress)

@@ -32,8 +32,8 @@ from typing import Iterator, Optional
 import torch
 
 from search_spaces.failures import failure_reason
-from search_spaces.plugins import plugin_of
 from search_spaces.mixer_registry import get_mixer_info
+from search_spaces.plugins import plugin_of
 from search_spaces.space import MixerChoice, Space, SpaceError, StageChoices, valid_params
 
 __all__ = ["ContractError", "check_mixer", "check_space_mixers", "mixer_origin", "probe_params"]

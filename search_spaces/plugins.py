@@ -18,6 +18,11 @@ on every node without a shared file system, and a resumed study runs the code it
 Loading is idempotent: a module already imported (a ``.py`` file gets the module name
 ``mixer_nas_plugin_<stem>_<hash of its text>``) is not imported again. A plugin that is missing
 or raises while it is imported is a :class:`PluginError` whose message names it.
+
+Stored code is someone else's code until the user says otherwise: :func:`untrusted_plugins` names
+the ``.py`` records whose text would run and is not the user's own (not imported in this process
+yet, and no file at the stored path with the same text), which the commands that load a study's
+or a model folder's plugins run only with the user's opt-in (``--trust-code``, ``trust_code=True``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Iterable, Optional
 from search_spaces.failures import failure_reason
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "installed_plugins", "load_plugins", "load_space_plugins",
-           "plugin_of", "resolve_plugins"]
+           "plugin_of", "resolve_plugins", "untrusted_plugins"]
 
 ENTRY_POINT_GROUP = "mixer_nas.plugins"
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -164,6 +169,27 @@ def _load_one(plugin: Plugin, key: str) -> None:
     except Exception as e:  # SyntaxError, a registration clash, anything the module raises
         raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
     _LOADED[name] = plugin.name
+
+
+def untrusted_plugins(plugins: Iterable[Plugin | dict]) -> list[Plugin]:
+    """The records of ``plugins`` whose stored code :func:`load_plugins` would run although it is not
+    the user's own: ``.py`` plugins not imported in this process yet whose stored path holds no file
+    with the same text here. A module plugin is never one: it imports what is installed here (or
+    fails to), and a file the user has, unchanged, is code they already have."""
+    out = []
+    for p in plugins:
+        plugin = p if isinstance(p, Plugin) else Plugin.from_dict(p)
+        if plugin.module is None and plugin.module_name not in sys.modules and not _same_file(plugin):
+            out.append(plugin)
+    return out
+
+
+def _same_file(plugin: Plugin) -> bool:
+    """True if the file at the plugin's stored path holds its stored text."""
+    try:
+        return Path(plugin.path).read_text(encoding="utf-8") == plugin.code
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def load_space_plugins(raw, base_dir: Path | str) -> list[Plugin]:

@@ -29,6 +29,8 @@ StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL (default: 
                                                    "sqlite:///results/<study>.db)")
 PluginOpt = typer.Option([], "--plugin", help="module name or .py file that registers mixers, tasks or metrics "
                                               "(repeatable; a study stores its plugins)")
+TrustCodeOpt = typer.Option(False, "--trust-code", help="run plugin code stored in the study or model folder that "
+                                                        "is not on this machine (only if you trust its source)")
 
 
 def _fail(msg: str, code: int = 2):

@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from nas.cli.base import StorageOpt, StudyOpt, app, err, out, storage_for, user_errors
-from nas.cli.tables import front_counts, front_table, model_summary
+from nas.cli.base import StorageOpt, StudyOpt, TrustCodeOpt, app, err, out, storage_for, user_errors
+from nas.cli.tables import front_counts, front_table, goal_lines, model_summary
 from nas.errors import UserError
 
 
@@ -101,9 +101,14 @@ def export(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
 @user_errors
 def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
          trial: int = typer.Option(..., "--trial", help="trial number"),
-         model: bool = typer.Option(True, "--model/--no-model", help="build the model and list its blocks' "
-                                                                  "parameters (imports torch)")):
-    """One trial: its metrics, its architecture as JSON, and a summary of the built model."""
+         model: Optional[bool] = typer.Option(None, "--model/--no-model", show_default=False,
+                                              help="build the model and list its blocks' parameters (imports torch; "
+                                                   "needs the study's plugins). Default: on, and left out with a note "
+                                                   "when they cannot be loaded; --model makes that an error"),
+         trust_code: bool = TrustCodeOpt):
+    """One trial: the study's objectives and constraints, every metric the trial stored, its
+    architecture as JSON, and a summary of the built model (the one part that needs the study's
+    plugins, and --trust-code for plugin code that is not on this machine)."""
     from nas.results.trials import load_trials
     from nas.store.optuna_access import storage_of
     from nas.store.study import load_study
@@ -119,12 +124,25 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
         raise UserError(f"trial {trial} has no architecture (state {r['state']}: {r.get('error')})")
     arch = ArchSpec.from_json(r["arch_json"])
     out.print(f"[bold]trial {trial}[/] {r['state']}  arch_id {arch.arch_id}", highlight=False)
-    if r.get("error"):
+    if isinstance(r.get("error"), str):  # NaN where other trials have one
         out.print(f"error: {r['error']}", highlight=False, markup=False)
-    metrics = {k: r[k] for k in ("accuracy", "latency_ms", "latency_spread", "params", "flops", "train_loss_sum")
-               if k in r and r[k] == r[k] and r[k] is not None}
-    if metrics:
-        out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), highlight=False)
+    frozen = next(t for t in st.get_trials(deepcopy=False) if t.number == trial)
+    for line in goal_lines(frozen, df.attrs["objectives"], config.space_yaml):
+        out.print(line, highlight=False, markup=False)
     out.print_json(json.dumps(arch.to_dict()))
-    if model:
-        out.print(model_summary(arch, config))
+    if model is not False:
+        _print_model_summary(arch, config, asked=model is True, trust_code=trust_code)
+
+
+def _print_model_summary(arch, config, *, asked: bool, trust_code: bool) -> None:
+    """The model summary of `nas show`, the one part that loads the study's plugins: when they cannot
+    be loaded or are not trusted, a note on stderr (exit 0), or the error (exit 2) with ``asked``
+    (--model given)."""
+    try:
+        space = config.load_space(trust_code=trust_code)
+    except UserError as e:
+        if asked:
+            raise
+        err.print(f"note: no model summary: {e}", highlight=False, markup=False)
+        return
+    out.print(model_summary(arch, space.io))

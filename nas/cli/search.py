@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from nas.api import SearchStopped
-from nas.cli.base import PluginOpt, StorageOpt, StudyOpt, app, err, out, state, user_errors
+from nas.cli.base import PluginOpt, StorageOpt, StudyOpt, TrustCodeOpt, app, err, out, state, user_errors
 from nas.cli.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, checked_option
 from nas.cli.tables import front_table
 from nas.engine.config import SAMPLERS, SearchConfig
@@ -114,8 +114,10 @@ def resume(
     storage: Optional[str] = StorageOpt,
     trials: Optional[int] = checked_option(None, "--trials", check=check_of(SearchConfig, "trials"), help="new total of finished trials"),
     timeout: Optional[float] = checked_option(None, "--timeout", check=check_of(SearchConfig, "timeout"), help="stop starting new trials after this many seconds"),
+    trust_code: bool = TrustCodeOpt,
 ):
     """Continue a study from its storage; the stored config says everything else."""
     from nas.api import resume as run_resume
 
-    _print_summary(run_resume(study, storage=storage, trials=trials, timeout=timeout, progress=_progress))
+    _print_summary(run_resume(study, storage=storage, trials=trials, timeout=timeout, progress=_progress,
+                              trust_code=trust_code))

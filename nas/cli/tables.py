@@ -40,13 +40,54 @@ def front_table(df, title="Pareto front") -> Table:
     return t
 
 
+def goal_lines(trial, objectives: dict, space_yaml: str) -> list[str]:
+    """`nas show`'s lines for ``trial`` (an Optuna FrozenTrial) of a study with ``objectives``
+    ({metric: direction}) and the stored space text ``space_yaml``: the objectives, the constraints
+    with their limits (met or violated by the trial), then every metric the trial stored
+    (``metric@profile``, a plugin's too), objectives first. Read from the study alone: no plugin."""
+    import yaml
+
+    from nas.store.trial_attrs import metrics_of
+
+    values = dict(zip(objectives, trial.values or ()))
+    metrics = {**values, **{k: v for k, v in metrics_of(trial).items() if k not in values}}
+    lines = ["objectives: " + ", ".join(f"{k} ({d})" for k, d in objectives.items())]
+    constraints = (yaml.safe_load(space_yaml) or {}).get("constraints") or {}
+    if constraints:
+        lines.append("constraints: " + ", ".join(_constraint_text(name, bound, limit, metrics.get(name))
+                                                 for name, bounds in constraints.items()
+                                                 for bound, limit in bounds.items()))
+    shown = {k: v for k, v in metrics.items() if v is not None}
+    if shown:
+        lines.append("metrics: " + ", ".join(f"{k}={_number(v):.4g}" if _number(v) is not None else f"{k}={v}"
+                                             for k, v in shown.items()))
+    return lines
 
 
-def model_summary(arch, config) -> Table:
-    """The model of ``arch`` built for the study's task: parameters per block, then the rest."""
+def _number(v):
+    """``v`` as a float if it is a number (or a number's text, as YAML may give a limit), else None."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _constraint_text(name: str, bound: str, limit, value) -> str:
+    """'params <= 1e+06 (met)': a constraint's bound (max or min), and whether ``value`` meets it."""
+    op, lim, v = "<=" if bound == "max" else ">=", _number(limit), _number(value)
+    text = f"{name} {op} {lim:g}" if lim is not None else f"{name} {op} {limit}"
+    if lim is None or v is None:
+        return text
+    return text + (" (met)" if (v <= lim if bound == "max" else v >= lim) else " (violated)")
+
+
+def model_summary(arch, io) -> Table:
+    """The model of ``arch`` built for a task's I/O ``io``: parameters per block, then the rest."""
     from search_spaces import build_model
 
-    model = build_model(arch, config.load_space().io)
+    model = build_model(arch, io)
     t = Table(title=f"model summary: {escape(arch.summary())}")
     for col in ("stage", "block", "width", "mixer", "ffn", "params"):
         t.add_column(col, justify="right" if col in ("params", "width") else "left")

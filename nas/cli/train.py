@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from nas.cli.base import PluginOpt, StorageOpt, app, err, out, storage_for, user_errors
+from nas.cli.base import PluginOpt, StorageOpt, TrustCodeOpt, app, err, out, storage_for, user_errors
 from nas.cli.options import STEPS, checked_option
 from nas.errors import UserError
 from search_spaces.schema import Check
@@ -52,7 +52,7 @@ class StepProgress:
                   file=sys.stderr, flush=True)
 
 
-def _specs(study, storage, trial, from_front, arch, space, steps, seed, plugins) -> list:
+def _specs(study, storage, trial, from_front, arch, space, steps, seed, plugins, trust_code) -> list:
     from nas.engine.study_plugins import load_cli_plugins
     from nas.models.train_spec import front_trials, spec_from_arch, spec_from_trial
 
@@ -69,7 +69,8 @@ def _specs(study, storage, trial, from_front, arch, space, steps, seed, plugins)
         raise UserError("--study needs exactly one of --trial N and --trials-from-front")
     url = storage_for(study, storage)
     numbers = front_trials(url, study) if from_front else [trial]
-    return [spec_from_trial(url, study, n, steps=steps, seed=seed, space=space) for n in numbers]
+    return [spec_from_trial(url, study, n, steps=steps, seed=seed, space=space, trust_code=trust_code)
+            for n in numbers]
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -100,13 +101,14 @@ def train_cmd(
     checkpoint_every: int = checked_option(200, "--checkpoint-every", check=CHECKPOINT_EVERY, help="steps between checkpoints"),
     eval_samples: int = checked_option(0, "--eval-samples", check=EVAL_SAMPLES, help="test samples for the final evaluation (0 = all)"),
     plugin: List[str] = PluginOpt,
+    trust_code: bool = TrustCodeOpt,
 ):
     """Train a chosen architecture at full budget on its task: checkpoints, resume, final test
     evaluation, costs measured on the trained model. Writes OUT/model.safetensors, arch.json,
     train.json, metrics.json and loss.png (load with nas.load_model(OUT))."""
     from nas.models.training import check_out_dir, train
 
-    specs = _specs(study, storage, trial, from_front, arch, space, steps, seed, plugin)
+    specs = _specs(study, storage, trial, from_front, arch, space, steps, seed, plugin, trust_code)
     outs = [out_dir / f"trial-{s.source['trial']}" for s in specs] if from_front else [out_dir]
     states = [check_out_dir(folder, spec) for spec, folder in zip(specs, outs)]  # all, before anything is written
     for spec, folder, state in zip(specs, outs, states):
@@ -129,6 +131,7 @@ def export_model_cmd(
     folder: Path = typer.Argument(..., help="a `nas train` output folder"),
     format: str = typer.Option("torchscript", "--format", help="torchscript | onnx"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: FOLDER/model.torchscript.pt or FOLDER/model.onnx)"),
+    trust_code: bool = TrustCodeOpt,
 ):
     """Export a trained model (fixed input shape, any batch size) and check the file's outputs
     against the model's."""
@@ -137,7 +140,7 @@ def export_model_cmd(
 
     if format not in FORMATS:
         raise UserError(f"--format: {format!r} is not one of {sorted(FORMATS)}")
-    model = load_model(folder)
+    model = load_model(folder, trust_code=trust_code)
     target = out_file or folder / FORMATS[format]
     try:
         done = export_model(model, format, target)

@@ -86,12 +86,13 @@ class SearchConfig:
     def from_json(cls, s: str) -> "SearchConfig":
         return cls(**json.loads(s))
 
-    def load_space(self):
+    def load_space(self, *, trust_code: bool = False):
         """The space parsed from the stored YAML text (validated and bound to its task), after
-        loading the study's plugins; UserError naming a plugin that cannot be loaded."""
+        loading the study's plugins; UserError naming a plugin that cannot be loaded, or stored
+        plugin code that is not the user's own unless ``trust_code`` (nas.engine.study_plugins)."""
         from nas.engine.study_plugins import load_study_plugins
 
-        load_study_plugins(self.plugins, study=self.study)
+        load_study_plugins(self.plugins, study=self.study, trust_code=trust_code)
         return load_space_checked(self.space, text=self.space_yaml)
 
     def task(self):

@@ -5,6 +5,13 @@ its :class:`~nas.engine.config.SearchConfig` (with each ``.py`` file's text) and
 ``SearchConfig.load_space`` in every process that builds its models: `nas resume`, `nas show`,
 `nas status`, the Ray driver and its workers. Installed plugins (entry points) are loaded by every
 process too, but not stored: they belong to the environment, like the engine itself.
+
+A ``.py`` plugin's stored text is code: opening someone else's study or model folder must not run
+it unasked. :func:`check_trusted` refuses (one line naming the files and their length, nothing run)
+stored code that is not the user's own (:func:`search_spaces.plugins.untrusted_plugins`: no file
+with the same text at the stored path, not imported yet) unless the caller passes ``trust_code``
+(`--trust-code`, ``trust_code=True``), as Hugging Face runs a repository's code only with
+``trust_remote_code=True``. The Ray workers load what their driver already accepted.
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from nas.errors import UserError
-from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plugins
+from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plugins, untrusted_plugins
 
-__all__ = ["check_same_plugins", "load_cli_plugins", "load_study_plugins", "study_plugins"]
+__all__ = ["TRUST_HINT", "check_same_plugins", "check_trusted", "load_cli_plugins", "load_study_plugins",
+           "study_plugins"]
+
+TRUST_HINT = "--trust-code (trust_code=True in Python)"  # how a user allows stored code to run
 
 
 def load_cli_plugins(names: Optional[Iterable[str]]) -> list[Plugin]:
@@ -29,8 +39,22 @@ def load_cli_plugins(names: Optional[Iterable[str]]) -> list[Plugin]:
     return plugins
 
 
-def load_study_plugins(plugins: Iterable[dict], *, study: str) -> None:
-    """Load a study's stored plugins (and the installed ones); UserError naming the one that fails."""
+def check_trusted(plugins: Iterable[Plugin | dict], *, trust_code: bool, owner: str) -> None:
+    """UserError, before anything runs, if ``plugins`` (stored by ``owner``: "study 'x'", a model
+    folder) carry code that is not the user's own and ``trust_code`` is false; the line names each
+    file with its number of lines and says how to allow it."""
+    foreign = [] if trust_code else untrusted_plugins(plugins)
+    if foreign:
+        files = ", ".join(f"{p.name} ({len(p.code.splitlines())} lines)" for p in foreign)
+        raise UserError(f"{owner} carries plugin code that is not on this machine: {files}; nothing was run. "
+                        f"Run it only if you trust where it came from: {TRUST_HINT}")
+
+
+def load_study_plugins(plugins: Iterable[dict], *, study: str, trust_code: bool = False) -> None:
+    """Load a study's stored plugins (and the installed ones); UserError naming the one that fails,
+    or the stored code that would run without ``trust_code`` (:func:`check_trusted`)."""
+    plugins = list(plugins)
+    check_trusted(plugins, trust_code=trust_code, owner=f"study {study!r}")
     try:
         load_plugins(plugins)
     except PluginError as e:

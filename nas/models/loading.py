@@ -12,10 +12,14 @@ from nas.models.folder import TRAIN_FILE, WEIGHTS_FILE, PathLike, arch_and_io, c
 __all__ = ["load_model"]
 
 
-def load_model(path: PathLike, *, device: str = "cpu"):
+def load_model(path: PathLike, *, device: str = "cpu", trust_code: bool = False):
     """The trained ``nn.Module`` of a `nas train` folder, with its weights, in eval mode, on
-    ``device``. Plugins the run was made with (custom mixers) are loaded first."""
+    ``device``. Plugins the run was made with (custom mixers) are loaded first. A ``.py`` plugin's
+    code stored in the folder's train.json runs only if it is the user's own (the same file at its
+    stored path) or with ``trust_code=True``: else a UserError, and nothing runs (a downloaded
+    folder is someone else's code, as a pickle is)."""
     import nas.models.timm_entry  # noqa: F401  (registers timm's "mixer_nas" entry; imports timm)
+    from nas.engine.study_plugins import check_trusted
     from search_spaces import build_model
     from search_spaces.plugins import PluginError, load_plugins
 
@@ -23,8 +27,10 @@ def load_model(path: PathLike, *, device: str = "cpu"):
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder (expected the --out folder of `nas train`)")
     check_finished(folder)
+    plugins = read_json(folder / TRAIN_FILE).get("plugins", [])
+    check_trusted(plugins, trust_code=trust_code, owner=f"{folder / TRAIN_FILE}")
     try:
-        load_plugins(read_json(folder / TRAIN_FILE).get("plugins", []))
+        load_plugins(plugins)
     except PluginError as e:
         raise UserError(f"{folder}: {e.message} (a plugin the model was trained with)") from None
     spec, io = arch_and_io(folder)

@@ -86,16 +86,17 @@ def _find_trial(study, number: int, name: str):
 
 
 def spec_from_trial(storage: str, study: str, trial: int, *, steps: int, seed: Optional[int] = None,
-                    space: Optional[str] = None) -> TrainSpec:
+                    space: Optional[str] = None, trust_code: bool = False) -> TrainSpec:
     """The architecture of finished trial ``trial``, trained on the study's task with the study's
-    space settings, or those of ``space``, whose task must be the study's."""
+    space settings, or those of ``space``, whose task must be the study's. ``trust_code``: run
+    the study's stored plugin code that is not on this machine (else a UserError)."""
     from nas.engine.config import load_space_checked
     from nas.store.study import load_study
     from search_spaces import ArchSpec
 
     st, config = load_study(storage, study)
     t = _find_trial(st, trial, study)
-    searched = config.load_space()  # loads the study's plugins too
+    searched = config.load_space(trust_code=trust_code)  # loads the study's plugins too
     sp = searched
     if space is not None:
         sp = load_space_checked(space)

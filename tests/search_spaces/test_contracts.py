@@ -10,8 +10,8 @@ import torch
 from evaluators import load_space
 from search_spaces import SpaceError, get_mixer_info, list_mixers
 from search_spaces.contracts import ContractError, check_mixer, mixer_origin
-from search_spaces.plugins import load_plugins, resolve_plugins
 from search_spaces.mixer_registry import MIXERS
+from search_spaces.plugins import load_plugins, resolve_plugins
 
 # a correct causal mixer: the running mean of the tokens so far, then a linear layer; each case
 # below changes one line of it and so breaks exactly one rule

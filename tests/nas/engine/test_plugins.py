@@ -389,9 +389,9 @@ def test_example_from_the_cli_killed_and_resumed_then_shown_without_its_file(tmp
     assert (df.state == "FAIL").sum() == 1 and "heartbeat" in df[df.state == "FAIL"].error.iloc[0]
     _check_example_trials(df)
 
-    (tmp_path / "ex" / "ema.py").unlink()  # the study keeps the plugin's text: no file needed
+    (tmp_path / "ex" / "ema.py").unlink()  # the study keeps the plugin's text: no file needed, but trust
     n = int(df[(df.state == "COMPLETE") & df.arch_json.str.contains('"ema"')].number.iloc[0])
-    r = run_nas("show", "--study", "ex", "--storage", url, "--trial", n, cwd=tmp_path)
+    r = run_nas("show", "--study", "ex", "--storage", url, "--trial", n, "--trust-code", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ema" in r.stdout and "total" in r.stdout
 
