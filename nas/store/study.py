@@ -97,34 +97,6 @@ def _sqlite_wal(storage: RDBStorage) -> None:
     storage.engine.dispose()  # connections opened while Optuna set up its tables get the pragmas too
 
 
-def _checked_url(url: str) -> Optional[Path]:
-    """The file of a storage URL (None for a database server); UserError for a URL that is not one."""
-    if not isinstance(url, str) or "://" not in url:
-        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
-                        "postgresql://user@host/db")
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"bad storage URL {url!r}: scheme {scheme!r} is not one of sqlite, postgresql, mysql")
-    return _sqlite_path(url)
-
-
-def _check_can_make(path: Path, url: str) -> None:
-    """UserError unless the SQLite file ``path`` exists as a file or can be made: its nearest
-    existing folder is writable (the folders between are made with it)."""
-    if path.is_dir():
-        raise UserError(f"bad storage URL {url!r}: {path} is a directory")
-    if path.exists():
-        return
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"bad storage URL {url!r}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"storage {url}: read-only folder: {folder} cannot be written, so the "
-                        f"database file {path.name} cannot be made there")
-
-
 def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_period: int = 20,
                  max_retry: int = 1) -> RDBStorage:
     """Open an Optuna RDB storage. With ``create=False`` a missing SQLite file is an error (and no
@@ -160,6 +132,34 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
         if problem is not None:
             raise UserError(problem) from None
         raise UserError(f"cannot open storage {url}: {first_line(e)}") from None
+
+
+def _checked_url(url: str) -> Optional[Path]:
+    """The file of a storage URL (None for a database server); UserError for a URL that is not one."""
+    if not isinstance(url, str) or "://" not in url:
+        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
+                        "postgresql://user@host/db")
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"bad storage URL {url!r}: scheme {scheme!r} is not one of sqlite, postgresql, mysql")
+    return _sqlite_path(url)
+
+
+def _check_can_make(path: Path, url: str) -> None:
+    """UserError unless the SQLite file ``path`` exists as a file or can be made: its nearest
+    existing folder is writable (the folders between are made with it)."""
+    if path.is_dir():
+        raise UserError(f"bad storage URL {url!r}: {path} is a directory")
+    if path.exists():
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"bad storage URL {url!r}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"storage {url}: read-only folder: {folder} cannot be written, so the "
+                        f"database file {path.name} cannot be made there")
 
 
 def check_writable(storage: RDBStorage, url: str) -> None:
