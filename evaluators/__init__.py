@@ -2,6 +2,7 @@
 
     import evaluators
     space = evaluators.load_space("tiny")              # a space file bound to its task's I/O
+    checked = evaluators.read_space("tiny")            # ... with every setting checked, read once for a search
     evaluators.list_tasks()                            # registered task names
     task = evaluators.make_task("mqar", seed=0)        # a Task: io, split("train") -> (x, y)
     settings = evaluators.EvalSettings.from_space(space, seed=0)
@@ -22,7 +23,9 @@ _EXPORTS = {
     "TrialFailure": "evaluators.errors",
     "LatencyConfig": "evaluators.latency",
     "measure_latency": "evaluators.latency",
+    "CheckedSpace": "evaluators.spaces",
     "load_space": "evaluators.spaces",
+    "read_space": "evaluators.spaces",
     "Metric": "evaluators.metrics",
     "register_metric": "evaluators.metrics",
     "resolve_metric": "evaluators.metrics",

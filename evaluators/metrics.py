@@ -32,8 +32,8 @@ from evaluators.errors import TrialFailure
 from kernels.registry import Registry, UnknownName
 from search_spaces.failures import failure_reason
 
-__all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "compute_user_metrics", "filter_metrics", "register_metric",
-           "resolve_metric"]
+__all__ = ["DIRECTIONS", "METRIC_REGISTRY", "Metric", "check_space_metrics", "compute_user_metrics", "filter_metrics",
+           "register_metric", "resolve_metric"]
 
 DIRECTION_NAMES = ("maximize", "minimize")
 STAGES = ("init", "trained")
@@ -130,6 +130,29 @@ def resolve_metric(name: str, profiles: Iterable[str] = ()) -> Metric:
     if profile not in list(profiles):
         raise UnknownName("profile", profile, list(profiles))
     return replace(metric, name=name, at="init")
+
+
+def check_space_metrics(space) -> None:
+    """The objectives and constraints of ``space`` (bound to its task) name metrics that
+    :func:`~evaluators.evaluation.evaluate` returns for its task: registered (or a cost at one of
+    its profiles), causal ones on a causal task only, task-reported ones on a task that reports
+    them. :class:`~search_spaces.SpaceError` names the key otherwise."""
+    from evaluators.tasks import get_task, list_tasks
+    from search_spaces.space import SpaceError
+
+    for name in list(space.objectives) + list(space.constraints):
+        where = f"{'objectives' if name in space.objectives else 'constraints'}.{name}"
+        try:
+            metric = resolve_metric(name, space.profiles)  # built-in, a plugin's, or <cost>@<profile>
+        except UnknownName as e:
+            raise SpaceError(space.source, where, str(e)) from None
+        if metric.causal and not space.io.causal:
+            raise SpaceError(space.source, where, f"only causal tasks decode token by token; "
+                                                  f"task {space.task.name!r} is not causal")
+        if metric.by_task and name not in get_task(space.task.name).reports:
+            by = [t for t in list_tasks() if name in get_task(t).reports]
+            raise SpaceError(space.source, where, f"task {space.task.name!r} does not report {name} "
+                                                  f"(tasks that do: {by})")
 
 
 class _Directions(Mapping):

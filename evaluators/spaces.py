@@ -1,18 +1,25 @@
-"""Spaces bound to their tasks.
+"""Spaces bound to their tasks, and read once for a search.
 
 A space file names a task (``task: {name, params}``), and tasks live here, in the evaluators: the
 task registry knows each task's I/O (tokens or channels, classes, length, causal or not). So a space
 is parsed and checked in ``search_spaces`` (:func:`search_spaces.load_space`, which knows no task),
-and bound to its task's I/O at this layer, the one above it::
+and bound to its task's I/O at this layer, the one above it, which hands down :func:`task_io` so one
+call parses and binds::
 
     space = evaluators.load_space("tiny")          # a built-in name or a YAML path, bound to its task
     arch = search_spaces.sample(space, trial)
+
+A search reads its space once, with :func:`read_space`: the space bound to its task with every
+setting it declares checked (objectives and constraints against the metric registry; train, latency,
+ladder and deployment profiles as :class:`~evaluators.evaluation.EvalSettings`), in one immutable
+:class:`CheckedSpace` that every caller of the search is handed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from evaluators.tasks import task_io_for
 from search_spaces.schema import SettingError
@@ -20,7 +27,10 @@ from search_spaces.space import Space, SpaceError
 from search_spaces.space import load_space as parse_space_file
 from search_spaces.task_io import TaskIO
 
-__all__ = ["bind_task", "load_space", "task_io"]
+if TYPE_CHECKING:
+    from evaluators.evaluation import EvalSettings
+
+__all__ = ["CheckedSpace", "bind_task", "check_space", "load_space", "read_space", "task_io"]
 
 
 def task_io(space: Space) -> TaskIO:
@@ -36,16 +46,58 @@ def task_io(space: Space) -> TaskIO:
 
 
 def bind_task(space: Space) -> Space:
-    """``space`` bound to its task's I/O (checked against it) and its mixers checked against their
-    contract (:mod:`search_spaces.contracts`, which builds them: torch); the space, for chaining."""
-    space.bind(task_io(space))
+    """``space`` bound to its task's I/O (checked against it; a bound copy) and its mixers checked against
+    their contract (:mod:`search_spaces.contracts`, which builds them: torch)."""
+    bound = space.bind(task_io(space))
     from search_spaces.contracts import check_space_mixers  # torch: only where models will be built
 
-    check_space_mixers(space)
-    return space
+    check_space_mixers(bound)
+    return bound
 
 
 def load_space(name_or_path: Union[str, Path]) -> Space:
     """A built-in space by name or a YAML file by path, checked and bound to its task; the plugins
     the file names are loaded first. :class:`~search_spaces.SpaceError` names the file and key."""
-    return bind_task(parse_space_file(str(name_or_path)))
+    return parse_space_file(str(name_or_path), io=task_io)
+
+
+@dataclass(frozen=True)
+class CheckedSpace:
+    """A space file read once for a search: the space bound to its task, and the evaluation
+    settings it declares (train, latency, ladder, deployment profiles, the metrics to compute),
+    all checked. Immutable, so the planner, the study, the backends and resume share one."""
+
+    space: Space  # bound to its task (space.io)
+    settings: "EvalSettings"  # with seed 0; settings_for(seed) gives a search's
+
+    def settings_for(self, seed: int) -> "EvalSettings":
+        """The evaluation settings of a search seeded with ``seed`` (nothing is read again)."""
+        return self.settings if seed == self.settings.seed else replace(self.settings, seed=seed)
+
+
+def check_space(space: Space) -> CheckedSpace:
+    """``space``, bound to its task, checked beyond its own declarations: its objectives and
+    constraints against the metric registry (:func:`~evaluators.metrics.check_space_metrics`), its
+    train, latency, ladder and deploy settings by building its
+    :class:`~evaluators.evaluation.EvalSettings`. :class:`~search_spaces.SpaceError` names the
+    file, the key and what is allowed."""
+    from evaluators.evaluation import EvalSettings  # torch: what a search imports anyway
+    from evaluators.metrics import check_space_metrics
+
+    check_space_metrics(space)
+    try:
+        settings = EvalSettings.from_space(space)
+    except SpaceError:
+        raise
+    except SettingError as e:
+        raise SpaceError(space.source, e.path, e.message) from None
+    return CheckedSpace(space, settings)
+
+
+def read_space(name_or_path: Union[str, Path], *, text: Optional[str] = None) -> CheckedSpace:
+    """A space read and checked once for a search: a built-in name or a YAML path (its plugins
+    loaded first), or ``text``, a study's stored copy of the file named after ``name_or_path``
+    (the study's plugins loaded by the caller). Parsed and bound to its task in one call to
+    ``search_spaces``, then checked here (:func:`check_space`). :class:`~search_spaces.SpaceError`
+    names the file, the key and what is allowed."""
+    return check_space(parse_space_file(str(name_or_path), io=task_io, text=text))

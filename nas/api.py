@@ -22,12 +22,12 @@ import numbers
 import os
 import shlex
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from nas.engine import interrupts
-from nas.engine.config import SAMPLERS, SearchConfig, check_runs_here, load_space_checked, resolve_storage
+from nas.engine.config import SAMPLERS, SearchConfig, check_runs_here, load_checked, resolve_storage
 from nas.errors import UserError
 
 if TYPE_CHECKING:
@@ -64,10 +64,16 @@ class SearchStopped(KeyboardInterrupt):
 
 @dataclass
 class SearchPlan:
-    """What :func:`search` would run, checked: the config it stores with the study and the space."""
+    """What :func:`search` would run, checked: the config it stores with the study, and the space
+    read once (an :class:`evaluators.spaces.CheckedSpace`), which the config also holds."""
 
     config: SearchConfig
-    space: Any  # search_spaces.Space, validated and bound to its task
+    checked: Any  # evaluators.spaces.CheckedSpace
+
+    @property
+    def space(self):
+        """The ``search_spaces.Space``, validated and bound to its task."""
+        return self.checked.space
 
 
 def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = None,
@@ -75,8 +81,26 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
                 seed: Optional[int] = None, sampler: Optional[str] = None, plugins=None,
                 timeout: Optional[float] = None, heartbeat: Optional[int] = None,
                 options: Optional[Mapping] = None) -> SearchPlan:
-    """Check what :func:`search` takes (the arguments, the plugins, the space and that its models
-    fit this machine) and build its config; nothing is written (`nas search --dry-run`)."""
+    """Check what :func:`search` takes and build its config, running every check a search runs
+    before it writes: the arguments, the plugins, the space, that its models fit this machine, the
+    seed, and the storage (its URL and driver, that a new database could be made there, that a
+    study of that name can take this search); nothing is written (`nas search --dry-run`)."""
+    plan = _plan(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers, seed=seed,
+                 sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat, options=options)
+    from nas.engine.study_plugins import check_same_plugins
+    from nas.store.study import check_study
+
+    stored = check_study(plan.config)
+    if stored is not None:
+        check_same_plugins(stored, plan.config)
+    return plan
+
+
+def _plan(space: SpaceArg, *, study: Optional[str], storage: Optional[str], trials: Optional[int], backend: str,
+          workers: int, seed: Optional[int], sampler: Optional[str], plugins, timeout: Optional[float],
+          heartbeat: Optional[int], options: Optional[Mapping]) -> SearchPlan:
+    """The checks of :func:`plan_search` but the study's (which :func:`search` leaves to
+    ``create_or_load_study``, under the study's lock), and the config, holding the space read."""
     _check_arguments(backend=backend, sampler=sampler, options=options, trials=trials, workers=workers, timeout=timeout,
                      heartbeat=heartbeat)
     from nas.engine.study_plugins import load_cli_plugins, study_plugins
@@ -84,8 +108,9 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
     if study is None and isinstance(space, Mapping) and "name" not in space:
         raise UserError("study: None is not allowed for a space given as a dict without a name: key (name the study)")
     given = load_cli_plugins(plugins)  # before the space: it may name what they register
-    sp = _load_space(space)
-    check_runs_here(sp, backend)
+    checked = _load_space(space)
+    check_runs_here(checked, backend)
+    sp = checked.space
     name = sp.name if study is None else study
     beat = SearchConfig.heartbeat_interval if heartbeat is None else heartbeat
     config = SearchConfig(space=DICT_SOURCE if isinstance(space, Mapping) else os.fspath(space), space_yaml=sp.text,
@@ -93,9 +118,10 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
                           sampler=sampler or SearchConfig.sampler, seed=0 if seed is None else seed, backend=backend,
                           workers=workers, timeout=timeout, heartbeat_interval=beat, grace_period=4 * beat,
                           extra=dict(options or {}), plugins=study_plugins(given, sp))
+    config.use_space(checked)
     log.debug("space %s: task %s, plugins %s; study %s in %s", sp.source, sp.task.name,
               [p["name"] for p in config.plugins] or "none", name, config.storage)
-    return SearchPlan(config, sp)
+    return SearchPlan(config, checked)
 
 
 def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = None, trials: Optional[int] = None,
@@ -117,7 +143,7 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
     with interrupts.handling():
-        plan = plan_search(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
+        plan = _plan(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
                            seed=seed, sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat,
                            options=options)
         given = {"sampler": sampler, "seed": seed, "backend": backend, "workers": workers}
@@ -142,7 +168,7 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
     _check_arguments(trials=trials, timeout=timeout)
     with interrupts.handling():
         st, config = load_study(resolve_storage(study, storage), study, writable=True)
-        check_runs_here(config.load_space(trust_code=trust_code), config.backend)  # this machine may lack the memory or the CUDA device
+        check_runs_here(config.checked_space(trust_code=trust_code), config.backend)  # this machine may lack the memory or the CUDA device
         save_budget(st, config, trials)
         config.timeout = timeout
         return _run(st, config, False, progress)
@@ -187,10 +213,11 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
 
 
 def _load_space(space: SpaceArg):
+    """The space a search is given, read and checked once (an ``evaluators.spaces.CheckedSpace``)."""
     if isinstance(space, Mapping):
         return _dict_space(space)
     if isinstance(space, (str, os.PathLike)):
-        return load_space_checked(os.fspath(space))
+        return load_checked(os.fspath(space))
     raise UserError(f"space: {space!r} is not allowed (a built-in space name, a path to a space file, or a dict)")
 
 
@@ -206,9 +233,8 @@ def _dict_space(raw: Mapping):
         plugins = load_space_plugins(plain, Path.cwd())
     except PluginError as e:
         raise UserError(f"{DICT_SOURCE}: {e}") from None
-    sp = load_space_checked(DICT_SOURCE, text=yaml.safe_dump(plain, sort_keys=False))
-    sp.plugins = tuple(plugins)
-    return sp
+    checked = load_checked(DICT_SOURCE, text=yaml.safe_dump(plain, sort_keys=False))
+    return replace(checked, space=replace(checked.space, plugins=tuple(plugins)))
 
 
 def _plain(value, path: str):
@@ -239,6 +265,8 @@ def _open(plan: SearchPlan, given: dict, *, trials: Optional[int], timeout: Opti
     if created:
         return st, plan.config, True
     check_same_plugins(stored, plan.config)
+    if stored.space_yaml == plan.config.space_yaml:  # the same text: no need to read it again
+        stored.use_space(plan.checked)
     ignored = [f"--{k} {v}" for k, v in given.items() if v is not None and v != getattr(stored, k)]
     if ignored:
         log.warning(f"note: study {stored.study!r} exists and keeps its stored settings (sampler {stored.sampler}, "

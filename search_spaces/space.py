@@ -38,9 +38,9 @@ valid values depend on earlier choices (heads must divide dim) gets its own cond
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import yaml
 
@@ -123,13 +123,14 @@ class TaskRef:
     params: dict = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Space:
-    """A parsed, validated search space. ``raw`` is the YAML mapping as written, ``text`` the
-    file's text (empty when parsed from a mapping). ``train`` and ``latency`` are the sections as
-    written; their declarations (types, ranges) live with the evaluators that read them
-    (``evaluators.train.TrainConfig``, ``evaluators.latency.LatencyConfig``), and
-    ``nas.engine.config.load_space_checked`` checks them together with everything else."""
+    """A parsed, validated search space; immutable, so one read of a file can be shared by every
+    caller. ``raw`` is the YAML mapping as written, ``text`` the file's text (empty when parsed
+    from a mapping). ``train`` and ``latency`` are the sections as written; their declarations
+    (types, ranges) live with the evaluators that read them (``evaluators.train.TrainConfig``,
+    ``evaluators.latency.LatencyConfig``), and ``evaluators.spaces.read_space`` checks them
+    together with everything else."""
 
     name: str
     source: str
@@ -179,7 +180,8 @@ class Space:
         return total, exact
 
     def bind(self, io: TaskIO) -> "Space":
-        """Check the space against the task's I/O; afterwards the space can be sampled."""
+        """The space bound to the task's I/O, checked against it (a copy: a space is immutable);
+        a bound space can be sampled."""
         src = self.source
         for si, s in enumerate(self.stages):
             groups = (("choices", s.mixers), ("a", s.mixers_a), ("b", s.mixers_b))
@@ -207,8 +209,7 @@ class Space:
         for stride in self.stem_stride:
             if stride > min(self.stem_patch):
                 raise SpaceError(src, "arch.stem.stride", f"{stride} is larger than the smallest patch {min(self.stem_patch)}")
-        self.io = io
-        return self
+        return replace(self, io=io)
 
 
     def _check_stem(self, io: TaskIO, path: str, what: str) -> None:
@@ -304,27 +305,35 @@ def parse_space_text(text: str, *, source: str = "<space>", default_name: str = 
         raise SpaceError(source, where, f"invalid YAML: {problem}") from None
     except (ValueError, RecursionError) as e:  # e.g. an int with more digits than Python converts
         raise SpaceError(source, "", f"invalid YAML: {first_line(e)}") from None
-    space = parse_space(raw, source=source, default_name=default_name)
-    space.text = text
-    return space
+    return replace(parse_space(raw, source=source, default_name=default_name), text=text)
 
 
-def load_space(name_or_path: str, *, io: Optional[TaskIO] = None) -> Space:
+TaskIOArg = Union[TaskIO, Callable[[Space], TaskIO]]  # the task's I/O, or how to find it from the space
+
+
+def load_space(name_or_path: str, *, io: Optional[TaskIOArg] = None, text: Optional[str] = None) -> Space:
     """Load a built-in space by name or a YAML file by path and validate it; bind it to ``io``, its
     task's I/O, when given. The plugins the file names (``plugins:``, paths relative to the file) are
-    loaded first.
+    loaded first. With ``text`` (a study's stored copy of the file) that text is parsed instead,
+    named after ``name_or_path``; nothing is read and no plugin is loaded (the study's are).
 
     A space names a task of the evaluators, which this package does not know: without ``io`` the
     space is parsed and checked but not bound (it can be listed and counted, not sampled);
-    :func:`evaluators.load_space` loads it bound to its task.
+    :func:`evaluators.load_space` loads it bound to its task, passing down ``io`` as a function
+    of the parsed space (``evaluators.spaces.task_io``), so one call parses and binds.
     """
-    path = resolve_space(name_or_path)
-    source = path.name if path.parent == SPACES_DIR else str(path)
-    text = _read_text(path, source)
-    plugins = _load_plugins(text, path.parent, source)
-    space = parse_space_text(text, source=source, default_name=path.stem)
-    space.plugins = tuple(plugins)
-    return space if io is None else space.bind(io)
+    if text is not None:
+        name = Path(str(name_or_path))
+        space = parse_space_text(text, source=name.name, default_name=name.stem)
+    else:
+        path = resolve_space(name_or_path)
+        source = path.name if path.parent == SPACES_DIR else str(path)
+        text = _read_text(path, source)
+        plugins = _load_plugins(text, path.parent, source)
+        space = replace(parse_space_text(text, source=source, default_name=path.stem), plugins=tuple(plugins))
+    if io is None:
+        return space
+    return space.bind(io if isinstance(io, TaskIO) else io(space))
 
 
 def _load_plugins(text: str, base_dir: Path, source: str) -> list:

@@ -58,14 +58,15 @@ def fidelity(
     Kendall tau and median / 90th-percentile relative error of predicted against measured latency,
     per profile and family."""
     from evaluators.fidelity import FidelityConfig
-    from nas.engine.config import check_runs_here, load_space_checked
+    from nas.engine.config import check_runs_here, load_checked
     from nas.engine.study_plugins import load_cli_plugins
 
     if not latency and (profiles or storage):
         raise UserError(f"{'--profile' if profiles else '--storage'} goes with --latency (the latency predictor's fidelity)")
     load_cli_plugins(plugin)
-    sp = load_space_checked(space)
-    check_runs_here(sp)
+    checked = load_checked(space)
+    check_runs_here(checked)
+    sp = checked.space
     if latency:
         from nas.cli.latency_tables import latency_fidelity
 

@@ -49,13 +49,13 @@ def _table_url(study: Optional[str], storage: Optional[str]) -> str:
 
 
 def _load(space: str, plugin: List[str]):
-    from nas.engine.config import check_runs_here, load_space_checked
+    from nas.engine.config import check_runs_here, load_checked
     from nas.engine.study_plugins import load_cli_plugins
 
     load_cli_plugins(plugin)
-    sp = load_space_checked(space)
-    check_runs_here(sp)
-    return sp
+    checked = load_checked(space)
+    check_runs_here(checked)
+    return checked.space
 
 
 @app.command()

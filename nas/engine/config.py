@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from nas.errors import UserError
 from search_spaces.schema import SettingError, setting
 
 __all__ = ["SearchConfig", "SAMPLERS", "STORAGE_ENV", "check_runs_here", "check_study_name", "default_storage",
-           "load_space_checked", "resolve_storage"]
+           "load_checked", "load_space_checked", "resolve_storage"]
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")  # the first is the default (benchmarks/search_efficiency.py)
 
@@ -78,6 +77,7 @@ class SearchConfig:
     # plugins the space needs (search_spaces.plugins.Plugin.to_dict(): a module name, or a .py
     # file's path and text), loaded by every process that builds models, Ray workers included
     plugins: list = field(default_factory=list)
+    _checked = None  # not a field (not stored): the space read for this config (checked_space)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -86,14 +86,29 @@ class SearchConfig:
     def from_json(cls, s: str) -> "SearchConfig":
         return cls(**json.loads(s))
 
-    def load_space(self, *, trust_code: bool = False):
-        """The space parsed from the stored YAML text (validated and bound to its task), after
-        loading the study's plugins; UserError naming a plugin that cannot be loaded, or stored
-        plugin code that is not the user's own unless ``trust_code`` (nas.engine.study_plugins)."""
-        from nas.engine.study_plugins import load_study_plugins
+    def checked_space(self, *, trust_code: bool = False):
+        """The stored space (an :class:`evaluators.spaces.CheckedSpace`: bound to its task, every
+        setting checked), read once for this config, after loading the study's plugins; or the one
+        :meth:`use_space` handed over. UserError naming a plugin that cannot be loaded, or the space
+        file's key that is wrong. ``trust_code``: run the study's stored plugin code that is not
+        the user's own (nas.engine.study_plugins); else such code is refused."""
+        if self._checked is None:
+            from nas.engine.study_plugins import load_study_plugins
 
-        load_study_plugins(self.plugins, study=self.study, trust_code=trust_code)
-        return load_space_checked(self.space, text=self.space_yaml)
+            load_study_plugins(self.plugins, study=self.study, trust_code=trust_code)
+            self._checked = load_checked(self.space, text=self.space_yaml)
+        return self._checked
+
+    def use_space(self, checked) -> None:
+        """Use ``checked`` (read from this config's ``space_yaml``, its plugins loaded) as the
+        config's space, so nothing reads the text again."""
+        if checked.space.text != self.space_yaml:
+            raise ValueError(f"study {self.study!r}: the space given is not the one its config stores")
+        self._checked = checked
+
+    def load_space(self, *, trust_code: bool = False):
+        """The space (a ``search_spaces.Space`` bound to its task) of :meth:`checked_space`."""
+        return self.checked_space(trust_code=trust_code).space
 
     def task(self):
         """The space's task (a :class:`~search_spaces.space.TaskRef`: name and parameters) as stored,
@@ -105,68 +120,39 @@ class SearchConfig:
         return parse_task((yaml.safe_load(self.space_yaml) or {}).get("task"))
 
     def eval_settings(self):
-        from evaluators.evaluation import EvalSettings  # torch: only where models are evaluated
+        """The evaluation settings of :meth:`checked_space`, with this search's seed."""
+        return self.checked_space().settings_for(self.seed)
 
-        return EvalSettings.from_space(self.load_space(), seed=self.seed)
+
+def load_checked(name_or_path: str, text: Optional[str] = None):
+    """:func:`evaluators.spaces.read_space` (the space, from ``text`` if given: a study's stored
+    YAML, bound to its task with every setting it declares checked) before anything is written;
+    the first thing that is wrong is a UserError naming the file, the key, the value and what is
+    allowed."""
+    from evaluators.spaces import read_space
+    from search_spaces.space import SpaceError
+
+    try:
+        return read_space(name_or_path, text=text)
+    except SpaceError as e:
+        raise UserError(str(e)) from None
 
 
 def load_space_checked(name_or_path: str, text: Optional[str] = None):
-    """Load a space (from ``text`` if given: a study's stored YAML) and check every setting it
-    declares, arch, task, objectives, constraints, train, latency and ladder, before anything is
-    written; the first one that is wrong is a UserError naming the file, the key, the value and
-    what is allowed."""
-    from evaluators.evaluation import EvalSettings
-    from evaluators.spaces import bind_task, load_space
-    from search_spaces.space import SpaceError, parse_space_text
-
-    source = Path(name_or_path).name
-    try:
-        if text is None:
-            space = load_space(name_or_path)
-        else:
-            space = bind_task(parse_space_text(text, source=source, default_name=Path(name_or_path).stem))
-        source = space.source
-        _check_metrics(space)
-        EvalSettings.from_space(space)
-    except SpaceError as e:
-        raise UserError(str(e)) from None
-    except SettingError as e:
-        raise UserError(f"{source}: {e}") from None
-    return space
+    """The space of :func:`load_checked` (a ``search_spaces.Space`` bound to its task)."""
+    return load_checked(name_or_path, text).space
 
 
-def check_runs_here(space, backend: str = "local") -> None:
-    """UserError if no model of ``space`` can run on this machine: a width, depth or batch size
-    too large for its memory, or latency on a CUDA device it lacks (``evaluators.fit``). With the
-    ray backend a deployment profile's device is looked for in the Ray cluster when it starts
-    (``nas.engine.backends.placement``), not here."""
-    from evaluators.evaluation import EvalSettings
+def check_runs_here(checked, backend: str = "local") -> None:
+    """UserError if no model of ``checked`` (an :class:`evaluators.spaces.CheckedSpace`) can run on
+    this machine: a width, depth or batch size too large for its memory, or latency on a CUDA
+    device it lacks (``evaluators.fit``). With the ray backend a deployment profile's device is
+    looked for in the Ray cluster when it starts (``nas.engine.backends.placement``), not here."""
     from evaluators.fit import available_memory, check_fits
 
-    settings = EvalSettings.from_space(space)
+    settings = checked.settings
     try:
-        check_fits(space, settings.train, settings.latency, available_memory(), profile_devices=backend != "ray")
+        check_fits(checked.space, settings.train, settings.latency, available_memory(),
+                   profile_devices=backend != "ray")
     except SettingError as e:
-        raise UserError(f"{space.source}: {e}") from None
-
-
-def _check_metrics(space) -> None:
-    """Objectives and constraints name metrics that ``evaluate`` returns for this task."""
-    from evaluators.metrics import resolve_metric
-    from evaluators.tasks import get_task, list_tasks
-    from kernels.registry import UnknownName
-    from search_spaces.space import SpaceError
-
-    for name in list(space.objectives) + list(space.constraints):
-        where = f"{'objectives' if name in space.objectives else 'constraints'}.{name}"
-        try:
-            metric = resolve_metric(name, space.profiles)  # built-in, a plugin's, or <cost>@<profile>
-        except UnknownName as e:
-            raise SpaceError(space.source, where, str(e)) from None
-        if metric.causal and not space.io.causal:
-            raise SpaceError(space.source, where, f"only causal tasks decode token by token; "
-                                                  f"task {space.task.name!r} is not causal")
-        if metric.by_task and name not in get_task(space.task.name).reports:
-            by = [t for t in list_tasks() if name in get_task(t).reports]
-            raise SpaceError(space.source, where, f"task {space.task.name!r} does not report {name} "
-                                                  f"(tasks that do: {by})")
+        raise UserError(f"{checked.space.source}: {e}") from None

@@ -2,7 +2,7 @@
 
 A study's plugin list is ``--plugin`` values followed by the space file's ``plugins:``, stored in
 its :class:`~nas.engine.config.SearchConfig` (with each ``.py`` file's text) and loaded again by
-``SearchConfig.load_space`` in every process that builds its models: `nas resume`, `nas show`,
+``SearchConfig.checked_space`` in every process that builds its models: `nas resume`, `nas show`,
 `nas status`, the Ray driver and its workers. Installed plugins (entry points) are loaded by every
 process too, but not stored: they belong to the environment, like the engine itself.
 

@@ -58,10 +58,10 @@ class TrainSpec:
         return f"{self.arch.summary()} (arch {self.arch.arch_id}, {where})"
 
 
-def _settings(space, data_seed: int, steps: int):
-    from evaluators.evaluation import EvalSettings
-
-    settings = EvalSettings.from_space(space, seed=data_seed)
+def _settings(checked, data_seed: int, steps: int):
+    """The evaluation settings of ``checked`` (an ``evaluators.spaces.CheckedSpace``) for a full
+    training of ``steps`` steps on data seeded with ``data_seed``, without the ladder."""
+    settings = checked.settings_for(data_seed)
     return replace(settings, train=replace(settings.train, steps=steps), ladder=())
 
 
@@ -90,22 +90,23 @@ def spec_from_trial(storage: str, study: str, trial: int, *, steps: int, seed: O
     """The architecture of finished trial ``trial``, trained on the study's task with the study's
     space settings, or those of ``space``, whose task must be the study's. ``trust_code``: run
     the study's stored plugin code that is not on this machine (else a UserError)."""
-    from nas.engine.config import load_space_checked
+    from nas.engine.config import load_checked
     from nas.store.study import load_study
     from search_spaces import ArchSpec
 
     st, config = load_study(storage, study)
     t = _find_trial(st, trial, study)
-    searched = config.load_space(trust_code=trust_code)  # loads the study's plugins too
-    sp = searched
+    checked = config.checked_space(trust_code=trust_code)  # loads the study's plugins too
+    searched = sp = checked.space
     if space is not None:
-        sp = load_space_checked(space)
+        checked = load_checked(space)
+        sp = checked.space
         if (sp.task.name, dict(sp.task.params)) != (searched.task.name, dict(searched.task.params)):
             raise UserError(f"--space {space}: its task {_task_text(sp.task)} is not the task trial {trial} of study "
                             f"{study!r} was searched on ({_task_text(searched.task)}); leave --space out to use "
                             f"the study's")
     return TrainSpec(arch=ArchSpec.from_json(t.user_attrs[ARCH_KEY]), io=sp.io,
-                     settings=_settings(sp, config.seed, steps), seed=config.seed if seed is None else seed,
+                     settings=_settings(checked, config.seed, steps), seed=config.seed if seed is None else seed,
                      space=sp.name, source={"study": study, "storage": storage, "trial": trial},
                      plugins=tuple(config.plugins))
 
@@ -133,7 +134,7 @@ def spec_from_arch(arch_path: str, space: str, *, steps: int, seed: Optional[int
     """The architecture in ``arch_path`` (an arch JSON file, e.g. a `nas train` folder's arch.json
     or what `nas show` prints; or such a folder) trained on the task of ``space``. ``plugins``:
     those loaded from ``--plugin`` (``search_spaces.plugins.Plugin``); the space's are added."""
-    from nas.engine.config import load_space_checked
+    from nas.engine.config import load_checked
     from nas.engine.study_plugins import study_plugins
     from nas.models.folder import ARCH_FILE, read_json
     from search_spaces import ArchSpec, ArchValidationError
@@ -141,7 +142,8 @@ def spec_from_arch(arch_path: str, space: str, *, steps: int, seed: Optional[int
 
     path = Path(arch_path)
     path = path / ARCH_FILE if path.is_dir() else path
-    sp = load_space_checked(space)
+    checked = load_checked(space)
+    sp = checked.space
     try:
         arch = ArchSpec.from_dict(read_json(path)).validate()
         check_compatible(arch, sp.io)
@@ -153,6 +155,6 @@ def spec_from_arch(arch_path: str, space: str, *, steps: int, seed: Optional[int
                         f"{json.dumps(was.get('params'), sort_keys=True)}, not on space {sp.name}'s task "
                         f"{_task_text(sp.task)}")
     data_seed = 0 if was is None else int(was.get("seed", 0))
-    return TrainSpec(arch=arch, io=sp.io, settings=_settings(sp, data_seed, steps),
+    return TrainSpec(arch=arch, io=sp.io, settings=_settings(checked, data_seed, steps),
                      seed=data_seed if seed is None else seed, space=sp.name,
                      source={"arch": str(arch_path)}, plugins=tuple(study_plugins(plugins, sp)))

@@ -30,6 +30,7 @@ __all__ = [
     "CONFIG_ATTR",
     "open_storage",
     "create_or_load_study",
+    "check_study",
     "load_study",
     "delete_study",
     "make_sampler",
@@ -101,23 +102,13 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
                  max_retry: int = 1) -> RDBStorage:
     """Open an Optuna RDB storage. With ``create=False`` a missing SQLite file is an error (and no
     file is created). Bad URLs raise UserError naming the URL."""
-    if not isinstance(url, str) or "://" not in url:
-        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
-                        "postgresql://user@host/db")
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"bad storage URL {url!r}: scheme {scheme!r} is not one of sqlite, postgresql, mysql")
-    path = _sqlite_path(url)
+    path = _checked_url(url)
     if path is not None:
         if not create and not path.exists():
             raise UserError(f"no study database at {url} (file {path} does not exist)")
         if create:
-            if path.exists() and path.is_dir():
-                raise UserError(f"bad storage URL {url!r}: {path} is a directory")
+            _check_can_make(path, url)
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() and not os.access(path.parent, os.W_OK):
-                raise UserError(f"storage {url}: read-only folder: {path.parent} cannot be written, so the "
-                                f"database file {path.name} cannot be made there")
     if (no_driver := missing_driver(url)) is not None:
         raise UserError(no_driver)
     # two processes making one SQLite file take turns (Optuna's table set-up is not safe to race); in
@@ -142,6 +133,34 @@ def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_p
         if problem is not None:
             raise UserError(problem) from None
         raise UserError(f"cannot open storage {url}: {first_line(e)}") from None
+
+
+def _checked_url(url: str) -> Optional[Path]:
+    """The file of a storage URL (None for a database server); UserError for a URL that is not one."""
+    if not isinstance(url, str) or "://" not in url:
+        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
+                        "postgresql://user@host/db")
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"bad storage URL {url!r}: scheme {scheme!r} is not one of sqlite, postgresql, mysql")
+    return _sqlite_path(url)
+
+
+def _check_can_make(path: Path, url: str) -> None:
+    """UserError unless the SQLite file ``path`` exists as a file or can be made: its nearest
+    existing folder is writable (the folders between are made with it)."""
+    if path.is_dir():
+        raise UserError(f"bad storage URL {url!r}: {path} is a directory")
+    if path.exists():
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"bad storage URL {url!r}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"storage {url}: read-only folder: {folder} cannot be written, so the "
+                        f"database file {path.name} cannot be made there")
 
 
 def check_writable(storage: RDBStorage, url: str) -> None:
@@ -237,9 +256,8 @@ def create_or_load_study(config: SearchConfig) -> tuple[optuna.Study, SearchConf
     Returns (study, effective config, created). Creation holds the study's lock, so two processes
     starting the same search at once make one study, and a stop signal waits until it is complete;
     a study left without its config (the process was killed between the writes) is completed."""
-    space = config.load_space()  # validates before anything is written
-    make_sampler(config)  # validates the sampler name
-    check_seed(config.seed, config.trials)
+    space = config.load_space()  # checked before anything is written (read once per config)
+    _check_config(config)
     storage = open_storage(config.storage, create=True, heartbeat_interval=config.heartbeat_interval,
                            grace_period=config.grace_period, max_retry=config.max_retry)
     check_writable(storage, config.storage)
@@ -249,6 +267,68 @@ def create_or_load_study(config: SearchConfig) -> tuple[optuna.Study, SearchConf
             study, stored = load_study(config.storage, config.study)
             return _check_same_space(study, stored, config), stored, False
         return _create(storage, config, space, exists=config.study in names), config, True
+
+
+def check_study(config: SearchConfig) -> Optional[SearchConfig]:
+    """What :func:`create_or_load_study` checks before it writes, writing nothing (`nas search
+    --dry-run`): the sampler and the seed, the storage URL and its driver, that a new database file
+    could be made, and that a study of that name in an existing database can take this search (the
+    same space, the database writable now). Returns that study's stored config (None for a new one)."""
+    space = config.load_space()
+    _check_config(config)
+    url = config.storage
+    path = _checked_url(url)
+    if path is not None:
+        _check_can_make(path, url)
+    if (no_driver := missing_driver(url)) is not None:
+        raise UserError(no_driver)
+    if path is not None and not path.exists() or not _holds_studies(url):
+        return None  # a new database: nothing in it to check
+    storage = open_storage(url, create=False)
+    try:  # the connections are closed on the way out, so SQLite leaves no journal files behind
+        check_writable(storage, url)
+        names = [s.study_name for s in storage.get_all_studies()]
+        if config.study not in names or _unfinished(storage, config.study, space):
+            return None  # a new study, or one whose creation the search finishes
+        stored = _stored_config(storage, url, config.study)
+        _check_same_space(None, stored, config)
+        return stored
+    finally:
+        storage.engine.dispose()
+
+
+def _stored_config(storage: RDBStorage, url: str, name: str) -> SearchConfig:
+    """The config study ``name`` stores (as :func:`load_study` reads it); UserError if it has none."""
+    study_id = storage.get_study_id_from_name(name)
+    attrs = storage.get_study_user_attrs(study_id)
+    if CONFIG_ATTR not in attrs:
+        raise _no_config(url, name, len(storage.get_all_trials(study_id, deepcopy=False)))
+    config = SearchConfig.from_json(attrs[CONFIG_ATTR])
+    config.storage = url
+    return config
+
+
+def _check_config(config: SearchConfig) -> None:
+    """UserError for a sampler this engine does not make, or a seed out of range for the budget."""
+    make_sampler(config)
+    check_seed(config.seed, config.trials)
+
+
+def _holds_studies(url: str) -> bool:
+    """Whether the existing database at ``url`` has Optuna's tables, read without writing (opening
+    the storage would make them). UserError (one line) when it cannot be read."""
+    from sqlalchemy import create_engine, inspect
+
+    try:
+        db = create_engine(url)
+        try:
+            with db.connect() as conn:
+                return inspect(conn).has_table("studies")
+        finally:
+            db.dispose()
+    except Exception as e:  # sqlalchemy: OperationalError, DatabaseError (damaged), missing driver, ...
+        problem = storage_problem(e, url)
+        raise UserError(problem or f"cannot open storage {url}: {first_line(e)}") from None
 
 
 def _unfinished(storage: RDBStorage, name: str, space) -> bool:

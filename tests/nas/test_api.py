@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -153,6 +154,50 @@ def test_a_space_by_name_or_path_is_stored_as_given(tmp_path, monkeypatch):
     plan = plan_search(TINY, study="p", storage="sqlite:///x.db", trials=2, seed=5, heartbeat=2)
     assert (plan.config.space, plan.config.trials, plan.config.seed, plan.config.grace_period) == (str(TINY), 2, 5, 8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_search_checks_the_seed_and_the_storage_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deep = f"sqlite:///{tmp_path}/a/b/x.db"
+    assert plan_search(TINY, study="p", storage=deep, trials=2).config.storage == deep  # a/b would be made
+    for kw, fragment in [({"seed": 2**32 - 2}, "--seed: 4294967294 is out of range; with --trials 2"),
+                         ({"storage": "sqlite://"}, "an in-memory SQLite database keeps nothing"),
+                         ({"storage": "redis://host/0"}, "scheme 'redis' is not one of sqlite, postgresql, mysql"),
+                         ({"storage": f"sqlite:///{tmp_path}"}, "is a directory")]:
+        with pytest.raises(nas.UserError, match=re.escape(fragment)):
+            plan_search(TINY, **{"study": "p", "trials": 2, **kw})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_search_reads_its_space_once(tmp_path, monkeypatch):
+    """The planner, the study, the backend and the objective share the space read once: one parse of
+    the file and one build of its evaluation settings per search, and per resume (its stored text)."""
+    import search_spaces.space as space_module
+    from evaluators.evaluation import EvalSettings
+
+    monkeypatch.chdir(tmp_path)
+    calls = {"parse": 0, "settings": 0}
+    parse, from_space = space_module.parse_space, EvalSettings.from_space.__func__
+
+    def counted_parse(*args, **kw):
+        calls["parse"] += 1
+        return parse(*args, **kw)
+
+    def counted_settings(cls, *args, **kw):
+        calls["settings"] += 1
+        return from_space(cls, *args, **kw)
+
+    monkeypatch.setattr(space_module, "parse_space", counted_parse)
+    monkeypatch.setattr(EvalSettings, "from_space", classmethod(counted_settings))
+    path, url = tmp_path / "space.yaml", f"sqlite:///{tmp_path}/once.db"
+    path.write_text(yaml.safe_dump(tiny_dict(), sort_keys=False))
+    for run in (lambda: nas.search(str(path), study="once", storage=url, trials=1, sampler="random"),
+                lambda: nas.resume("once", storage=url, trials=2),
+                lambda: nas.search(str(path), study="once", storage=url)):  # the study exists: its budget is met
+        calls.update(parse=0, settings=0)
+        df = run()
+        assert calls == {"parse": 1, "settings": 1}
+    assert len(df) == 2 and (df["state"] == "COMPLETE").all()
 
 
 # ------------------------------------------------------------------------------ the CLI's conventions

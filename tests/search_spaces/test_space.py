@@ -109,3 +109,21 @@ def test_bad_space_files(tmp_path, old, new, path, fragment):
 def test_unknown_space_name():
     with pytest.raises(SpaceError, match="unknown space; built-in spaces"):
         load_space("no-such-space")
+
+
+def test_a_space_is_immutable_and_binding_makes_a_bound_copy():
+    """One read of a space is shared by every caller of a search, so none of them can change it."""
+    import dataclasses
+
+    from evaluators.spaces import read_space, task_io
+
+    unbound = search_spaces.load_space("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        unbound.trials = 3
+    bound = unbound.bind(task_io(unbound))
+    assert unbound.io is None and bound.io == task_io(unbound) and bound.text == unbound.text
+    assert search_spaces.load_space("tiny", io=task_io).io == bound.io  # the I/O handed down as a function
+    checked = read_space("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.settings = None
+    assert checked.space.io == bound.io and checked.settings_for(7).seed == 7 and checked.settings.seed == 0

@@ -27,10 +27,10 @@ __all__ = ["evaluate_trial"]
 
 @functools.lru_cache(maxsize=8)
 def _settings(space: str, space_yaml: str, seed: int):
-    from evaluators.evaluation import EvalSettings
-    from nas.engine.config import load_space_checked
+    """The evaluation settings of the study's space, read once per worker process."""
+    from nas.engine.config import load_checked
 
-    return EvalSettings.from_space(load_space_checked(space, text=space_yaml), seed=seed)
+    return load_checked(space, text=space_yaml).settings_for(seed)
 
 
 def _predictor(settings, tables_url, lock):

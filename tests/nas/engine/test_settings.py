@@ -215,6 +215,40 @@ def test_dry_run_checks_everything_and_writes_nothing(tmp_path, monkeypatch, cap
     assert sorted(tmp_path.rglob("*")) == [p]
 
 
+@pytest.mark.parametrize("args,fragment", [
+    (["--seed", 2**32 - 2], "--seed: 4294967294 is out of range; with --trials 2"),
+    (["--storage", "sqlite://"], "an in-memory SQLite database keeps nothing"),
+    (["--storage", "redis://host/0"], "scheme 'redis' is not one of sqlite, postgresql, mysql"),
+    (["--storage", "sqlite:///{tmp}"], "is a directory"),
+    (["--storage", "sqlite:///{tmp}/space.yaml/x.db"], "space.yaml is a file, not a folder"),
+], ids=["seed", "in-memory", "scheme", "directory", "file-as-folder"])
+def test_dry_run_runs_the_seed_and_storage_checks(tmp_path, monkeypatch, capsys, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    p = write_space(tmp_path)
+    args = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
+    _refused(["search", "--space", p, "--study", "d", "--trials", 2, "--dry-run", *args], capsys, tmp_path, fragment)
+
+
+def test_dry_run_checks_an_existing_study_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    from nas.api import plan_search
+    from nas.store.optuna_access import engine
+    from nas.store.study import create_or_load_study
+
+    monkeypatch.chdir(tmp_path)
+    p, other = write_space(tmp_path), write_space(tmp_path, steps=7, name="other.yaml")
+    url = f"sqlite:///{tmp_path}/s.db"
+    study, _, _ = create_or_load_study(plan_search(str(p), study="s", storage=url).config)
+    engine(study).dispose()  # its connections closed: the database is all in s.db
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    _refused(["search", "--space", other, "--study", "s", "--storage", url, "--dry-run"], capsys, tmp_path,
+             f"study 's' in {url} was made with space {str(p)!r}, which differs from {str(other)!r}")
+    code, out, err = _nas(["search", "--space", p, "--study", "s", "--storage", url, "--dry-run"], capsys)
+    assert code == 0 and err.startswith(f"ok: space {p}"), err
+    code, out, err = _nas(["search", "--space", other, "--study", "new", "--storage", url, "--dry-run"], capsys)
+    assert code == 0, err  # another study in the same database
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
 # ------------------------------------------------------------------ memory: lower bounds
 @pytest.fixture(scope="module")
 def fit():
