@@ -30,7 +30,7 @@ from search_spaces.task_io import TaskIO
 if TYPE_CHECKING:
     from evaluators.evaluation import EvalSettings
 
-__all__ = ["CheckedSpace", "bind_task", "check_space", "load_space", "read_space", "task_io"]
+__all__ = ["CheckedSpace", "bind_task", "check_mixers", "check_space", "load_space", "read_space", "task_io"]
 
 
 def task_io(space: Space) -> TaskIO:
@@ -48,17 +48,22 @@ def task_io(space: Space) -> TaskIO:
 def bind_task(space: Space) -> Space:
     """``space`` bound to its task's I/O (checked against it; a bound copy) and its mixers checked against
     their contract (:mod:`search_spaces.contracts`, which builds them: torch)."""
-    bound = space.bind(task_io(space))
-    from search_spaces.contracts import check_space_mixers  # torch: only where models will be built
+    return check_mixers(space.bind(task_io(space)))
 
-    check_space_mixers(bound)
-    return bound
+
+def check_mixers(space: Space) -> Space:
+    """``space``, after every mixer it names is checked against the mixer contract
+    (:mod:`search_spaces.contracts`, which builds them: torch, so only where models will be built)."""
+    from search_spaces.contracts import check_space_mixers
+
+    check_space_mixers(space)
+    return space
 
 
 def load_space(name_or_path: Union[str, Path]) -> Space:
     """A built-in space by name or a YAML file by path, checked and bound to its task; the plugins
     the file names are loaded first. :class:`~search_spaces.SpaceError` names the file and key."""
-    return parse_space_file(str(name_or_path), io=task_io)
+    return check_mixers(parse_space_file(str(name_or_path), io=task_io))
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ def check_space(space: Space) -> CheckedSpace:
     from evaluators.metrics import check_space_metrics
 
     check_space_metrics(space)
+    check_mixers(space)
     try:
         settings = EvalSettings.from_space(space)
     except SpaceError:
