@@ -58,3 +58,26 @@ def test_pareto_front_leaves_out_infeasible_trials():
     assert list(pareto_front(df)["number"]) == [0]  # 1 dominates both but violates a constraint
     assert list(pareto_front(df.drop(columns="feasible"))["number"]) == [1]
     assert list(feasible_complete(df)["number"]) == [0, 2]
+
+
+def test_load_trials_reads_the_retry_bookkeeping_once(monkeypatch):
+    """Each row says which trial ran it again, and the budget count skips the retried ones, from one
+    reading of every trial's retry history (it was read again for every row: quadratic)."""
+    from optuna.storages import InMemoryStorage, RetryHeartbeatStaleTrialCallback
+
+    from nas.results.trials import load_trials
+    from tests.cli_helpers import retried_study
+
+    storage = InMemoryStorage()
+    n = len(retried_study(storage).trials)
+    calls = []
+    reader = RetryHeartbeatStaleTrialCallback.retry_history
+    monkeypatch.setattr(RetryHeartbeatStaleTrialCallback, "retry_history",
+                        staticmethod(lambda t: calls.append(t.number) or reader(t)))
+    df = load_trials(storage, "retried")
+    assert len(calls) == n == 7
+    rows = df.set_index("number")
+    assert rows["retried_as"].dropna().to_dict() == {0: 1, 1: 2, 3: 4, 4: 5}
+    assert rows.loc[0, "error"] == "worker stopped (heartbeat went stale) mid-trial; retried as trial 1"
+    assert rows.loc[1, "error"].endswith("retried as trial 2") and rows.loc[3, "error"] == "interrupted by Ctrl-C"
+    assert df.attrs["finished"] == 3
