@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from nas.errors import UserError
@@ -173,10 +174,8 @@ def require_study(storage: BaseStorage, name: str, url: Optional[str] = None) ->
         raise UserError(f"no study {name!r} in {url or 'this storage'}; studies there: {names or 'none'}") from None
 
 
-def find_study(storage: BaseStorage, name: str, url: Optional[str] = None):
+def find_study(storage: BaseStorage, name: str, url: Optional[str] = None) -> optuna.Study:
     """Study ``name`` of ``storage`` as an ``optuna.Study`` (no sampler: for reading it, or deleting
     it); UserError as :func:`require_study` if it is absent."""
-    import optuna
-
     require_study(storage, name, url)
     return optuna.load_study(study_name=name, storage=storage)
