@@ -29,9 +29,8 @@ CONFIGS = (("local", 1), ("ray", 2))
 
 def run_search(space: str, backend: str, workers: int, trials: int, seed: int, tmp: str) -> list[dict]:
     """One search; per finished trial, when it ended (s after the call) and its objective values."""
-    import optuna
-
     import nas
+    from nas.store.study import load_study
 
     url = f"sqlite:///{tmp}/{backend}{workers}s{seed}.db"
     name = f"{backend}{workers}s{seed}"
@@ -40,7 +39,7 @@ def run_search(space: str, backend: str, workers: int, trials: int, seed: int, t
     nas.search(space, study=name, storage=url, trials=trials, backend=backend, workers=workers, seed=seed,
                options={"asha": False} if backend == "ray" else None)
     wall = time.perf_counter() - start
-    study = optuna.load_study(study_name=name, storage=url)
+    study, _ = load_study(url, name)
     rows = []
     for t in study.get_trials():
         if t.state.name != "COMPLETE":

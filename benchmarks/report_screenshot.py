@@ -59,14 +59,13 @@ def main(argv=None):
     if args.study:
         from nas.engine.config import default_storage
         from nas.results.report import write_report
-        from nas.results.trials import load_trials
-        from nas.store.optuna_access import storage_of
+        from nas.results.trials import trials_frame
         from nas.store.study import ENV_ATTR, load_study
 
         url = args.storage or default_storage(args.study)
         st, _ = load_study(url, args.study)
         out_dir = args.report_dir or Path(tempfile.mkdtemp(prefix="nas-report-"))
-        html = write_report(load_trials(storage_of(st), args.study), out_dir,
+        html = write_report(trials_frame(st), out_dir,
                             environment=st.user_attrs.get(ENV_ATTR) or {}, storage=url)["html"]
     png = screenshot(html, args.out, args.width, args.height)
     print(f"{html} -> {png}")

@@ -394,10 +394,10 @@ def check_live(args) -> None:
     import tempfile
 
     import numpy as np
-    import optuna
     import pandas as pd
 
     import nas
+    from nas.store.study import load_study
 
     space, n = args.check_live, args.trials
     job = {"space": space, "ladder": "off", "sampler": "random", "seed": 0, "trials": n}
@@ -410,7 +410,7 @@ def check_live(args) -> None:
         t0 = time.perf_counter()
         nas.search(space, study="live", storage=url, trials=n, sampler="random", seed=0)
         secs = time.perf_counter() - t0
-        trials = optuna.load_study(study_name="live", storage=url).get_trials()
+        trials = load_study(url, "live")[0].get_trials()
     from nas.store.trial_attrs import ARCH_ID_KEY, metrics_of
 
     live_ids = [t.user_attrs[ARCH_ID_KEY] for t in trials]

@@ -289,7 +289,7 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
     from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
     from nas.engine.logs import quiet_interrupt_fallout
-    from nas.results.trials import load_trials
+    from nas.results.trials import trials_frame
     from nas.store.problems import storage_problem
     from nas.store.study import budget_count
 
@@ -306,7 +306,7 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
                  f"{config.space}, sampler {config.sampler}, {budget_count(study)}/{config.trials} trials finished")
         with (progress or _log_progress)(config.trials) as p:
             run_backend(study, config, progress=p, log=log.info)
-        df = load_trials(config.storage, config.study)
+        df = trials_frame(study)  # read through the storage the search opened (one per search)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the backend recorded and re-queued its trials
         raise SearchStopped.after(e, study=config.study, storage=config.storage, finished=budget_count(study),
                                   budget=config.trials) from None

@@ -203,3 +203,35 @@ def assert_one_line_error(r, *fragments, code: int = 2) -> str:
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
+
+
+def retried_study(storage=None):
+    """A study whose trials were run again, each way a search runs one again: #0 went stale and was
+    queued again as #1 (Optuna's retry callback, two retries allowed), which went stale too (#2, its
+    series [0, 1]); #3 was interrupted and queued again as #4 (``retry_of``), which went stale (#5
+    inherits ``retry_of`` 3 with its predecessor's user attributes); #6 ran once. Completes 2, 5, 6."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    from nas.store.trial_attrs import ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY
+
+    study = optuna.create_study(study_name="retried", storage=storage)
+    went_stale = RetryHeartbeatStaleTrialCallback(max_retry=2)
+
+    def fail(**user_attrs):
+        trial = study.ask()
+        for k, v in user_attrs.items():
+            trial.set_user_attr(k, v)
+        study.tell(trial, state=TrialState.FAIL)
+        return study.get_trials()[trial.number]
+
+    went_stale(study, fail())
+    went_stale(study, fail())
+    study.tell(study.ask(), 1.0)
+    third = fail(**{INTERRUPTED_KEY: True, ERROR_KEY: "interrupted by Ctrl-C"})
+    study.enqueue_trial(third.params, user_attrs={RETRY_OF_KEY: third.number})
+    went_stale(study, fail())
+    study.tell(study.ask(), 2.0)
+    study.tell(study.ask(), 3.0)
+    return study

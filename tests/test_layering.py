@@ -167,3 +167,48 @@ def test_only_the_command_line_imports_it():
     assert outside == set()
     back = {m for m, edges in graph.items() if m.startswith("nas.cli.") and "nas.cli" in edges}
     assert back == set()
+
+
+# ------------------------------------------------------------------------------ one door to storage
+STORAGE_DOOR = "nas/store/storage.py"  # the one module that makes a storage (docs/architecture.md)
+STORE = "nas/store/"  # where an Optuna study is made, loaded or deleted from a storage object
+MAKES_STORAGE = ("RDBStorage", "create_engine", "get_storage")
+STUDY_CALLS = ("create_study", "load_study", "delete_study", "copy_study", "get_all_study_names",
+               "get_all_study_summaries")
+
+
+def _storage_opened(rel: str, source: str) -> list[str]:
+    """``line: call`` of each place in ``source`` (the file ``rel``) that makes a storage outside
+    the door: an ``RDBStorage(...)``, ``create_engine(...)`` or ``get_storage(...)``, or one of
+    Optuna's study functions given a storage (a URL makes one) outside nas/store/."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        with_storage = any(k.arg == "storage" for k in node.keywords) or (name == "load_study" and len(node.args) > 1)
+        optuna_study = (name in STUDY_CALLS and isinstance(node.func, ast.Attribute)
+                        and ast.unparse(node.func.value) == "optuna" and with_storage)
+        if (name in MAKES_STORAGE and rel != STORAGE_DOOR) or (optuna_study and not rel.startswith(STORE)):
+            found.append(f"{rel}:{node.lineno}: {ast.unparse(node.func)}(...)")
+    return found
+
+
+@pytest.mark.parametrize("package", [*LAYERS, "benchmarks"])
+def test_only_the_door_opens_a_storage(package):
+    found = [f for p in sorted((ROOT / package).rglob("*.py"))
+             for f in _storage_opened(p.relative_to(ROOT).as_posix(), p.read_text())]
+    assert not found, "open it with nas.store.storage.open_storage (or load the study with nas.store.study):\n" + \
+        "\n".join(found)
+
+
+def test_the_door_check_sees_each_way_to_open_a_storage():
+    src = ("import optuna, sqlalchemy as sa\nfrom optuna.storages import RDBStorage\n"
+           "s = RDBStorage(url)\ne = sa.create_engine(url)\ng = optuna.storages.get_storage(url)\n"
+           "st = optuna.load_study(study_name='x', storage=url)\nst = optuna.load_study('x', url)\n"
+           "m = optuna.create_study()\nr = sa.make_url(url)\n")
+    assert [f.split(": ")[1] for f in _storage_opened("nas/cli/x.py", src)] == [
+        "RDBStorage(...)", "sa.create_engine(...)", "optuna.storages.get_storage(...)", "optuna.load_study(...)",
+        "optuna.load_study(...)"]  # an in-memory study and a parsed URL open nothing
+    assert len(_storage_opened("nas/store/study.py", src)) == 3  # the study functions, given the door's storage
+    assert _storage_opened(STORAGE_DOOR, src.replace("optuna.load_study", "len")) == []

@@ -20,13 +20,12 @@ from nas.errors import UserError
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     """Trials by state, budget, front size, best value per objective, environment (fronts, bests
     and hypervolume count only trials that satisfy the space's constraints)."""
-    from nas.results.trials import feasible_complete, load_trials, pareto_front
-    from nas.store.optuna_access import storage_of
+    from nas.results.trials import feasible_complete, pareto_front, trials_frame
     from nas.store.study import ENV_ATTR, budget_count, load_study
 
     url = storage_for(study, storage)
     st, config = load_study(url, study)
-    df = load_trials(storage_of(st), study)
+    df = trials_frame(st)
     t = Table(title=f"study {study}", show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
@@ -109,13 +108,12 @@ def show(study: str = StudyOpt, storage: Optional[str] = StorageOpt,
     """One trial: the study's objectives and constraints, every metric the trial stored, its
     architecture as JSON, and a summary of the built model (the one part that needs the study's
     plugins, and --trust-code for plugin code that is not on this machine)."""
-    from nas.results.trials import load_trials
-    from nas.store.optuna_access import storage_of
+    from nas.results.trials import trials_frame
     from nas.store.study import load_study
     from search_spaces import ArchSpec
 
     st, config = load_study(storage_for(study, storage), study)
-    df = load_trials(storage_of(st), study)
+    df = trials_frame(st)
     rows = df[df["number"] == trial]
     if rows.empty:
         raise UserError(f"study {study!r} has no trial {trial}; trials are 0..{len(df) - 1}")

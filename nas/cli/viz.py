@@ -67,13 +67,12 @@ def report(
 ):
     """A self-contained HTML report (and a markdown twin): config, progress, front, architectures."""
     from nas.results.report import write_report
-    from nas.results.trials import load_trials
-    from nas.store.optuna_access import storage_of
+    from nas.results.trials import trials_frame
     from nas.store.study import ENV_ATTR, load_study
 
     url = storage_for(study, storage)
     st, _config = load_study(url, study)
-    df = load_trials(storage_of(st), study)
+    df = trials_frame(st)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out: {out_dir} exists and is not a directory")
     paths = write_report(df, out_dir, environment=st.user_attrs.get(ENV_ATTR) or {}, storage=url)

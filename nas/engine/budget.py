@@ -28,7 +28,7 @@ from nas.store.heartbeats import heartbeat_ages
 from nas.store.optuna_access import engine, fresh_trial, storage_of, study_id_of, trial_id_of
 from nas.store.study import count_finished
 from nas.store.study_lock import study_lock
-from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retry_history
+from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retries_of
 
 __all__ = ["Slot", "abandon", "ask_within_budget", "fail_dead_trials", "report_running", "requeue_interrupted"]
 
@@ -85,7 +85,7 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
         return
     optuna.storages.fail_stale_trials(study)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    retried_as = {retry_history(t)[-1]: t.number for t in trials.values() if retry_history(t)}
+    retried_as = retries_of(trials.values()).retried_as
     for n in stale:
         t = trials[n]
         name = f"trial #{n}" + (f" ({t.user_attrs[ARCH_ID_KEY]})" if t.user_attrs.get(ARCH_ID_KEY) else "")
@@ -131,7 +131,7 @@ def abandon(study: optuna.Study, trials: list, exc: BaseException) -> list[int]:
 def requeue_interrupted(study: optuna.Study) -> None:
     """Queue every interrupted trial again (once), with the same parameters."""
     trials = study.get_trials(deepcopy=False)
-    queued = {t.user_attrs.get(RETRY_OF_KEY) for t in trials}
+    queued = retries_of(trials).retried_as
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_KEY) and t.number not in queued:
             study.enqueue_trial(t.params, user_attrs={RETRY_OF_KEY: t.number}, skip_if_exists=False)

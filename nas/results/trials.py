@@ -18,15 +18,15 @@ from nas.store.trial_attrs import (
     ERROR_KEY,
     LADDER_STOPPED_KEY,
     PRUNED_REASON_KEY,
-    RETRY_OF_KEY,
     REUSED_FROM_KEY,
     SUMMARY_KEY,
+    Retries,
     metrics_of,
-    retry_history,
+    retries_of,
     wall_seconds,
 )
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
+__all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
            "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
@@ -152,14 +152,6 @@ def flatten_arch(arch_json: str) -> dict:
 EXPORT_SUFFIXES = (".csv", ".parquet")
 
 
-def _open(storage: Union[str, optuna.storages.BaseStorage]):
-    if isinstance(storage, str):
-        from nas.store.study import open_storage
-
-        return open_storage(storage, create=False)
-    return storage
-
-
 def _is_export(source) -> bool:
     """A path to a file written by `nas export` (not a storage URL)."""
     if isinstance(source, os.PathLike):
@@ -193,19 +185,23 @@ def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], st
     return _load_from_storage(source, study)
 
 
-def _load_from_storage(storage, study: str) -> pd.DataFrame:
+def _load_from_storage(storage: Union[str, optuna.storages.BaseStorage], study: str) -> pd.DataFrame:
+    from nas.store.storage import find_study, open_storage
+
+    url = storage if isinstance(storage, str) else None
+    if url is not None:
+        storage = open_storage(url, create=False)
+    return trials_frame(find_study(storage, study, url))
+
+
+def trials_frame(st: optuna.Study) -> pd.DataFrame:
+    """:func:`load_trials` of a study already loaded (a search's own, at its end; a command's)."""
     from nas.store.study import CONFIG_ATTR, count_finished
 
-    storage = _open(storage)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if study not in names:
-        from nas.errors import UserError
-
-        raise UserError(f"no study {study!r} in this storage; studies there: {sorted(names) or 'none'}")
-    st = optuna.load_study(study_name=study, storage=storage)
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
     trials = st.get_trials(deepcopy=False)
-    rows = [_trial_row(t, metric_names, _retries(trials)) for t in trials]
+    retries = retries_of(trials)  # once: each row and the budget count read it
+    rows = [_trial_row(t, metric_names, retries) for t in trials]
     constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
     df = pd.DataFrame(rows)
     if df.empty:
@@ -213,25 +209,12 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
     df[FEASIBLE] = df[FEASIBLE].astype("boolean")
     df.attrs["objectives"] = {n: d.name.lower() for n, d in zip(metric_names, st.directions)}
     df.attrs["constraints"] = constraints
-    df.attrs["study"] = study
-    df.attrs["finished"] = count_finished(trials)
+    df.attrs["study"] = st.study_name
+    df.attrs["finished"] = count_finished(trials, retries)
     cfg = st.user_attrs.get(CONFIG_ATTR)
     if cfg:
         df.attrs["config"] = json.loads(cfg)
     return df
-
-
-def _retries(trials) -> tuple[set, dict]:
-    """(numbers of trials that were retried after their process died, {retried number: number of its
-    retry}; interrupted trials run again are in the second only)."""
-    retried, retry_of = set(), {}
-    for t in trials:
-        for n in retry_history(t):
-            retried.add(n)
-            retry_of[n] = t.number
-        if t.user_attrs.get(RETRY_OF_KEY) is not None:
-            retry_of[t.user_attrs[RETRY_OF_KEY]] = t.number
-    return retried, retry_of
 
 
 def _feasible(t) -> bool:
@@ -247,8 +230,7 @@ def _feasibility(t) -> dict:
     return row
 
 
-def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
-    retried, retry_of = retries
+def _trial_row(t, metric_names: list, retries: Retries) -> dict:
     ua = t.user_attrs
     row = {"number": t.number, "state": t.state.name, "arch_id": ua.get(ARCH_ID_KEY), "summary": ua.get(SUMMARY_KEY)}
     values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
@@ -259,15 +241,15 @@ def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
     error = ua.get(ERROR_KEY)
     if t.state == TrialState.FAIL and not error:
         error = "worker stopped (heartbeat went stale) mid-trial"
-        if t.number in retried:
-            error += f"; retried as trial {retry_of.get(t.number)}"
+        if t.number in retries.retried:
+            error += f"; retried as trial {retries.retried_as.get(t.number)}"
     if t.state == TrialState.PRUNED and not error:
         error = ua.get(PRUNED_REASON_KEY)
     row["error"] = error
     row["ladder_stopped"] = ua.get(LADDER_STOPPED_KEY)
     row["baseline"] = ua.get(BASELINE_KEY)  # name of an enqueued reference design (nas/engine/baselines.py)
     row["reused_from"] = ua.get(REUSED_FROM_KEY)
-    row["retried_as"] = retry_of.get(t.number)
+    row["retried_as"] = retries.retried_as.get(t.number)
     row["duration_s"] = wall_seconds(t)
     row["datetime_start"] = t.datetime_start
     if ua.get(ARCH_KEY):

@@ -54,7 +54,7 @@ def list_studies(storage: Optional[str] = None) -> pd.DataFrame:
     the size of its Pareto front (feasible COMPLETE trials, as :func:`nas.pareto_front`), its
     storage, and a note for a study without a stored config (made elsewhere, or whose creation
     was interrupted). UserError for a storage that cannot be opened."""
-    from nas.store.study import open_storage
+    from nas.store.storage import open_storage
 
     rows = []
     for url in storages_to_list(storage):
@@ -67,12 +67,11 @@ def list_studies(storage: Optional[str] = None) -> pd.DataFrame:
 
 
 def _row(store, name: str, url: str) -> dict:
-    import optuna
-
     from nas.results.trials import front_size
+    from nas.store.storage import find_study
     from nas.store.study import CONFIG_ATTR, count_finished
 
-    study = optuna.load_study(study_name=name, storage=store)
+    study = find_study(store, name, url)
     trials = study.get_trials(deepcopy=False)
     row = {"study": name, "storage": url, "finished": count_finished(trials), "front": front_size(study),
            "objectives": ", ".join(f"{m} {d.name.lower()[:3]}" for m, d in

@@ -112,7 +112,7 @@ def _kind(key: str) -> str:
 def open_latency_table(storage_url: str) -> SQLLatencyTable:
     """The latency table of the storage at ``storage_url`` (the database is made if missing, as
     ``nas search`` would); :class:`~nas.errors.UserError` for a bad or unreachable URL."""
-    from nas.store.study import open_storage
+    from nas.store.storage import open_storage
 
     return SQLLatencyTable(open_storage(storage_url, create=True).engine)
 

@@ -1,21 +1,25 @@
 """The one place that reaches past Optuna's public API.
 
-Optuna has no public handle on a study's storage, on a trial's id in it, or on the SQLAlchemy
-engine under an RDB storage, and the engine needs them: heartbeats and the budget's lock
-(:mod:`nas.store.heartbeats`, :mod:`nas.engine.budget`), the latency tables kept in the study's database, and
-fresh reads of a trial that another thread or process may have finished meanwhile. Each is one
-function here, so an Optuna release that moves them breaks this file only
-(``tests/nas/store/test_trial_attrs.py`` checks them against Optuna's own objects).
+Optuna has no public handle on a study's storage, on a trial's id in it, on the SQLAlchemy
+engine under an RDB storage, or on an open storage's heartbeat settings, and the engine needs them:
+heartbeats and the budget's lock (:mod:`nas.store.heartbeats`, :mod:`nas.engine.budget`), the
+latency tables kept in the study's database, fresh reads of a trial that another thread or process
+may have finished meanwhile, and a study's own heartbeat settings, set on the storage its config
+was read from (:mod:`nas.store.study`). Each is one function here, so an Optuna release that moves
+them breaks this file only (``tests/nas/store/test_trial_attrs.py`` checks them against Optuna's
+own objects).
 """
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import optuna
 import sqlalchemy as sa
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial
 
-__all__ = ["engine", "fresh_trial", "storage_of", "study_id_of", "trial_id_of"]
+__all__ = ["engine", "fresh_trial", "set_heartbeat", "storage_of", "study_id_of", "trial_id_of"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -42,3 +46,14 @@ def engine(study: optuna.Study) -> sa.engine.Engine:
     """The SQLAlchemy engine of a study in an RDB storage (Optuna wraps the RDBStorage in a cache)."""
     storage = storage_of(study)
     return getattr(storage, "_backend", storage).engine
+
+
+def set_heartbeat(storage: RDBStorage, interval: Optional[int], grace_period: Optional[int],
+                  callback: Optional[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
+    """Heartbeat settings of an open ``storage``, as ``RDBStorage(heartbeat_interval=...,
+    grace_period=..., heartbeat_stale_trial_callback=...)`` would set them: a study's settings are
+    stored in the study, so they are known only once the storage is open (and it is opened once)."""
+    storage.heartbeat_interval = interval
+    storage.grace_period = grace_period
+    storage.heartbeat_stale_trial_callback = callback
+    storage.failed_trial_callback = callback  # Optuna's older name of the same setting (until 6.0)

@@ -1,37 +1,43 @@
 """Optuna study and storage: create or load a study, with its SearchConfig stored inside it.
 
-Storage is any Optuna RDB URL (SQLite by default, PostgreSQL for several machines). Heartbeats
-are on: a trial whose process died is failed once its heartbeat is older than the grace period
+Storage is any Optuna RDB URL (SQLite by default, PostgreSQL for several machines), opened once
+per command through :func:`nas.store.storage.open_storage`. Heartbeats are on, with the study's
+settings: a trial whose process died is failed once its heartbeat is older than the grace period
 and re-queued once (``RetryHeartbeatStaleTrialCallback``), so an interrupted search loses nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nas.engine import interrupts
 from nas.engine.config import SAMPLERS, SearchConfig
 from nas.errors import UserError
-from nas.store.drivers import missing_driver
-from nas.store.problems import storage_problem
-from nas.store.study_lock import lock_file, sqlite_file, study_lock
-from nas.store.trial_attrs import CONFIG_ATTR, ENV_ATTR, INTERRUPTED_KEY, retry_history
-from search_spaces.failures import first_line
+from nas.store.storage import (
+    check_can_make,
+    check_writable,
+    checked_url,
+    find_study,
+    holds_studies,
+    open_storage,
+    require_study,
+    use_heartbeat,
+)
+from nas.store.study_lock import study_lock
+from nas.store.trial_attrs import CONFIG_ATTR, ENV_ATTR, INTERRUPTED_KEY, Retries, retries_of
 
 __all__ = [
     "CONFIG_ATTR",
-    "open_storage",
     "create_or_load_study",
     "check_study",
     "load_study",
+    "load_study_from",
+    "study_summary",
     "delete_study",
     "make_sampler",
     "check_seed",
@@ -44,149 +50,9 @@ __all__ = [
 ]
 
 SEED_LIMIT = 2**32  # samplers take seeds in [0, 2**32 - 1]
-SQLITE_TIMEOUT_ENV = "MIXER_NAS_SQLITE_TIMEOUT"  # seconds a command waits for a locked SQLite database [60]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-def _sqlite_path(url: str) -> Optional[Path]:
-    """The file of an SQLite URL; None for other databases. UserError for an in-memory one (a
-    search there would train every trial and keep none) and for a URL SQLAlchemy cannot parse."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
-                        "postgresql://user@host/db") from None
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    path = sqlite_file(parsed)
-    if path is None:
-        raise UserError(f"storage {url}: an in-memory SQLite database keeps nothing after the command ends; "
-                        "use a file, e.g. sqlite:///results/demo.db")
-    return path
-
-
-def _sqlite_timeout() -> float:
-    raw = os.environ.get(SQLITE_TIMEOUT_ENV, "60")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise UserError(f"{SQLITE_TIMEOUT_ENV}={raw!r}: expected a number of seconds >= 0")
-    return value
-
-
-def _sqlite_wal(storage: RDBStorage) -> None:
-    """SQLite studies are journaled with a write-ahead log and ``synchronous=NORMAL``: a commit no
-    longer waits for an fsync (Optuna commits every attribute it writes, some 25 per trial), and
-    readers (``nas pareto``, the dashboard) do not block the writer. A killed process loses no
-    committed trial; a power cut or OS crash may lose the last few commits."""
-    from sqlalchemy import event
-
-    @event.listens_for(storage.engine, "connect")
-    def _pragmas(dbapi_conn, _record):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    storage.engine.dispose()  # connections opened while Optuna set up its tables get the pragmas too
-
-
-def open_storage(url: str, *, create: bool, heartbeat_interval: int = 5, grace_period: int = 20,
-                 max_retry: int = 1) -> RDBStorage:
-    """Open an Optuna RDB storage. With ``create=False`` a missing SQLite file is an error (and no
-    file is created). Bad URLs raise UserError naming the URL."""
-    path = _checked_url(url)
-    if path is not None:
-        if not create and not path.exists():
-            raise UserError(f"no study database at {url} (file {path} does not exist)")
-        if create:
-            _check_can_make(path, url)
-            path.parent.mkdir(parents=True, exist_ok=True)
-    if (no_driver := missing_driver(url)) is not None:
-        raise UserError(no_driver)
-    # two processes making one SQLite file take turns (Optuna's table set-up is not safe to race); in
-    # a read-only folder nobody can make it, and check_writable says so before anything is written
-    making = path is not None and create and os.access(path.parent, os.W_OK)
-    try:
-        with lock_file(path) if making else contextlib.nullcontext():
-            storage = RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-                engine_kwargs={"connect_args": {"timeout": _sqlite_timeout()}} if path is not None else None,
-            )
-        if path is not None:
-            _sqlite_wal(storage)
-        return storage
-    except UserError:
-        raise
-    except Exception as e:  # sqlalchemy: ArgumentError, OperationalError, missing driver, ...
-        problem = storage_problem(e, url)
-        if problem is not None:
-            raise UserError(problem) from None
-        raise UserError(f"cannot open storage {url}: {first_line(e)}") from None
-
-
-def _checked_url(url: str) -> Optional[Path]:
-    """The file of a storage URL (None for a database server); UserError for a URL that is not one."""
-    if not isinstance(url, str) or "://" not in url:
-        raise UserError(f"bad storage URL {url!r}: expected e.g. sqlite:///results/demo.db or "
-                        "postgresql://user@host/db")
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"bad storage URL {url!r}: scheme {scheme!r} is not one of sqlite, postgresql, mysql")
-    return _sqlite_path(url)
-
-
-def _check_can_make(path: Path, url: str) -> None:
-    """UserError unless the SQLite file ``path`` exists as a file or can be made: its nearest
-    existing folder is writable (the folders between are made with it)."""
-    if path.is_dir():
-        raise UserError(f"bad storage URL {url!r}: {path} is a directory")
-    if path.exists():
-        return
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"bad storage URL {url!r}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"storage {url}: read-only folder: {folder} cannot be written, so the "
-                        f"database file {path.name} cannot be made there")
-
-
-def check_writable(storage: RDBStorage, url: str) -> None:
-    """UserError (one line) unless the database can be written now: a read-only file or folder, or
-    a database another process keeps locked, is found before a search starts, not at its first write."""
-    if storage.engine.dialect.name != "sqlite":
-        return  # a server checks its own permissions on each write
-    from sqlalchemy import text
-
-    path = _sqlite_path(url)
-    for what, where in (("file", path), ("folder", path.parent)):  # SQLite writes journal files beside it
-        if not os.access(where, os.W_OK):
-            raise UserError(f"storage {url}: read-only file: the database {what} {where} cannot be written; "
-                            "make it writable, or copy the database elsewhere")
-    try:
-        with storage.engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock, as a commit would
-            try:  # a write that changes nothing, rolled back: refused by a read-only database
-                conn.execute(text("UPDATE version_info SET schema_version = schema_version"))
-            finally:
-                conn.exec_driver_sql("ROLLBACK")
-    except Exception as e:
-        problem = storage_problem(e, url)
-        if problem is None:
-            raise
-        raise UserError(problem) from None
 
 
 def make_sampler(config: SearchConfig, n_existing: int = 0):
@@ -228,25 +94,28 @@ def _no_config(url: str, name: str, n_trials: int) -> UserError:
                      f"use another --study name, or {fix}")
 
 
-def load_study(storage_url: str, study_name: str, *, writable: bool = False,
-               **storage_kwargs) -> tuple[optuna.Study, SearchConfig]:
+def load_study(storage_url: str, study_name: str, *, writable: bool = False) -> tuple[optuna.Study, SearchConfig]:
     """Load an existing study made by `nas search`; UserError if absent or not ours, and with
     ``writable`` if its database cannot be written now (read-only, locked)."""
-    storage = open_storage(storage_url, create=False, **storage_kwargs)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if study_name not in names:
-        raise UserError(f"no study {study_name!r} in {storage_url}; studies there: {sorted(names) or 'none'}")
-    study_id = storage.get_study_id_from_name(study_name)
+    storage = open_storage(storage_url, create=False)
+    return load_study_from(storage, storage_url, study_name, writable=writable)
+
+
+def load_study_from(storage: RDBStorage, storage_url: str, study_name: str, *,
+             writable: bool = False) -> tuple[optuna.Study, SearchConfig]:
+    """:func:`load_study` from ``storage`` (opened at ``storage_url``), which takes the heartbeat
+    settings of the study's stored config."""
+    study_id = require_study(storage, study_name, storage_url)
     attrs = storage.get_study_user_attrs(study_id)
+    n = len(storage.get_all_trials(study_id, deepcopy=False))
     if CONFIG_ATTR not in attrs:
-        raise _no_config(storage_url, study_name, len(storage.get_all_trials(study_id, deepcopy=False)))
+        raise _no_config(storage_url, study_name, n)
     config = SearchConfig.from_json(attrs[CONFIG_ATTR])
     config.storage = storage_url
-    storage = open_storage(storage_url, create=False, heartbeat_interval=config.heartbeat_interval,
-                           grace_period=config.grace_period, max_retry=config.max_retry)
+    use_heartbeat(storage, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period,
+                  max_retry=config.max_retry)
     if writable:
         check_writable(storage, storage_url)
-    n = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(config, n))
     return study, config
 
@@ -264,7 +133,7 @@ def create_or_load_study(config: SearchConfig) -> tuple[optuna.Study, SearchConf
     with study_lock(storage.engine, config.study), interrupts.deferred():
         names = [s.study_name for s in storage.get_all_studies()]
         if config.study in names and not _unfinished(storage, config.study, space):
-            study, stored = load_study(config.storage, config.study)
+            study, stored = load_study_from(storage, config.storage, config.study)
             return _check_same_space(study, stored, config), stored, False
         return _create(storage, config, space, exists=config.study in names), config, True
 
@@ -277,12 +146,10 @@ def check_study(config: SearchConfig) -> Optional[SearchConfig]:
     space = config.load_space()
     _check_config(config)
     url = config.storage
-    path = _checked_url(url)
+    path = checked_url(url)
     if path is not None:
-        _check_can_make(path, url)
-    if (no_driver := missing_driver(url)) is not None:
-        raise UserError(no_driver)
-    if path is not None and not path.exists() or not _holds_studies(url):
+        check_can_make(path, url)
+    if path is not None and not path.exists() or not holds_studies(url):
         return None  # a new database: nothing in it to check
     storage = open_storage(url, create=False)
     try:  # the connections are closed on the way out, so SQLite leaves no journal files behind
@@ -314,23 +181,6 @@ def _check_config(config: SearchConfig) -> None:
     check_seed(config.seed, config.trials)
 
 
-def _holds_studies(url: str) -> bool:
-    """Whether the existing database at ``url`` has Optuna's tables, read without writing (opening
-    the storage would make them). UserError (one line) when it cannot be read."""
-    from sqlalchemy import create_engine, inspect
-
-    try:
-        db = create_engine(url)
-        try:
-            with db.connect() as conn:
-                return inspect(conn).has_table("studies")
-        finally:
-            db.dispose()
-    except Exception as e:  # sqlalchemy: OperationalError, DatabaseError (damaged), missing driver, ...
-        problem = storage_problem(e, url)
-        raise UserError(problem or f"cannot open storage {url}: {first_line(e)}") from None
-
-
 def _unfinished(storage: RDBStorage, name: str, space) -> bool:
     """True for a study that creation left without its config (no trials, the space's directions)."""
     study_id = storage.get_study_id_from_name(name)
@@ -357,10 +207,7 @@ def _create(storage: RDBStorage, config: SearchConfig, space, exists: bool) -> o
 def study_summary(storage_url: str, study_name: str) -> str:
     """'12 trials (10 complete, 2 fail)', and whether the study lacks its config; UserError if absent."""
     storage = open_storage(storage_url, create=False)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if study_name not in names:
-        raise UserError(f"no study {study_name!r} in {storage_url}; studies there: {sorted(names) or 'none'}")
-    study_id = storage.get_study_id_from_name(study_name)
+    study_id = require_study(storage, study_name, storage_url)
     states: dict[str, int] = {}
     for t in storage.get_all_trials(study_id, deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
@@ -379,8 +226,7 @@ def delete_study(storage_url: str, study_name: str) -> None:
     storage = open_storage(storage_url, create=False)
     check_writable(storage, storage_url)
     with study_lock(storage.engine, study_name), interrupts.deferred():
-        study_summary(storage_url, study_name)  # exists?
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = find_study(storage, study_name, storage_url)
         raw = study.user_attrs.get(CONFIG_ATTR)
         grace = SearchConfig.from_json(raw).grace_period if raw else SearchConfig.grace_period
         live = sorted(n for n, age in heartbeat_ages(study).items() if age is not None and age <= grace)
@@ -420,22 +266,16 @@ def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):
 
 
 # ------------------------------------------------------------------------- budget and stale trials
-def _retried_numbers(trials) -> set[int]:
-    out: set[int] = set()
-    for t in trials:
-        out.update(retry_history(t))
-    return out
-
-
 def budget_count(study: optuna.Study) -> int:
     """Finished trials that count toward `--trials`: COMPLETE, PRUNED and FAIL, except trials that
     were interrupted (Ctrl-C, SIGTERM) or went stale and were queued again (their retry counts instead)."""
     return count_finished(study.get_trials(deepcopy=False))
 
 
-def count_finished(trials) -> int:
-    """:func:`budget_count` of a list of trials already read."""
-    retried = _retried_numbers(trials)
+def count_finished(trials, retries: Optional[Retries] = None) -> int:
+    """:func:`budget_count` of a list of trials already read (and their :func:`~nas.store.trial_attrs.retries_of`,
+    when the caller has it)."""
+    retried = (retries or retries_of(trials)).retried
     n = 0
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):

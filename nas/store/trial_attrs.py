@@ -25,14 +25,16 @@ A trial's wall time is Optuna's own record of it, read with :func:`wall_seconds`
 
 Trial system attributes ``failed_trial`` and ``retry_history`` are Optuna's own (its heartbeat
 retry callback writes them; the Ray searcher writes them the same way for a trial whose worker
-died); read them with :func:`retry_history`. Study user attributes: :data:`CONFIG_ATTR` (the
+died); read them with :func:`retry_history` for one trial, and with :func:`retries_of` for a study's
+trials (which trial runs which again), in one pass. Study user attributes: :data:`CONFIG_ATTR` (the
 :class:`~nas.engine.config.SearchConfig` JSON) and :data:`ENV_ATTR` (the machine it was measured on).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -43,7 +45,7 @@ __all__ = [
     "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
     "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
     "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WORKER_DIED_KEY", "WORKER_KEY",
-    "error_of", "metrics_of", "retry_history", "wall_seconds",
+    "Retries", "error_of", "metrics_of", "retries_of", "retry_history", "wall_seconds",
 ]
 
 # study user attributes
@@ -93,6 +95,32 @@ warnings.filterwarnings("ignore", message=r".*RetryHeartbeatStaleTrialCallback\.
 def retry_history(trial: FrozenTrial) -> list[int]:
     """Numbers of the trials ``trial`` runs again, the first one first; [] if it is no retry."""
     return list(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Which trials of a study run which again (:func:`retries_of`)."""
+
+    # trials failed because their process or Ray worker died, and queued again (Optuna's retry_history)
+    retried: frozenset = frozenset()
+    # trial number -> the number of the trial that runs it again: after its process died, or after a
+    # stop signal interrupted it (``retry_of``)
+    retried_as: dict = field(default_factory=dict)
+
+
+def retries_of(trials: Iterable[FrozenTrial]) -> Retries:
+    """The retry bookkeeping of ``trials`` (a study's), read in one pass: each trial is the retry of
+    the last trial in its :func:`retry_history` (the one right before it in its series), else of its
+    ``retry_of`` trial. A heartbeat retry inherits its predecessor's user attributes, ``retry_of``
+    among them, so its own history comes first."""
+    retried, retried_as = set(), {}
+    for t in trials:
+        history = retry_history(t)
+        retried.update(history)
+        before = history[-1] if history else t.user_attrs.get(RETRY_OF_KEY)
+        if before is not None:
+            retried_as[before] = t.number
+    return Retries(frozenset(retried), retried_as)
 
 
 def error_of(trial: FrozenTrial) -> Optional[str]:

@@ -141,7 +141,7 @@ def test_sqlite_studies_use_a_write_ahead_log(tmp_path):
     another process at once and survives the writer being killed (test_sigkill_then_resume)."""
     from sqlalchemy import text
 
-    from nas.store.study import open_storage
+    from nas.store.storage import open_storage
 
     url = f"sqlite:///{tmp_path}/w.db"
     storage = open_storage(url, create=True)

@@ -107,3 +107,26 @@ def test_wall_time_is_from_asked_to_told():
     df = load_trials(storage, "w")
     assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
     assert df["datetime_start"].iloc[0] == start
+
+
+def test_load_trials_reads_the_retry_bookkeeping_once(monkeypatch):
+    """Each row says which trial ran it again, and the budget count skips the retried ones, from one
+    reading of every trial's retry history (it was read again for every row: quadratic)."""
+    from optuna.storages import InMemoryStorage, RetryHeartbeatStaleTrialCallback
+
+    from nas.results.trials import load_trials
+    from tests.cli_helpers import retried_study
+
+    storage = InMemoryStorage()
+    n = len(retried_study(storage).trials)
+    calls = []
+    reader = RetryHeartbeatStaleTrialCallback.retry_history
+    monkeypatch.setattr(RetryHeartbeatStaleTrialCallback, "retry_history",
+                        staticmethod(lambda t: calls.append(t.number) or reader(t)))
+    df = load_trials(storage, "retried")
+    assert len(calls) == n == 7
+    rows = df.set_index("number")
+    assert rows["retried_as"].dropna().to_dict() == {0: 1, 1: 2, 3: 4, 4: 5}
+    assert rows.loc[0, "error"] == "worker stopped (heartbeat went stale) mid-trial; retried as trial 1"
+    assert rows.loc[1, "error"].endswith("retried as trial 2") and rows.loc[3, "error"] == "interrupted by Ctrl-C"
+    assert df.attrs["finished"] == 3

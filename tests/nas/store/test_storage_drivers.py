@@ -11,7 +11,7 @@ import tomllib
 
 from nas.errors import UserError
 from nas.store.drivers import missing_driver
-from nas.store.study import open_storage
+from nas.store.storage import open_storage
 from tests.cli_helpers import invoke, write_space
 
 ROOT = Path(__file__).resolve().parents[3]

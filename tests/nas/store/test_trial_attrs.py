@@ -70,6 +70,24 @@ def test_optuna_access_matches_optunas_objects(tmp_path):
     assert optuna_access.storage_of(study).get_trial(optuna_access.trial_id_of(trial)).value == 1.0
 
 
+def test_set_heartbeat_sets_what_optunas_constructor_sets(tmp_path):
+    url = f"sqlite:///{tmp_path}/h.db"
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    plain = vars(RDBStorage(url)).copy()
+    built = vars(RDBStorage(url, heartbeat_interval=7, grace_period=28, heartbeat_stale_trial_callback=callback))
+    changed = {k for k in built if k in plain and _differs(built[k], plain[k])}
+    storage = RDBStorage(url)
+    optuna_access.set_heartbeat(storage, 7, 28, callback)
+    assert changed and {k: vars(storage)[k] for k in changed} == {k: built[k] for k in changed}
+    assert storage.get_heartbeat_interval() == 7 and storage.get_heartbeat_stale_trial_callback() is callback
+
+
+def _differs(a, b) -> bool:
+    """Whether two storage settings differ (engines and sessions are per object: never compared)."""
+    return type(a) is not type(b) or (isinstance(a, (int, float, str, type(None), RetryHeartbeatStaleTrialCallback))
+                                      and a != b)
+
+
 # a trial or study attribute written or read under a bare string key (use the nas.store.trial_attrs names)
 _BARE_KEY = re.compile(r"""(set_user_attr|set_system_attr)\(\s*["']|(user_attrs|system_attrs)(\.get\(|\[)\s*["']"""
                        r"""|(user_attrs|system_attrs)=\{\s*["']""")
@@ -86,3 +104,32 @@ def test_no_bare_attribute_keys_and_no_private_optuna_access(package):
             if _BARE_KEY.search(line) or private:
                 found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_retries_of_reads_each_trials_retry_bookkeeping_once():
+    from nas.store.study import count_finished
+    from tests.cli_helpers import retried_study
+
+    trials = retried_study().get_trials()
+    histories = {t.number: trial_attrs.retry_history(t) for t in trials}  # the per-trial reader
+    assert histories == {0: [], 1: [0], 2: [0, 1], 3: [], 4: [], 5: [4], 6: []}
+    retries = trial_attrs.retries_of(trials)
+    # what the readers it replaces said: the numbers retried (the budget count) ...
+    assert retries.retried == {n for h in histories.values() for n in h} == {0, 1, 4}
+    # ... each stale trial's retry, the one right after it in its series (the dead-trial report) ...
+    assert {n: retries.retried_as[n] for n in retries.retried} == {h[-1]: t for t, h in histories.items() if h}
+    # ... and an interrupted trial's, the trial queued with its number, not #5 that inherits it
+    assert retries.retried_as == {0: 1, 1: 2, 3: 4, 4: 5}
+    assert count_finished(trials) == count_finished(trials, retries) == 3  # 2, 5 and 6
+
+
+def test_retries_of_calls_the_per_trial_reader_once_per_trial(monkeypatch):
+    from tests.cli_helpers import retried_study
+
+    trials = retried_study().get_trials()
+    calls = []
+    reader = RetryHeartbeatStaleTrialCallback.retry_history
+    monkeypatch.setattr(RetryHeartbeatStaleTrialCallback, "retry_history",
+                        staticmethod(lambda t: calls.append(t.number) or reader(t)))
+    trial_attrs.retries_of(trials)
+    assert sorted(calls) == [t.number for t in trials]
