@@ -72,9 +72,7 @@ def test_every_task_declares_the_chance_level_of_what_it_reports(name):
 
 
 def test_text_chance_is_eight_bits_per_byte():
-    from evaluators.tasks.text import Text
-
-    assert Text.chance(TaskIO(kind="tokens", num_classes=256, seq_len=8, vocab_size=256))["bits_per_byte"] == 8.0
+    assert get_task("text").chance(TaskIO(kind="tokens", num_classes=256, seq_len=8, vocab_size=256))["bits_per_byte"] == 8.0
 
 
 FLOORED = """
