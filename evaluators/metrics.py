@@ -133,15 +133,15 @@ def resolve_metric(name: str, profiles: Iterable[str] = ()) -> Metric:
 
 
 def check_space_metrics(space) -> None:
-    """The objectives and constraints of ``space`` (bound to its task) name metrics that
+    """The objectives, constraints and floors of ``space`` (bound to its task) name metrics that
     :func:`~evaluators.evaluation.evaluate` returns for its task: registered (or a cost at one of
     its profiles), causal ones on a causal task only, task-reported ones on a task that reports
     them. :class:`~search_spaces.SpaceError` names the key otherwise."""
     from evaluators.tasks import get_task, list_tasks
     from search_spaces.space import SpaceError
 
-    for name in list(space.objectives) + list(space.constraints):
-        where = f"{'objectives' if name in space.objectives else 'constraints'}.{name}"
+    named = [(f"objectives.{n}", n) for n in space.objectives] + [(f"constraints.{n}", n) for n in space.constraints]
+    for where, name in named + [(f"floors.{n}", n) for n in space.floors]:
         try:
             metric = resolve_metric(name, space.profiles)  # built-in, a plugin's, or <cost>@<profile>
         except UnknownName as e:

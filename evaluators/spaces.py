@@ -17,20 +17,21 @@ ladder and deployment profiles as :class:`~evaluators.evaluation.EvalSettings`),
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
 from evaluators.tasks import task_io_for
 from search_spaces.schema import SettingError
-from search_spaces.space import Space, SpaceError
+from search_spaces.space import CHANCE, Space, SpaceError
 from search_spaces.space import load_space as parse_space_file
 from search_spaces.task_io import TaskIO
 
 if TYPE_CHECKING:
     from evaluators.evaluation import EvalSettings
 
-__all__ = ["CheckedSpace", "bind_task", "check_mixers", "check_space", "load_space", "read_space", "task_io"]
+__all__ = ["CheckedSpace", "bind_task", "check_mixers", "check_space", "load_space", "read_space", "resolve_floors",
+           "task_io"]
 
 
 def task_io(space: Space) -> TaskIO:
@@ -74,18 +75,42 @@ class CheckedSpace:
 
     space: Space  # bound to its task (space.io)
     settings: "EvalSettings"  # with seed 0; settings_for(seed) gives a search's
+    # the space's floors resolved (resolve_floors): {metric: {"above": x}} or {"below": x}
+    floors: dict = field(default_factory=dict)
 
     def settings_for(self, seed: int) -> "EvalSettings":
         """The evaluation settings of a search seeded with ``seed`` (nothing is read again)."""
         return self.settings if seed == self.settings.seed else replace(self.settings, seed=seed)
 
 
+def resolve_floors(space: Space) -> dict:
+    """The floors of ``space`` (bound to its task; their metrics checked) as plain data a study
+    stores and its readers apply without the task registry: ``{metric: {"above": x}}`` for a metric
+    to maximize, ``{"below": x}`` for one to minimize (its natural direction), with ``chance``
+    replaced by the task's level (:meth:`evaluators.tasks.Task.chance`). A trial must beat the
+    floor strictly to count on a front."""
+    from evaluators.metrics import DIRECTIONS
+    from evaluators.tasks import get_task
+
+    levels = get_task(space.task.name).chance(space.io)
+    out = {}
+    for name, value in space.floors.items():
+        if value == CHANCE:
+            if name not in levels:
+                raise SpaceError(space.source, f"floors.{name}", f"task {space.task.name!r} declares no chance "
+                                                                 f"level for {name} (it does for {sorted(levels)}); "
+                                                                 "give a number")
+            value = levels[name]
+        out[name] = {"above" if DIRECTIONS[name] == "maximize" else "below": float(value)}
+    return out
+
+
 def check_space(space: Space) -> CheckedSpace:
-    """``space``, bound to its task, checked beyond its own declarations: its objectives and
-    constraints against the metric registry (:func:`~evaluators.metrics.check_space_metrics`), its
-    train, latency, ladder and deploy settings by building its
-    :class:`~evaluators.evaluation.EvalSettings`. :class:`~search_spaces.SpaceError` names the
-    file, the key and what is allowed."""
+    """``space``, bound to its task, checked beyond its own declarations: its objectives,
+    constraints and floors against the metric registry (:func:`~evaluators.metrics.check_space_metrics`),
+    its floors resolved (:func:`resolve_floors`), its train, latency, ladder and deploy settings by
+    building its :class:`~evaluators.evaluation.EvalSettings`. :class:`~search_spaces.SpaceError`
+    names the file, the key and what is allowed."""
     from evaluators.evaluation import EvalSettings  # torch: what a search imports anyway
     from evaluators.metrics import check_space_metrics
 
@@ -97,7 +122,7 @@ def check_space(space: Space) -> CheckedSpace:
         raise
     except SettingError as e:
         raise SpaceError(space.source, e.path, e.message) from None
-    return CheckedSpace(space, settings)
+    return CheckedSpace(space, settings, resolve_floors(space))
 
 
 def read_space(name_or_path: Union[str, Path], *, text: Optional[str] = None) -> CheckedSpace:

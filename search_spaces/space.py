@@ -58,7 +58,7 @@ from search_spaces.task_io import TaskIO
 
 __all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
            "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR",
-           "MixerChoice", "StageChoices", "params_allowed"]
+           "MixerChoice", "StageChoices", "params_allowed", "CHANCE"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 
@@ -150,6 +150,9 @@ class Space:
     text: str = field(default="", repr=False)
     plugins: tuple = field(default=(), repr=False)  # search_spaces.plugins.Plugin, loaded by load_space
     profiles: dict = field(default_factory=dict)  # deploy: {name: search_spaces.deploy_profiles.Profile}
+    # floors: {metric: a number, or CHANCE}: what a trial must beat to count on a front; the
+    # evaluators check the metric and resolve CHANCE to the task's level (evaluators.spaces)
+    floors: dict = field(default_factory=dict)
 
     # --------------------------------------------------------------- summaries
     def mixer_names(self) -> list[str]:
@@ -352,7 +355,7 @@ def _load_plugins(text: str, base_dir: Path, source: str) -> list:
 
 
 # The space file, declared: its keys, and the type and range of each setting.
-TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "trials", "train", "latency", "arch",
+TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "floors", "trials", "train", "latency", "arch",
             "ladder",  # train, latency, ladder: declared and checked by the evaluators that read them
             "deploy",  # deployment profiles (search_spaces.deploy_profiles)
             "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
@@ -366,6 +369,8 @@ DESCRIPTION = Check(str)
 TRIALS = Check(int, low=1)
 DIRECTION = Check(str, choices=("maximize", "minimize"))
 BOUND = Check(float)
+CHANCE = "chance"  # a floor at the task's chance level (evaluators.tasks.Task.chance)
+FLOOR = Check(float, what=f"a number, or {CHANCE!r} for the task's chance level")
 PATCH, STRIDE = Check(int, low=1), Check(int, low=0)
 NORM = Check(str, choices=NORM_PLACEMENTS)
 DEPTH, DIM, HEAD_BUDGET, EVERY = Check(int, low=1), Check(int, low=1), Check(int, low=1), Check(int, low=1)
@@ -411,6 +416,7 @@ def _parse(raw, source: str, default_name: str) -> Space:
         task=parse_task(raw["task"]),
         objectives=_parse_objectives(raw.get("objectives", {"accuracy": "maximize", "latency_ms": "minimize"})),
         constraints=_parse_constraints(raw.get("constraints")),
+        floors=_parse_floors(raw.get("floors")),
         trials=TRIALS.coerce(raw.get("trials", 10), "trials"),
         train=dict(raw.get("train") or {}),
         latency=dict(raw.get("latency") or {}),
@@ -447,6 +453,13 @@ def _parse_constraints(constraints) -> dict:
             raise SettingError(f"constraints.{k}", "give a bound: {max: X} or {min: X}")
         out[k] = {b: BOUND.coerce(x, f"constraints.{k}.{b}") for b, x in bounds.items()}
     return out
+
+
+def _parse_floors(floors) -> dict:
+    """``floors:`` as {metric: a number, or CHANCE}; which metrics exist, their direction and the
+    task's chance levels are the evaluators' to check."""
+    return {k: CHANCE if v == CHANCE else FLOOR.coerce(v, f"floors.{k}")
+            for k, v in as_mapping(floors, "floors").items()}
 
 
 def _parse_arch(arch) -> tuple:

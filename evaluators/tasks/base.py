@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -31,6 +32,8 @@ class Task:
     test split stays untouched for the final evaluation of a chosen architecture.
     ``reports``: metrics beyond ``accuracy`` the task reports (names in ``evaluators.metrics``),
     computed by :meth:`scores` from the evaluated split's accuracy and mean cross-entropy.
+    :meth:`chance` is what a model that learned nothing scores, the level a space's ``floors:``
+    names as ``chance``.
     """
 
     name: str = ""
@@ -62,6 +65,15 @@ class Task:
         """The metrics in ``reports``, from the accuracy and the mean cross-entropy (nats per
         target) over an evaluated split."""
         return {}
+
+    @classmethod
+    def chance(cls, io: TaskIO) -> dict:
+        """The chance level of each quality metric the task reports, for its I/O ``io``: what a
+        uniform prediction over the ``io.num_classes`` classes scores (``accuracy`` 1 / classes,
+        ``final_loss`` ln(classes) nats), known without data. A task that reports more metrics
+        (``reports``) adds theirs; a majority-class guess can beat this level on a task whose
+        classes are unbalanced, and a space that wants that bar gives the number itself."""
+        return {"accuracy": 1.0 / io.num_classes, "final_loss": math.log(io.num_classes)}
 
     # accuracy over the positions (per-token) or samples that have a target
     @staticmethod

@@ -223,6 +223,11 @@ class Text(Task):
     def scores(self, accuracy: float, loss: float) -> dict:
         return {"bits_per_byte": loss / math.log(2)}
 
+    @classmethod
+    def chance(cls, io: TaskIO) -> dict:
+        """A uniform guess over the 256 byte values: 1/256 accuracy, 8 bits per byte."""
+        return {**super().chance(io), "bits_per_byte": math.log2(io.num_classes)}
+
 
 def _defaults() -> dict:
     sig = inspect.signature(Text.io_for)

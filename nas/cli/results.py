@@ -11,16 +11,21 @@ import typer
 from rich.table import Table
 
 from nas.cli.base import StorageOpt, StudyOpt, TrustCodeOpt, app, err, out, storage_for, user_errors
-from nas.cli.tables import front_counts, front_table, goal_lines, model_summary
+from nas.cli.tables import confirmed_note, front_counts, front_table, goal_lines, model_summary
 from nas.errors import UserError
 
 
 @app.command()
 @user_errors
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
-    """Trials by state, budget, front size, best value per objective, environment (fronts, bests
-    and hypervolume count only trials that satisfy the space's constraints)."""
+    """Trials by state, budget, front size and how much of it is resolved, best value per
+    objective, environment (fronts, bests and hypervolume count only trials that satisfy the
+    space's constraints and beat its floors; confirmed values where `nas confirm` measured them)."""
+    import pandas as pd
+
+    from nas.results.floors import floor_text, floors_of
     from nas.results.trials import feasible_complete, pareto_front, trials_frame
+    from nas.results.uncertainty import confirmed_mask
     from nas.store.study import ENV_ATTR, budget_count, load_study
 
     url = storage_for(study, storage)
@@ -38,20 +43,38 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     front = pareto_front(df)
     if df.attrs.get("constraints"):
         t.add_row("constraints", ", ".join(df.attrs["constraints"]))
+    if floors_of(df):
+        t.add_row("floors", floor_text(floors_of(df)))
     t.add_row("front size", f"{len(front)} ({front_counts(df, front)})")
     if len(front):
         from nas.results.volume import hypervolume, reference_point
 
+        t.add_row("front resolved", _resolved_text(front))
         ref = reference_point(df)
         t.add_row("hypervolume", f"{hypervolume(df):.4g} (reference {', '.join(f'{k}={v:.4g}' for k, v in ref.items())})")
+    note = confirmed_note(df)
+    if note:
+        t.add_row("confirmed", note)
+    sure = pd.Series(confirmed_mask(df), index=df.index)
     for o, d in df.attrs["objectives"].items():
         col = feasible_complete(df)[o].dropna()
         if len(col):
-            best = col.max() if d == "maximize" else col.min()
-            t.add_row(f"best {o} ({d})", f"{best:.4g}")
+            at = col.idxmax() if d == "maximize" else col.idxmin()
+            t.add_row(f"best {o} ({d})", f"{col[at]:.4g}" + (" (confirmed)" if sure[at] else ""))
     env = st.user_attrs.get(ENV_ATTR) or {}
     t.add_row("environment", ", ".join(f"{k}={v}" for k, v in env.items()))
     out.print(t)
+
+
+RESOLVED_P = 0.9  # a member with p_front at least this is called resolved by `nas status`
+
+
+def _resolved_text(front) -> str:
+    """'3 of 5 members have p_front >= 0.9; 2 unresolved against another trial (nas pareto lists them)'."""
+    sure = int((front["p_front"] >= RESOLVED_P).sum())
+    open_ = int(front["unresolved_with"].map(lambda v: bool(v) if isinstance(v, list) else False).sum())
+    text = f"{sure} of {len(front)} members have p_front >= {RESOLVED_P:g}"
+    return text + (f"; {open_} unresolved against another trial (nas pareto lists them)" if open_ else "")
 
 
 @app.command()
@@ -71,9 +94,11 @@ def pareto(
         out.print(front_table(df))
         return
     front = pareto_front(df)
-    cols = dict.fromkeys(["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary"])
+    cols = dict.fromkeys(["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary",
+                          "p_front", "unresolved_with", "confirmed"])
     front = front[[c for c in cols if c in front.columns]]  # an objective such as params is listed once
     if format == "csv":
+        front = front.assign(unresolved_with=front["unresolved_with"].map(lambda v: " ".join(map(str, v))))
         sys.stdout.write(front.to_csv(index=False))
     else:
         sys.stdout.write(front.to_json(orient="records", indent=2) + "\n")

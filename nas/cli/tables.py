@@ -5,33 +5,68 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+UNRESOLVED_SHOWN = 4  # trial numbers listed in the table's "unresolved with" cell; then "+k"
+P_FRONT_NOTE = ("p_front: the chance the trial is on the front under its measured uncertainty; unresolved with: "
+                "trials that could dominate it within their 95% intervals")
+
 
 def front_counts(df, front) -> str:
-    """'3 of 7 complete trials', and how many of those violate a constraint when any do."""
-    from nas.results.trials import feasible_complete
+    """'3 of 7 complete trials', and how many complete trials violate a constraint or do not beat
+    a floor when any do."""
+    from nas.results.floors import floor_text, floors_of
+    from nas.results.trials import excluded_counts, feasible_complete
 
-    complete = int((df["state"] == "COMPLETE").sum())
-    infeasible = complete - len(feasible_complete(df))
-    if not infeasible:
-        return f"{len(front)} of {complete} complete trials"
-    return f"{len(front)} of {complete - infeasible} feasible complete trials; {infeasible} violate a constraint"
+    infeasible, floored = excluded_counts(df)
+    text = f"{len(front)} of {len(feasible_complete(df))} {'feasible ' if infeasible else ''}complete trials"
+    if infeasible:
+        text += f"; {infeasible} violate a constraint"
+    if floored:
+        text += f"; {floored} below a floor ({floor_text(floors_of(df))})"
+    return text
+
+
+def confirmed_note(df):
+    """A line saying how many trials hold confirmed values (``nas confirm``), which every count,
+    front and best value then uses; None when none does."""
+    from nas.results.uncertainty import confirmed_mask
+
+    n = int(confirmed_mask(df).sum())
+    if not n:
+        return None
+    return (f"{n} trial{'s' if n > 1 else ''} confirmed (nas confirm): their metrics are the confirmed values, "
+            "the first ones kept as <metric>_first")
+
+
+def _unresolved_cell(numbers) -> str:
+    numbers = list(numbers) if isinstance(numbers, (list, tuple)) else []
+    shown = " ".join(f"#{n}" for n in numbers[:UNRESOLVED_SHOWN])
+    return shown + (f" +{len(numbers) - UNRESOLVED_SHOWN}" if len(numbers) > UNRESOLVED_SHOWN else "")
 
 
 def front_table(df, title="Pareto front") -> Table:
+    """The front of ``df``: each member's objectives, p_front, the trials it is unresolved with
+    (marked), confirmed or not (when any trial is), parameters and architecture."""
     from nas.results.trials import pareto_front
+    from nas.results.uncertainty import confirmed_mask
 
     front = pareto_front(df)
     objs = list(df.attrs["objectives"])
-    t = Table(title=f"{title} ({front_counts(df, front)})")
+    confirmed = confirmed_note(df) is not None
+    t = Table(title=f"{title} ({front_counts(df, front)})", caption=P_FRONT_NOTE)
     t.add_column("trial", justify="right")
     for o in objs:
         arrow = "↑" if df.attrs["objectives"][o] == "maximize" else "↓"
         t.add_column(f"{o} {arrow}", justify="right")
+    t.add_column("p_front", justify="right")
+    t.add_column("unresolved with", overflow="fold")
     extra = ("arch_id", "architecture") if "params" in objs else ("params", "arch_id", "architecture")
-    for col in extra:  # params once, also when it is an objective
+    for col in (("confirmed",) if confirmed else ()) + extra:  # params once, also when it is an objective
         t.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
-    for _, r in front.iterrows():
+    for (_, r), sure in zip(front.iterrows(), confirmed_mask(front)):
         cells = [str(int(r["number"]))] + [f"{r[o]:.4g}" for o in objs]
+        cells += [f"{r['p_front']:.2f}", _unresolved_cell(r["unresolved_with"])]
+        if confirmed:
+            cells.append("yes" if sure else "")
         if "params" not in objs:
             cells.append(f"{int(r['params']):,}" if "params" in r and r["params"] == r["params"] else "")
         cells += [str(r.get("arch_id", "")),

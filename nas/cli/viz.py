@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.base import StorageOpt, StudyOpt, app, err, out, storage_for, user_errors
-from nas.cli.tables import front_counts
+from nas.cli.tables import confirmed_note, front_counts
 from nas.errors import UserError
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".html")
@@ -99,7 +99,8 @@ def compare(
     out_path: Optional[Path] = typer.Option(None, "--out", help="also plot the fronts together: FILE.png | FILE.html"),
 ):
     """Fronts of several studies side by side, with hypervolumes against one common reference point
-    (only trials that satisfy each study's constraints count)."""
+    (only trials that satisfy each study's constraints and beat its floors count; confirmed values
+    where `nas confirm` measured them, and each study says how many)."""
     from nas.results import plots
 
     if len(study) < 2:
@@ -114,6 +115,9 @@ def compare(
               + " (worst feasible complete value of all studies, moved by 10% of the range)", highlight=False)
     for name, df in dfs.items():
         out.print(front_table(name, df, objectives, hvs[name]))
+        note = confirmed_note(df)
+        if note:
+            out.print(f"{name}: {note}", highlight=False, markup=False)
     best = max(hvs, key=hvs.get)
     out.print(f"largest hypervolume: {best} ({hvs[best]:.4g})", highlight=False)
     if out_path:
@@ -160,14 +164,18 @@ def _common_hypervolumes(dfs: dict, objectives: dict) -> tuple[dict, dict]:
 
 def front_table(name: str, df, objectives: dict, hv: float) -> Table:
     from nas.results.trials import pareto_front
+    from nas.results.uncertainty import confirmed_mask
 
     front = pareto_front(df)
     t = Table(title=f"{name}: front of {front_counts(df, front)}, hypervolume {hv:.4g}")
     t.add_column("trial", justify="right")
     for o, d in objectives.items():
         t.add_column(f"{o} {'↑' if d == 'maximize' else '↓'}", justify="right")
+    t.add_column("p_front", justify="right")
     t.add_column("architecture", overflow="fold")
-    for _, r in front.iterrows():
+    for (_, r), confirmed in zip(front.iterrows(), confirmed_mask(front)):
         tag = f"[{r['baseline']}] " if isinstance(r.get("baseline"), str) else ""
-        t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in objectives], escape(tag + str(r.get("summary", ""))))
+        tag += "(confirmed) " if confirmed else ""
+        t.add_row(str(int(r["number"])), *[f"{r[o]:.4g}" for o in objectives], f"{r['p_front']:.2f}",
+                  escape(tag + str(r.get("summary", ""))))
     return t

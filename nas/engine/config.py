@@ -77,6 +77,9 @@ class SearchConfig:
     # plugins the space needs (search_spaces.plugins.Plugin.to_dict(): a module name, or a .py
     # file's path and text), loaded by every process that builds models, Ray workers included
     plugins: list = field(default_factory=list)
+    # the space's floors as its readers apply them, with no task registry (evaluators.spaces.resolve_floors:
+    # {metric: {"above": x} | {"below": x}}), set from the checked space (use_space); {} in older studies
+    floors: dict = field(default_factory=dict)
     _checked = None  # not a field (not stored): the space read for this config (checked_space)
 
     def to_json(self) -> str:
@@ -101,10 +104,11 @@ class SearchConfig:
 
     def use_space(self, checked) -> None:
         """Use ``checked`` (read from this config's ``space_yaml``, its plugins loaded) as the
-        config's space, so nothing reads the text again."""
+        config's space, so nothing reads the text again; its resolved floors are the config's."""
         if checked.space.text != self.space_yaml:
             raise ValueError(f"study {self.study!r}: the space given is not the one its config stores")
         self._checked = checked
+        self.floors = dict(checked.floors)
 
     def load_space(self, *, trust_code: bool = False):
         """The space (a ``search_spaces.Space`` bound to its task) of :meth:`checked_space`."""

@@ -3,9 +3,12 @@ stars; PNG/SVG through matplotlib (Agg), interactive HTML through plotly (self-c
 
 With three or more objectives and no axes chosen, one panel per pair of objectives. In each panel
 the step line is the front of that pair; trials on the front of *all* objectives get a black ring.
-Fronts count only trials that satisfy the space's constraints; complete trials that violate one
-are hollow grey circles ("violates a constraint"), never on a front. Failed and pruned trials are
-grey x markers where their metrics are known, and listed in a note under the figure where they are not.
+Fronts count only trials that satisfy the space's constraints and beat its floors; complete trials
+that violate one or fall below a floor are hollow grey circles ("violates a constraint", "below a
+floor"), never on a front. Failed and pruned trials are grey x markers where their metrics are
+known, and listed in a note under the figure where they are not. Complete trials carry grey 95%
+error bars where their values are uncertain (``nas.results.error_bars``); the front's labels and the
+hover text give each trial's p_front.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import UserError
-from nas.results.trials import CONSTRAINT_PREFIX, feasible_complete, pareto_mask
+from nas.results.error_bars import mpl_error_bars, plotly_errors, with_uncertainty
+from nas.results.floors import beats, floor_text, floors_of
+from nas.results.trials import CONSTRAINT_PREFIX, excluded_counts, feasible_complete, pareto_mask
 
 __all__ = ["axes_pairs", "direction", "front_figure", "hypervolume_figure", "compare_figure",
            "write_figure", "front_html", "compare_html", "failed_note", "staircase"]
 
 FAILED_STATES = ("FAIL", "PRUNED")
 INFEASIBLE_LABEL = "violates a constraint"
+FLOORED_LABEL = "below a floor"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f"]
 
@@ -104,10 +110,17 @@ def _full_front_numbers(df: pd.DataFrame) -> set:
 
 
 def _split(df: pd.DataFrame):
-    """(complete and feasible, complete but violating a constraint, failed or pruned) rows."""
+    """(complete, feasible and above the floors; complete but violating a constraint or below a
+    floor; failed or pruned) rows."""
     done = feasible_complete(df)
     complete = df[df["state"] == "COMPLETE"]
     return done, complete.drop(index=done.index), df[df["state"].isin(FAILED_STATES)]
+
+
+def _excluded_label(df: pd.DataFrame) -> str:
+    """The legend entry of the hollow grey circles: what kept those complete trials off the front."""
+    infeasible, floored = excluded_counts(df)
+    return " or ".join([INFEASIBLE_LABEL] * bool(infeasible or not floored) + [FLOORED_LABEL] * bool(floored))
 
 
 def _is_baseline(df: pd.DataFrame) -> pd.Series:
@@ -128,18 +141,20 @@ class _Panel:
     front: pd.DataFrame  # the front of this pair
     stairs: tuple  # (xs, ys) of its step line
     failed: pd.DataFrame  # failed or pruned trials whose values are known
-    infeasible: pd.DataFrame  # complete trials that violate a constraint
+    infeasible: pd.DataFrame  # complete trials that violate a constraint or do not beat a floor
+    excluded_label: str = INFEASIBLE_LABEL  # what the infeasible rows are called in the legend
 
 
 def _panels(df: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[_Panel]:
     done, infeasible, bad = _split(df)
     base = _is_baseline(df)
+    label = _excluded_label(df)
     panels = []
     for x, y in pairs:
         d = done.dropna(subset=[x, y])
         front = _front2d(d, x, y, df)
         panels.append(_Panel(x, y, d, d[~base.loc[d.index]], d[base.loc[d.index]], front, staircase(front, x, y, df),
-                             bad.dropna(subset=[x, y]) if len(bad) else bad, infeasible.dropna(subset=[x, y])))
+                             bad.dropna(subset=[x, y]) if len(bad) else bad, infeasible.dropna(subset=[x, y]), label))
     return panels
 
 
@@ -192,10 +207,11 @@ def _hv_text(df, pairs) -> str:
 
 def _title(df, pairs) -> str:
     n = int((df["state"] == "COMPLETE").sum())
-    infeasible = len(_split(df)[1])
+    infeasible, floored = excluded_counts(df)
     front = _full_front_numbers(df)
     return (f"study {df.attrs.get('study', '')}: {n} complete trials"
             + (f" ({infeasible} violating a constraint)" if infeasible else "")
+            + (f" ({floored} below a floor)" if floored else "")
             + f", front of {len(front)}{_hv_text(df, pairs)}")
 
 
@@ -221,10 +237,12 @@ def front_figure(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Opti
     rows, cols = _grid(len(pairs))
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows + 0.5), squeeze=False)
     kind, cmap = _colors(df, color)
+    df = with_uncertainty(df, [c for p in pairs for c in p])
     full = _full_front_numbers(df)
     handles = {}  # legend label -> artist, in the order first drawn
     for k, (ax, p) in enumerate(zip(axes.flat, _panels(df, pairs))):
         sc = _mpl_points(ax, p, kind, cmap, color, handles)
+        mpl_error_bars(ax, p.done, p.x, p.y, handles)
         if kind == "num" and k == len(pairs) - 1:
             fig.colorbar(sc, ax=axes.ravel().tolist(), label=color, shrink=0.8)
         _mpl_front(ax, p, full, len(pairs) == 1, handles)
@@ -286,8 +304,9 @@ def _mpl_front(ax, p: _Panel, full, single: bool, handles: dict) -> None:
     handles.setdefault(lbl, h)
     if single:
         for _, r in p.front.iterrows():
-            ax.annotate(f"#{int(r['number'])}", (r[x], r[y]), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8, color="#333333", zorder=6)
+            sure = r.get("p_front", 1.0) >= 0.995  # p_front under 1 is written beside the number
+            ax.annotate(f"#{int(r['number'])}" + ("" if sure else f" p={r['p_front']:.2f}"), (r[x], r[y]),
+                        textcoords="offset points", xytext=(5, 5), fontsize=8, color="#333333", zorder=6)
 
 
 def _mpl_marked(ax, p: _Panel, kind: str, cmap, color: Optional[str], handles: dict) -> None:
@@ -306,8 +325,8 @@ def _mpl_marked(ax, p: _Panel, kind: str, cmap, color: Optional[str], handles: d
         handles.setdefault("failed / pruned", h)
     if len(p.infeasible):
         h = ax.scatter(p.infeasible[x], p.infeasible[y], marker="o", s=36, facecolors="none", edgecolors="#888888",
-                       zorder=3, label=INFEASIBLE_LABEL)
-        handles.setdefault(INFEASIBLE_LABEL, h)
+                       zorder=3, label=p.excluded_label)
+        handles.setdefault(p.excluded_label, h)
 
 
 def hypervolume_figure(history: pd.DataFrame, title: str = "hypervolume of the front over the search"):
@@ -406,6 +425,11 @@ def _hover(df: pd.DataFrame, x: str, y: str, color: Optional[str]) -> list[str]:
             v = r.get(CONSTRAINT_PREFIX + name)
             if v is not None and v > 0:
                 lines.append(f"violates {escape(name)} by {v:.4g}")
+        for m, f in floors_of(df).items() if r["state"] == "COMPLETE" else ():
+            if not beats(r.get(m, np.nan), f):
+                lines.append(f"below the floor {escape(floor_text({m: f}))}")
+        if r["state"] == "COMPLETE" and isinstance(r.get("p_front"), float):
+            lines.append(f"p_front = {r['p_front']:.2f}")
         out.append("<br>".join(lines))
     return out
 
@@ -426,6 +450,7 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
     import plotly.graph_objects as go
 
     kind, cmap = _colors(df, color)
+    df = with_uncertainty(df, [c for p in pairs for c in p])
     fig = _plotly_fig(pairs, _title(df, pairs))
     full = _full_front_numbers(df)
     rows, cols = _grid(len(pairs))
@@ -437,7 +462,8 @@ def front_html(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], color: Option
                 line = {"width": [1.5 if n in full else 0 for n in sub["number"]], "color": "black"}
                 fig.add_trace(go.Scatter(x=sub[p.x], y=sub[p.y], mode="markers", name=name, legendgroup=name,
                                          showlegend=first, marker={**marker, "size": 9, "line": line},
-                                         hovertext=_hover(sub, p.x, p.y, color), hoverinfo="text"), **pos)
+                                         hovertext=_hover(sub, p.x, p.y, color), hoverinfo="text",
+                                         **plotly_errors(sub, p.x, p.y)), **pos)
         sx, sy = p.stairs
         if sx:
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name="Pareto front" if len(pairs) == 1 else "front of the pair",
@@ -472,16 +498,17 @@ def _plotly_marked(fig, p: _Panel, pos: dict, first: bool, color: Optional[str])
         (p.baselines, "baseline", "baseline", {"symbol": "star", "size": 16, "color": "gold",
                                                "line": {"width": 1, "color": "black"}}),
         (p.failed, "failed / pruned", "failed", {"symbol": "x", "size": 9, "color": "#888888"}),
-        (p.infeasible, INFEASIBLE_LABEL, "infeasible", {"symbol": "circle-open", "size": 9, "color": "#888888"}),
+        (p.infeasible, p.excluded_label, "infeasible", {"symbol": "circle-open", "size": 9, "color": "#888888"}),
     ]
     for rows, name, group, marker in marked:
         if not len(rows):
             continue
         named = {"mode": "markers+text", "text": rows["baseline"], "textposition": "bottom right"} \
             if group == "baseline" else {"mode": "markers"}
+        bars = plotly_errors(rows, p.x, p.y) if group == "baseline" else {}
         fig.add_trace(go.Scatter(x=rows[p.x], y=rows[p.y], name=name, legendgroup=group, showlegend=first,
-                                 marker=marker, hovertext=_hover(rows, p.x, p.y, color), hoverinfo="text", **named),
-                      **pos)
+                                 marker=marker, hovertext=_hover(rows, p.x, p.y, color), hoverinfo="text", **named,
+                                 **bars), **pos)
 
 
 def compare_html(dfs: dict, pairs: Sequence[tuple[str, str]], hvs: Optional[dict] = None) -> str:

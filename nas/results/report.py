@@ -2,7 +2,8 @@
 and a markdown twin that links the same figures written beside it as files.
 
 Sections: the search config, trials by state, the hypervolume of the front against the number of
-finished trials, the front plot, the front as a table, one layer diagram per front architecture
+finished trials, the front plot (with 95% error bars), the front as a table (with each member's
+p_front and the trials its place is unresolved with), one layer diagram per front architecture
 (an SVG generated here: stage by stage, a box per layer coloured by mixer family, height by width),
 failed trials with their reasons, and the environment the latencies were measured in.
 """
@@ -129,7 +130,23 @@ def _fmt(v) -> str:
 def _front_columns(df) -> list[str]:
     objs = list(df.attrs.get("objectives") or {})
     extra = [c for c in ("params", "flops", "latency_spread") if c in df.columns and c not in objs]
-    return ["number", *objs, *extra, "baseline", "arch_id", "summary"]
+    return ["number", *objs, "p_front", "unresolved_with", *extra, "baseline", "arch_id", "summary"]
+
+
+def _front_cell(r, c: str) -> str:
+    """One cell of the front table: trial numbers as '#3 #5', p_front with two decimals."""
+    if c == "number":
+        return _fmt(int(r[c]))
+    if c == "unresolved_with":
+        return " ".join(f"#{n}" for n in r[c]) if isinstance(r[c], list) else ""
+    if c == "p_front":
+        return f"{r[c]:.2f}"
+    return _fmt(r[c])
+
+
+P_FRONT_TEXT = ("p_front is the probability that the trial is on the front under its measured uncertainty "
+                "(quality over seeds, timings within their intervals; docs/results.md); \"unresolved with\" lists "
+                "the trials that could dominate it within their 95% intervals.")
 
 
 def _html_table(rows: list[list[str]], header: list[str], cls: str = "") -> str:
@@ -185,6 +202,7 @@ class _Trials:
     front: pd.DataFrame
     n_infeasible: int
     out_dir: Path
+    n_floored: int = 0  # feasible complete trials below a floor
 
 
 def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
@@ -208,17 +226,19 @@ def write_report(df: pd.DataFrame, out_dir, environment: Optional[dict] = None,
 
 
 def _trials(df: pd.DataFrame, out_dir: Path) -> _Trials:
-    from nas.results.trials import feasible_complete, pareto_front
+    from nas.results.trials import excluded_counts, feasible_complete, pareto_front
 
     objectives = dict(df.attrs.get("objectives") or {})
     done = feasible_complete(df, list(objectives)) if objectives and len(df) else df.iloc[0:0]
     front = pareto_front(df) if len(done) else done
-    n_infeasible = int((df["state"] == "COMPLETE").sum()) - len(done) if len(df) else 0
-    return _Trials(df, objectives, done, front, n_infeasible, out_dir)
+    n_infeasible, n_floored = excluded_counts(df) if len(df) else (0, 0)
+    return _Trials(df, objectives, done, front, n_infeasible, out_dir, n_floored)
 
 
 def _search_section(t: _Trials, cfg: dict, study: str, storage: str) -> Section:
-    """The search config, the task and constraints of its space file, trials by state; the file."""
+    """The search config, the task and constraints of its space file, trials by state, floors; the file."""
+    from nas.results.floors import floor_text, floors_of
+
     space_yaml = cfg.pop("space_yaml", "")
     rows = [["study", study], ["storage", storage or cfg.get("storage", "")],
             ["space", str(cfg.get("space", ""))],
@@ -230,8 +250,13 @@ def _search_section(t: _Trials, cfg: dict, study: str, storage: str) -> Section:
     counts = t.df["state"].value_counts().to_dict() if len(t.df) else {}
     rows.append(["trials by state", ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "none"])
     if t.n_infeasible:
-        rows.append(["feasible trials", f"{len(t.done)} of {len(t.done) + t.n_infeasible} complete trials satisfy "
+        feasible = len(t.done) + t.n_floored
+        rows.append(["feasible trials", f"{feasible} of {feasible + t.n_infeasible} complete trials satisfy "
                                         "the constraints; only those count for fronts and hypervolume"])
+    floors = floors_of(t.df)
+    if floors:
+        rows.append(["floors", f"{floor_text(floors)}: {t.n_floored} feasible complete trials are below a floor "
+                               "and do not count for fronts and hypervolume"])
     html = "<h2>Search</h2>" + _html_table(rows, ["", ""], "kv")
     md = "## Search\n\n" + _md_table(rows, ["key", "value"])
     if space_yaml:
@@ -300,12 +325,22 @@ def _front_table_section(t: _Trials) -> Optional[Section]:
     if "baseline" in cols and not front["baseline"].notna().any():
         cols.remove("baseline")
     arrows = {k: (" ↑" if v == "maximize" else " ↓") for k, v in t.objectives.items()}
-    header = ["trial" if c == "number" else "architecture" if c == "summary" else c + arrows.get(c, "") for c in cols]
-    rows = [[_fmt(int(r["number"])) if c == "number" else _fmt(r[c]) for c in cols] for _, r in front.iterrows()]
+    names = {"number": "trial", "summary": "architecture", "unresolved_with": "unresolved with"}
+    header = [names.get(c, c + arrows.get(c, "")) for c in cols]
+    rows = [[_front_cell(r, c) for c in cols] for _, r in front.iterrows()]
     pool = f"{len(t.done)} {'feasible ' if t.n_infeasible else ''}complete trials"
+    note = P_FRONT_TEXT + _confirmed_text(t.df)
     return Section(f"<p>{len(front)} of {pool} are on the front (sorted by {next(iter(t.objectives))}).</p>"
-                   + _html_table(rows, header, "front"),
-                   f"{len(front)} of {pool} are on the front.\n\n" + _md_table(rows, header))
+                   + _html_table(rows, header, "front") + f"<p class='note'>{escape(note)}</p>",
+                   f"{len(front)} of {pool} are on the front.\n\n" + _md_table(rows, header) + f"\n\n{note}")
+
+
+def _confirmed_text(df: pd.DataFrame) -> str:
+    """' 4 trials hold confirmed values (nas confirm) ...' when any does."""
+    from nas.results.uncertainty import confirmed_mask
+
+    n = int(confirmed_mask(df).sum())
+    return f" {n} trial(s) hold confirmed values (nas confirm), which every number here uses." if n else ""
 
 
 def _diagrams_section(t: _Trials) -> Optional[Section]:

@@ -1,4 +1,6 @@
-"""Results as pandas: one row per trial, and the Pareto front as a pure function."""
+"""Results as pandas: one row per trial, and the Pareto front as a pure function (the dominance
+rule and which rows count: :mod:`nas.results.dominance`; what is known of the front:
+:mod:`nas.results.uncertainty`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nas.results.dominance import FEASIBLE, as_minimized, excluded_counts, feasible_complete, pareto_mask
+from nas.results.floors import beats
+from nas.results.uncertainty import P_FRONT, UNRESOLVED, p_front, unresolved_with
 from nas.store.trial_attrs import (
     ARCH_ID_KEY,
     ARCH_KEY,
@@ -27,92 +32,65 @@ from nas.store.trial_attrs import (
 )
 
 __all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
-           "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
+           "excluded_counts", "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
 
-FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
 CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
 
 
-def as_minimized(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """``values`` (n, m) as floats with every column turned into one to minimize (the columns
-    whose direction is "maximize" negated), after checking the shape and the direction names."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(directions):
-        raise ValueError(f"values must be (n, {len(directions)}), got {values.shape}")
-    for d in directions:
-        if d not in ("maximize", "minimize"):
-            raise ValueError(f"direction {d!r} is not 'maximize' or 'minimize'")
-    return values * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (n, m) under ``directions``
-    ("maximize"/"minimize" per column). A row is dominated if another row is at least as good in
-    every objective and strictly better in one. Duplicated rows are all kept; a row with a NaN is
-    compared with none (it is kept, and drops no other row).
-
-    The one dominance computation of the package (the Pareto front, the front size on the progress
-    lines, the hypervolume), Optuna's (``study.best_trials``): among the distinct rows sorted
-    lexicographically no row can dominate an earlier one, so the first row left is on the front,
-    and it drops every row it weakly dominates."""
-    loss = as_minimized(values, directions)
-    mask = np.ones(len(loss), dtype=bool)
-    rows = ~np.isnan(loss).any(axis=1)
-    if rows.any():
-        distinct, inverse = np.unique(loss[rows], axis=0, return_inverse=True)  # lexicographic order
-        mask[rows] = _front_of_sorted(distinct)[inverse.reshape(-1)]
-    return mask
-
-
-def _front_of_sorted(loss: np.ndarray) -> np.ndarray:
-    """Which rows of ``loss`` (distinct, sorted lexicographically, every column minimized) are
-    non-dominated."""
-    on_front = np.zeros(len(loss), dtype=bool)
-    left = np.arange(len(loss))
-    while len(left):
-        top = left[0]
-        on_front[top] = True
-        left = left[np.any(loss[left] < loss[top], axis=1)]  # what ``top`` does not weakly dominate
-    return on_front
-
-
-def feasible_complete(df: pd.DataFrame, cols: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows of ``df`` that can rank architectures: COMPLETE (when there is a ``state``
-    column), feasible (when there is a ``feasible`` column; every row of a study without
-    constraints is) and with a value in each of ``cols``."""
-    done = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
-    if FEASIBLE in done.columns:
-        done = done[done[FEASIBLE].astype("boolean").fillna(False).to_numpy(dtype=bool)]
-    return done.dropna(subset=list(cols))
-
-
-def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None) -> pd.DataFrame:
+def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None, *, floors: Optional[dict] = None,
+                 samples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The non-dominated COMPLETE and feasible rows of ``df`` (from :func:`load_trials`; see
-    :func:`feasible_complete`), sorted by the first objective: Optuna's ``study.best_trials``.
-    ``objectives`` maps column -> direction; default ``df.attrs["objectives"]``."""
+    :func:`feasible_complete`) that beat the study's floors, sorted by the first objective: without
+    floors, Optuna's ``study.best_trials``. ``objectives`` maps column -> direction; default
+    ``df.attrs["objectives"]``; ``floors`` default the study's (``{}``: none).
+
+    Two columns say what is known (:mod:`nas.results.uncertainty`): ``p_front``, the probability
+    that the trial is non-dominated under its measured uncertainty (``samples`` draws seeded with
+    ``seed``), and ``unresolved_with``, the trials that could dominate it within their 95% intervals."""
     objectives = objectives or df.attrs.get("objectives")
     if not objectives:
         raise ValueError("no objectives: pass objectives={column: direction} or use load_trials()")
     cols = list(objectives)
-    done = feasible_complete(df, cols)
+    done = feasible_complete(df, cols, floors)
     if done.empty:
         out = done.copy()
     else:
         out = done[pareto_mask(done[cols].to_numpy(dtype=float), [objectives[c] for c in cols])]
         out = out.sort_values(cols[0], ascending=objectives[cols[0]] == "minimize")
+    p = p_front(df, objectives=objectives, floors=floors, samples=samples, seed=seed) if len(out) else None
+    out[P_FRONT] = p.reindex(out.index) if p is not None else pd.Series(dtype=float)
+    out[UNRESOLVED] = unresolved_with(df, objectives, floors=floors).reindex(out.index)
     out.attrs = dict(df.attrs)
     return out
 
 
 def front_size(study: optuna.Study) -> int:
     """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
-    COMPLETE trials that satisfy every constraint, as :func:`pareto_front` of :func:`load_trials`
-    counts them, read straight from the study (the progress lines, `nas studies`)."""
+    COMPLETE trials that satisfy every constraint and beat every floor, as :func:`pareto_front` of
+    :func:`load_trials` counts them, read straight from the study (the progress lines, `nas studies`)."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+    floors = _study_floors(study)
+    if floors:
+        names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+        trials = [t for t in trials if _beats(t, names, floors)]
     if not trials:
         return 0
     values = np.array([t.values for t in trials], dtype=float)
     return int(pareto_mask(values, [d.name.lower() for d in study.directions]).sum())
+
+
+def _study_floors(study: optuna.Study) -> dict:
+    """The floors stored with ``study``'s search config ({} for none, or no config)."""
+    from nas.store.study import CONFIG_ATTR
+
+    raw = study.user_attrs.get(CONFIG_ATTR)
+    return dict(json.loads(raw).get("floors") or {}) if raw else {}
+
+
+def _beats(t, names: list, floors: dict) -> bool:
+    """Whether the trial ``t`` (its values named ``names``, then its metrics) beats every floor."""
+    values = {**metrics_of(t), **dict(zip(names, t.values or ()))}
+    return all(bool(beats(np.asarray(values.get(m, np.nan), dtype=float), f)) for m, f in floors.items())
 
 
 def flatten_arch(arch_json: str) -> dict:

@@ -300,3 +300,14 @@ def test_delete_study_from_python(results_dir, monkeypatch):
         nas.delete_study("b")
     assert invoke("studies", "--storage", "sqlite:///results/b.db", cwd=results_dir, check=True).stderr.startswith(
         "no studies in sqlite:///results/b.db")
+
+
+def test_a_search_stores_its_floors_resolved(tmp_path, monkeypatch):
+    """The floors of a space are resolved once (chance: the task's level) and stored with the study's
+    config, so every reader applies them from the study alone."""
+    monkeypatch.chdir(tmp_path)
+    space = yaml.safe_load(TINY.read_text())
+    plan = plan_search({**space, "floors": {"accuracy": "chance"}}, study="fl", storage=f"sqlite:///{tmp_path}/f.db")
+    assert plan.config.floors == {"accuracy": {"above": 1 / 32}} == plan.checked.floors
+    assert json.loads(plan.config.to_json())["floors"] == plan.config.floors
+    assert plan_search(TINY, study="p", storage=f"sqlite:///{tmp_path}/f.db").config.floors == {}

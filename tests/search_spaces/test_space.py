@@ -1,4 +1,6 @@
 
+import re
+
 import optuna
 import pytest
 
@@ -127,3 +129,16 @@ def test_a_space_is_immutable_and_binding_makes_a_bound_copy():
     with pytest.raises(dataclasses.FrozenInstanceError):
         checked.settings = None
     assert checked.space.io == bound.io and checked.settings_for(7).seed == 7 and checked.settings.seed == 0
+
+
+def test_floors_are_parsed_as_numbers_or_chance():
+    """A space's floors: {metric: a number, or chance}; the metric and the task's chance level are
+    the evaluators' to check (tests/evaluators/test_tasks.py), so this layer keeps 'chance' as written."""
+    from search_spaces.space import CHANCE, parse_space_text
+
+    text = search_spaces.space.resolve_space("tiny").read_text()
+    assert parse_space_text(text).floors == {}
+    space = parse_space_text(text + "floors: {accuracy: chance, latency_ms: '2e1'}\n")
+    assert space.floors == {"accuracy": CHANCE, "latency_ms": 20.0}
+    with pytest.raises(SpaceError, match=re.escape("floors.accuracy: True is not allowed (a number, or 'chance'")):
+        parse_space_text(text + "floors: {accuracy: true}\n")
