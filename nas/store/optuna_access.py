@@ -3,15 +3,12 @@
 Optuna has no public handle on a study's storage, on a trial's id in it, or on the SQLAlchemy
 engine under an RDB storage, and the engine needs them: heartbeats and the budget's lock
 (:mod:`nas.store.heartbeats`, :mod:`nas.engine.budget`), the latency tables kept in the study's database, and
-fresh reads of a trial that another thread or process may have finished meanwhile, and writing a
-trial's many user attributes in one transaction. Each is one
+fresh reads of a trial that another thread or process may have finished meanwhile. Each is one
 function here, so an Optuna release that moves them breaks this file only
 (``tests/nas/store/test_trial_attrs.py`` checks them against Optuna's own objects).
 """
 
 from __future__ import annotations
-
-from typing import Any, Mapping
 
 import optuna
 import sqlalchemy as sa
@@ -41,13 +38,7 @@ def fresh_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     return storage_of(study).get_trial(trial_id_of(trial))
 
 
-def engine(study: optuna.Study) -> sa.engine.Engine:
-    """The SQLAlchemy engine of a study in an RDB storage (Optuna wraps the RDBStorage in a cache)."""
-    storage = storage_of(study)
-    return getattr(storage, "_backend", storage).engine
-
-
-def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     """Store ``attrs`` as user attributes of the running ``trial``, as ``set_user_attr`` does key by
     key, but in one transaction on an RDB storage: Optuna commits each key on its own (about 20 ms
     apiece on a busy disk), and a trial stores each of its metrics as an attribute. Other storages
@@ -65,3 +56,9 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         for key, value in attrs.items():
             backend._set_trial_attr_without_commit(session, TrialUserAttributeModel, trial_id_of(trial), key, value)
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what trial.user_attrs reads, as set_user_attr keeps it
+
+
+def engine(study: optuna.Study) -> sa.engine.Engine:
+    """The SQLAlchemy engine of a study in an RDB storage (Optuna wraps the RDBStorage in a cache)."""
+    storage = storage_of(study)
+    return getattr(storage, "_backend", storage).engine

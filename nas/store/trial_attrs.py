@@ -41,12 +41,12 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "METRIC_ATTR_PREFIX", "metric_attr", "metric_attrs", "stale_outcome",
     "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
     "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
     "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
     "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WORKER_DIED_KEY", "WORKER_KEY",
-    "METRIC_ATTR_PREFIX", "error_of", "metric_attr", "metric_attrs", "metrics_of", "retry_history", "stale_outcome",
-    "wall_seconds",
+    "error_of", "metrics_of", "retry_history", "wall_seconds",
 ]
 
 # study user attributes
@@ -94,26 +94,6 @@ warnings.filterwarnings("ignore", message=r".*RetryHeartbeatStaleTrialCallback\.
                         category=ExperimentalWarning)
 
 
-def stale_outcome(user_attrs: dict) -> dict:
-    """What to write over the outcome a retried trial inherited in ``user_attrs`` from the trial it
-    runs again: None for each of :data:`OUTCOME_KEYS` present, NaN for each per-metric attribute
-    (a number still: optuna-dashboard sorts a column only while every trial's value is one)."""
-    stale = {k: None for k in OUTCOME_KEYS if k in user_attrs}
-    stale.update({k: float("nan") for k in user_attrs if k.startswith(METRIC_ATTR_PREFIX)})
-    return stale
-
-
-def metric_attr(name: str) -> str:
-    """The user attribute holding metric ``name`` on its own: ``metric.<name>``."""
-    return METRIC_ATTR_PREFIX + name
-
-
-def metric_attrs(trial: FrozenTrial) -> dict:
-    """``{name: value}`` of the per-metric attributes of ``trial`` (:func:`metric_attr`)."""
-    n = len(METRIC_ATTR_PREFIX)
-    return {k[n:]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_ATTR_PREFIX)}
-
-
 def retry_history(trial: FrozenTrial) -> list[int]:
     """Numbers of the trials ``trial`` runs again, the first one first; [] if it is no retry."""
     return list(RetryHeartbeatStaleTrialCallback.retry_history(trial))
@@ -137,3 +117,23 @@ def wall_seconds(trial: FrozenTrial) -> Optional[float]:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
+def stale_outcome(user_attrs: dict) -> dict:
+    """What to write over the outcome a retried trial inherited in ``user_attrs`` from the trial it
+    runs again: None for each of :data:`OUTCOME_KEYS` present, NaN for each per-metric attribute
+    (a number still: optuna-dashboard sorts a column only while every trial's value is one)."""
+    stale = {k: None for k in OUTCOME_KEYS if k in user_attrs}
+    stale.update({k: float("nan") for k in user_attrs if k.startswith(METRIC_ATTR_PREFIX)})
+    return stale
+
+
+def metric_attr(name: str) -> str:
+    """The user attribute holding metric ``name`` on its own: ``metric.<name>``."""
+    return METRIC_ATTR_PREFIX + name
+
+
+def metric_attrs(trial: FrozenTrial) -> dict:
+    """``{name: value}`` of the per-metric attributes of ``trial`` (:func:`metric_attr`)."""
+    n = len(METRIC_ATTR_PREFIX)
+    return {k[n:]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_ATTR_PREFIX)}

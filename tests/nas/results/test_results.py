@@ -87,28 +87,6 @@ def test_pareto_front_leaves_out_infeasible_trials():
     assert list(feasible_complete(df)["number"]) == [0, 2]
 
 
-def test_wall_time_is_from_asked_to_told():
-    """A trial's wall time, as the ``duration_s`` column reports it, is its datetime_complete minus its
-    datetime_start (Optuna's record, the same span under every backend); none while it runs."""
-    import datetime
-
-    import optuna
-
-    from nas.store.trial_attrs import wall_seconds
-
-    start = datetime.datetime(2024, 5, 1, 12, 0, 0)
-    done = optuna.trial.create_trial(values=[1.0])
-    done.datetime_start, done.datetime_complete = start, start + datetime.timedelta(seconds=12.5)
-    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
-    assert wall_seconds(done) == 12.5 and wall_seconds(running) is None
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(study_name="w", storage=storage)
-    study.add_trials([done, running])
-    df = load_trials(storage, "w")
-    assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
-    assert df["datetime_start"].iloc[0] == start
-
-
 def _study_of(storage, name, metrics_per_trial):
     """A study whose COMPLETE trials store ``metrics_per_trial`` as ``evaluate()`` would."""
     import optuna
@@ -142,3 +120,25 @@ def test_load_trials_gives_the_spread_columns_and_reads_old_studies_unchanged():
         assert both.loc[1, col] == new[col] and pd.isna(both.loc[0, col]), col
     assert both.loc[1, "accuracy"] == 0.6 and both.loc[1, "accuracy_n"] == 2
     assert list(both.drop(columns=[c for c in both.columns if c not in before.columns]).columns) == list(before.columns)
+
+
+def test_wall_time_is_from_asked_to_told():
+    """A trial's wall time, as the ``duration_s`` column reports it, is its datetime_complete minus its
+    datetime_start (Optuna's record, the same span under every backend); none while it runs."""
+    import datetime
+
+    import optuna
+
+    from nas.store.trial_attrs import wall_seconds
+
+    start = datetime.datetime(2024, 5, 1, 12, 0, 0)
+    done = optuna.trial.create_trial(values=[1.0])
+    done.datetime_start, done.datetime_complete = start, start + datetime.timedelta(seconds=12.5)
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
+    assert wall_seconds(done) == 12.5 and wall_seconds(running) is None
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="w", storage=storage)
+    study.add_trials([done, running])
+    df = load_trials(storage, "w")
+    assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
+    assert df["datetime_start"].iloc[0] == start

@@ -57,19 +57,6 @@ def test_error_of_a_pruned_trial_is_its_pruned_reason():
     assert trial_attrs.metrics_of(study.trials[-1]) == {}
 
 
-def test_optuna_access_matches_optunas_objects(tmp_path):
-    storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
-    study = optuna.create_study(study_name="s", storage=storage)
-    trial = study.ask()
-    assert optuna_access.engine(study) is storage.engine
-    assert optuna_access.study_id_of(study) == storage.get_study_id_from_name("s")
-    assert storage.get_trial(optuna_access.trial_id_of(trial)).number == trial.number
-    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")  # another process's handle
-    other.tell(trial.number, 1.0)
-    assert optuna_access.fresh_trial(study, trial).state == TrialState.COMPLETE
-    assert optuna_access.storage_of(study).get_trial(optuna_access.trial_id_of(trial)).value == 1.0
-
-
 def test_a_trials_attributes_are_written_in_one_commit_and_a_retry_clears_its_inherited_outcome(tmp_path):
     import math
 
@@ -93,6 +80,19 @@ def test_a_trials_attributes_are_written_in_one_commit_and_a_retry_clears_its_in
     in_memory = optuna.create_study().ask()  # other storages: key by key
     optuna_access.set_user_attrs(in_memory, attrs)
     assert in_memory.user_attrs == attrs
+
+
+def test_optuna_access_matches_optunas_objects(tmp_path):
+    storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    assert optuna_access.engine(study) is storage.engine
+    assert optuna_access.study_id_of(study) == storage.get_study_id_from_name("s")
+    assert storage.get_trial(optuna_access.trial_id_of(trial)).number == trial.number
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")  # another process's handle
+    other.tell(trial.number, 1.0)
+    assert optuna_access.fresh_trial(study, trial).state == TrialState.COMPLETE
+    assert optuna_access.storage_of(study).get_trial(optuna_access.trial_id_of(trial)).value == 1.0
 
 
 # a trial or study attribute written or read under a bare string key (use the nas.store.trial_attrs names)
