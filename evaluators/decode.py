@@ -30,7 +30,8 @@ def measure_decode(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig | None
     length-dependent mixers (Hyena's filters, cosFormer's horizon) end at the task's length.
 
     Returns decode_ms (median), decode_mad_ms, decode_spread (MAD / median), decode_ci (the
-    median's 95% confidence interval half-width / median), decode_runs,
+    median's 95% confidence interval half-width / median), decode_ci_low and decode_ci_high (that
+    interval's ends, ms), decode_runs,
     decode_rounds and decode_converged. Raises ValueError for models that do not decode
     (non-causal, or not a token task).
     """

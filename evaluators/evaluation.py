@@ -18,6 +18,7 @@ from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics
 from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
 from evaluators.profile_costs import measure_profile as measure_profile_here
 from evaluators.profile_costs import profile_requests, task_profile
+from evaluators.seeds import quality_metrics, summarize, train_seed
 from evaluators.tasks import make_task
 from evaluators.train import ProxyTraining, TrainConfig, TrainResult, evaluate_accuracy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
@@ -98,7 +99,10 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
     here, :func:`evaluators.profile_costs.measure_profile`; the Ray backend sends a CUDA profile to a
     GPU worker): before the ladder for the profiles its filter rungs bound, the others after
     training. ``predictor`` predicts latencies for ``predict`` rungs and ``measure: predict``
-    profiles (default: one over a table in this process's memory)."""
+    profiles (default: one over a table in this process's memory). With ``settings.train.seeds``
+    above 1 the proxy training runs that many times (:mod:`evaluators.seeds`) and the quality
+    metrics are their mean, with ``<name>_std`` and ``<name>_n``; the ladder's train rungs rank the
+    first run's partial training, ``on_step`` sees the first run only, and costs are measured once."""
     t0 = time.perf_counter()
     task = make_task(settings.task, settings.task_params, seed=settings.seed)
     try:
@@ -127,10 +131,7 @@ def _measure(arch: ArchSpec, task, settings: EvalSettings, ladder: Ladder, *, on
     _zero_cost_once(model, task, settings, metrics)  # at initialisation, before training
     result = _train(model, task, settings, ladder, on_step)
     metrics.update(ladder.outcome())
-    metrics.update(accuracy=result.accuracy, final_loss=result.final_loss, train_loss_sum=result.loss_sum,
-                   train_seconds=result.seconds)
-    metrics.update(task.scores(result.accuracy, result.test_loss))  # e.g. bits_per_byte (text)
-    metrics.update(compute_user_metrics(settings.metrics, model, task, settings, at="trained"))
+    metrics.update(_quality(arch, model, task, settings, result))
     metrics.update(timed_costs(model, task.io, settings, latency_lock))
     for request in (r for r in settings.profiles if r not in early):
         metrics.update(run_profile(arch, task.io, request))
@@ -181,6 +182,15 @@ def _train(model, task, settings: EvalSettings, ladder: Ladder, on_step) -> Trai
             acc = evaluate_accuracy(model, task, settings.train.eval_samples)
             ladder.rank(rung, acc, f"accuracy {acc:.4g} after {rung.steps} steps")
         return run.finish()
+
+
+def _quality(arch: ArchSpec, model, task, settings: EvalSettings, first: TrainResult) -> dict:
+    """The quality metrics over ``settings.train.seeds`` proxy runs (:mod:`evaluators.seeds`): the
+    first, ``model`` trained to ``first`` (the run the ladder's train rungs ranked), then the others
+    from scratch; their mean with ``_std`` and ``_n`` when there are several."""
+    runs = [quality_metrics(first, model, task, settings)]
+    runs += [train_seed(arch, task, settings, j) for j in range(1, settings.train.seeds)]
+    return summarize(runs)
 
 
 def timed_costs(model, io, settings: EvalSettings, latency_lock=None) -> dict:

@@ -4,8 +4,8 @@ One timer loop, :func:`time_calls`, times a whole model, a decode step (``evalua
 a model's parts in place (``evaluators.block_parts``): warm-up runs, then rounds of timed runs;
 the median is the latency and MAD / median (the robust relative spread) is recorded beside it.
 Rounds continue until the spread is under ``target_spread``, or the median is known to within
-``target_ci`` (its 95% confidence interval, recorded as ``latency_ci``), or ``max_seconds`` is
-spent. A timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per
+``target_ci`` (its 95% confidence interval, recorded as ``latency_ci`` relative to the median and
+as ``latency_ci_low`` / ``latency_ci_high`` in ms), or ``max_seconds`` is spent. A timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per
 call). The clock is the host's on the CPU (at a fixed torch thread count) and CUDA events on a GPU.
 Peak memory (``peak_mem_mb``): on CPU the tensors of one untimed forward, counted by
 ``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs."""
@@ -113,7 +113,8 @@ def measure_latency(model: torch.nn.Module, io: TaskIO, cfg: LatencyConfig = Lat
     mode on, recording it was 25-40% of a small model's CPU forward).
 
     Returns latency_ms (median), latency_mad_ms, latency_spread (MAD/median), latency_runs,
-    latency_ci, latency_rounds, latency_converged (spread or confidence interval under target
+    latency_ci (relative half-width of the median's 95% interval), latency_ci_low and
+    latency_ci_high (its ends, ms), latency_rounds, latency_converged (spread or confidence interval under target
     before the time limit) and
     peak_mem_mb (MiB allocated by one forward above what was allocated before it).
     """
@@ -252,10 +253,14 @@ class Timing:
     def summary(self, prefix: str = "latency") -> dict:
         """The metrics of the calls' sum (of the one call, timing a whole model): ``<prefix>_ms``
         (median), ``_mad_ms``, ``_spread`` (MAD / median), ``_ci`` (half-width of the median's 95%
-        confidence interval / median), ``_runs`` (timed samples), ``_calls_per_sample``, ``_rounds``
-        and ``_converged``."""
-        med, mad, spread, ci = _stats([sum(s) for s in zip(*self.samples)])
+        confidence interval / median), ``_ci_low`` and ``_ci_high`` (that interval's ends, ms:
+        :func:`median_ci`), ``_runs`` (timed samples), ``_calls_per_sample``, ``_rounds`` and
+        ``_converged``."""
+        sums = [sum(s) for s in zip(*self.samples)]
+        med, mad, spread, ci = _stats(sums)
+        low, high = median_ci(sums)
         return {f"{prefix}_ms": med, f"{prefix}_mad_ms": mad, f"{prefix}_spread": spread, f"{prefix}_ci": ci,
+                f"{prefix}_ci_low": low, f"{prefix}_ci_high": high,
                 f"{prefix}_runs": len(self.samples[0]), f"{prefix}_calls_per_sample": self.calls_per_sample,
                 f"{prefix}_rounds": self.rounds, f"{prefix}_converged": bool(self.converged)}
 

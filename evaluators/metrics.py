@@ -15,7 +15,8 @@ the :class:`~evaluators.evaluation.EvalSettings` of the search, and returns a nu
 runs it on the freshly initialised model before training, which also makes the metric usable as a
 bound of a ``filter`` rung of the proxy ladder. A user metric is computed only in searches that
 name it; it runs under a forked RNG seeded with the search's seed, so it changes nothing that
-follows. Gradients are enabled (use ``torch.no_grad()`` inside ``fn`` if none are needed). If
+follows. With ``train.seeds`` above 1 a trained metric is computed after each proxy run (under that
+run's seed, ``settings.seed``) and stored as their mean with ``<name>_std`` and ``<name>_n``. Gradients are enabled (use ``torch.no_grad()`` inside ``fn`` if none are needed). If
 ``fn`` raises or returns something that is not a number (or NaN), the trial fails with that reason.
 """
 

@@ -31,6 +31,9 @@ class TrainConfig:
     grad_clip: float = setting(1.0, low=0, doc="gradient norm clip (0 = none)")
     eval_samples: int = setting(1000, low=0, doc="test samples used for the accuracy (0 = all)")
     threads: int = setting(0, low=0, doc="torch threads while training (0 = leave as is)")
+    # proxy runs per trial, each from its own initialisation and batch order (evaluators.seeds);
+    # the quality metrics are their mean, stored with <metric>_std and <metric>_n
+    seeds: int = setting(1, low=1)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -19,7 +19,7 @@ from evaluators.ladder import LadderPruned
 from evaluators.predictor import Predictor
 from nas.engine import interrupts
 from nas.store.latency_tables import SQLLatencyTable
-from nas.store.optuna_access import engine
+from nas.store.optuna_access import engine, set_user_attrs
 from nas.store.trial_attrs import (
     ARCH_ID_KEY,
     ARCH_KEY,
@@ -31,12 +31,13 @@ from nas.store.trial_attrs import (
     LADDER_STOPPED_KEY,
     LADDER_VALUES_KEY,
     METRICS_KEY,
-    OUTCOME_KEYS,
     PRUNED_REASON_KEY,
     REUSED_FROM_KEY,
     SUMMARY_KEY,
     WORKER_DIED_KEY,
+    metric_attr,
     metrics_of,
+    stale_outcome,
 )
 from search_spaces.failures import failure_reason
 
@@ -116,9 +117,9 @@ class Objective:
         Returns ``(arch, twin)``: ``twin`` is an earlier finished trial of the same architecture, or
         None. Raises :class:`TrialError` (reason stored) for an invalid fixed architecture."""
         # a retried trial inherits the user attrs of the one it replaces: start clean
-        for key in OUTCOME_KEYS:
-            if key in trial.user_attrs:
-                trial.set_user_attr(key, None)
+        stale = stale_outcome(trial.user_attrs)
+        if stale:
+            set_user_attrs(trial, stale)
         try:
             fixed = trial.user_attrs.get(FIXED_ARCH_KEY)
             if fixed:  # an enqueued design (e.g. a literature baseline), evaluated as given
@@ -154,8 +155,10 @@ class Objective:
                 trial.set_user_attr(ERROR_KEY, reason)
                 raise TrialError(reason)
             values.append(float(v))
-        trial.set_user_attr(METRICS_KEY, {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                                          for k, v in metrics.items()})
+        stored = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                  for k, v in metrics.items()}
+        # the dict (read back) and each metric on its own (the dashboard's columns), in one write
+        set_user_attrs(trial, {METRICS_KEY: stored, **{metric_attr(k): v for k, v in stored.items()}})
         constraints = self._constraint_values(metrics)
         for key, value in constraints.items():
             trial.set_constraint(key, value)  # read by NSGA-II / TPE / GP samplers

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial
 
-__all__ = ["engine", "fresh_trial", "set_heartbeat", "storage_of", "study_id_of", "trial_id_of"]
+__all__ = ["engine", "fresh_trial", "set_heartbeat", "set_user_attrs", "storage_of", "study_id_of", "trial_id_of"]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -40,6 +40,26 @@ def trial_id_of(trial: optuna.Trial) -> int:
 def fresh_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     """``trial`` as stored now: its state and attributes, read past Optuna's per-trial cache."""
     return storage_of(study).get_trial(trial_id_of(trial))
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    """Store ``attrs`` as user attributes of the running ``trial``, as ``set_user_attr`` does key by
+    key, but in one transaction on an RDB storage: Optuna commits each key on its own (about 20 ms
+    apiece on a busy disk), and a trial stores each of its metrics as an attribute. Other storages
+    (and a ``FrozenTrial``) are written one key at a time."""
+    storage = storage_of(trial.study) if isinstance(trial, optuna.Trial) else None
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, RDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb.models import TrialUserAttributeModel
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, TrialUserAttributeModel, trial_id_of(trial), key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what trial.user_attrs reads, as set_user_attr keeps it
 
 
 def engine(study: optuna.Study) -> sa.engine.Engine:

@@ -8,6 +8,8 @@ attributes, written by :mod:`nas.engine.objective` and the backends:
 ``arch``               the ArchSpec's canonical JSON
 ``summary``            one-line description of the architecture
 ``metrics``            every metric ``evaluate()`` returned (``{name: value}``)
+``metric.<name>``      each of those metrics again, on its own (:func:`metric_attr`), so optuna-dashboard's
+                       trial table shows and sorts it; ``metrics`` stays the record that is read back
 ``constraints``        Optuna constraint values by name (<= 0: satisfied)
 ``fixed_arch``         set when enqueuing: an ArchSpec JSON evaluated instead of sampling
 ``baseline``           set when enqueuing a reference design: its name (:mod:`nas.engine.baselines`)
@@ -41,6 +43,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "METRIC_ATTR_PREFIX", "metric_attr", "metric_attrs", "stale_outcome",
     "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
     "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
     "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
@@ -60,6 +63,7 @@ FIXED_ARCH_KEY = "fixed_arch"
 BASELINE_KEY = "baseline"
 # its outcome
 METRICS_KEY = "metrics"
+METRIC_ATTR_PREFIX = "metric."  # + a metric's name: that metric as an attribute of its own (no other key has a dot)
 CONSTRAINTS_KEY = "constraints"
 REUSED_FROM_KEY = "reused_from"
 ERROR_KEY = "error"
@@ -141,3 +145,23 @@ def wall_seconds(trial: FrozenTrial) -> Optional[float]:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
+def stale_outcome(user_attrs: dict) -> dict:
+    """What to write over the outcome a retried trial inherited in ``user_attrs`` from the trial it
+    runs again: None for each of :data:`OUTCOME_KEYS` present, NaN for each per-metric attribute
+    (a number still: optuna-dashboard sorts a column only while every trial's value is one)."""
+    stale = {k: None for k in OUTCOME_KEYS if k in user_attrs}
+    stale.update({k: float("nan") for k in user_attrs if k.startswith(METRIC_ATTR_PREFIX)})
+    return stale
+
+
+def metric_attr(name: str) -> str:
+    """The user attribute holding metric ``name`` on its own: ``metric.<name>``."""
+    return METRIC_ATTR_PREFIX + name
+
+
+def metric_attrs(trial: FrozenTrial) -> dict:
+    """``{name: value}`` of the per-metric attributes of ``trial`` (:func:`metric_attr`)."""
+    n = len(METRIC_ATTR_PREFIX)
+    return {k[n:]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_ATTR_PREFIX)}

@@ -121,6 +121,15 @@ def test_profile_costs_are_those_of_the_hand_built_model():
     assert got["latency_ms@long"] > 0 and "latency_spread@long" in got and "latency_ms" not in got
 
 
+def test_each_timed_profile_metric_keeps_its_medians_95_percent_interval():
+    arch = _arch(16, ("softmax", {"heads": 2}))
+    got = measure_profile(arch, IO, ProfileRequest(Profile("long", seq_len=32), ("latency_ms", "decode_ms")), FAST)
+    for timed in ("latency", "decode"):
+        low, mid, high = (got[f"{timed}_{k}@long"] for k in ("ci_low", "ms", "ci_high"))
+        assert 0 < low <= mid <= high, timed
+        assert got[f"{timed}_ci@long"] == pytest.approx((high - low) / (2 * mid))
+
+
 def _flops_at(arch, n):
     request = ProfileRequest(Profile("p", seq_len=n, scale=Scale(dim=2)), ("flops",))
     return measure_profile(arch, IO, request, FAST)["flops@p"]

@@ -200,6 +200,35 @@ def test_one_search_reads_its_space_once(tmp_path, monkeypatch):
     assert len(df) == 2 and (df["state"] == "COMPLETE").all()
 
 
+def test_train_seeds_store_mean_std_and_count_and_one_seed_stores_as_before(tmp_path, monkeypatch):
+    """train.seeds: 2 gives each quality metric its _std and _n columns; a one-seed search stores its
+    trial as before (the candidate, metrics, constraints), plus each metric as an attribute of its own."""
+    from nas.store.trial_attrs import (
+        ARCH_ID_KEY,
+        ARCH_KEY,
+        CONSTRAINTS_KEY,
+        METRICS_KEY,
+        SUMMARY_KEY,
+        metric_attr,
+        metrics_of,
+    )
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/seeds.db"
+    two = tiny_dict()
+    two["train"]["seeds"] = 2
+    row = nas.search(two, study="two", storage=url, trials=1, sampler="random").iloc[0]
+    assert row["accuracy_n"] == 2 and row["final_loss_n"] == 2 and row["train_loss_sum_std"] > 0
+    assert row["latency_ci_low"] <= row["latency_ms"] <= row["latency_ci_high"]
+    one = nas.search(tiny_dict(), study="one", storage=url, trials=1, sampler="random")
+    assert not [c for c in one.columns if c.endswith(("_std", "_n"))]
+    [t] = optuna.load_study(study_name="one", storage=url).trials
+    metrics = metrics_of(t)
+    assert set(t.user_attrs) == {ARCH_ID_KEY, ARCH_KEY, SUMMARY_KEY, METRICS_KEY, CONSTRAINTS_KEY,
+                                 *map(metric_attr, metrics)}
+    assert {k: t.user_attrs[metric_attr(k)] for k in metrics} == metrics
+
+
 # ------------------------------------------------------------------------------ the CLI's conventions
 def test_python_m_nas_and_version(tmp_path):
     version = metadata.version("mixer-nas")

@@ -230,8 +230,8 @@ def test_measure_decode_fields_and_threads_restored():
     r = measure_decode(model, TOK, LatencyConfig(repeats=5, max_seconds=0.3, threads=1, batch_size=2))
     assert torch.get_num_threads() == before
     assert r["decode_ms"] > 0 and r["decode_runs"] >= 5 and r["decode_spread"] >= 0
-    assert set(r) == {"decode_ms", "decode_mad_ms", "decode_spread", "decode_ci", "decode_runs", "decode_rounds",
-                      "decode_calls_per_sample", "decode_converged"}
+    assert set(r) == {"decode_ms", "decode_mad_ms", "decode_spread", "decode_ci", "decode_ci_low", "decode_ci_high",
+                      "decode_runs", "decode_rounds", "decode_calls_per_sample", "decode_converged"}
     io = TaskIO(kind="tokens", num_classes=5, seq_len=8, vocab_size=10)
     arch = ArchSpec(StemSpec("embed"), (StageSpec(16, (_blk("softmax", heads=2),)),))
     with pytest.raises(ValueError, match="decode_ms needs a causal"):

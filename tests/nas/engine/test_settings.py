@@ -119,6 +119,7 @@ SETTINGS = [  # (text in TINY_SPACE, replacement, what the one line says)
     ("batch_size: 16", "batch_size: 0", "train.batch_size: 0 is not allowed (an int >= 1)"),
     ("steps: 5", "steps: 0", "train.steps: 0 is not allowed (an int >= 1)"),
     ("lr: 0.01", "lr: -1", "train.lr: -1 is not allowed (a number > 0)"),
+    ("lr: 0.01", "lr: 0.01, seeds: 0", "train.seeds: 0 is not allowed (an int >= 1)"),
     ("repeats: 3", "repeats: 0", "latency.repeats: 0 is not allowed (an int >= 1)"),
     ("repeats: 3", "repeats: 3, threads: 0", "latency.threads: 0 is not allowed (an int >= 1)"),
     ("max_seconds: 0.2", "max_seconds: .nan", "latency.max_seconds: nan is not allowed (a number > 0)"),

@@ -87,6 +87,41 @@ def test_pareto_front_leaves_out_infeasible_trials():
     assert list(feasible_complete(df)["number"]) == [0, 2]
 
 
+def _study_of(storage, name, metrics_per_trial):
+    """A study whose COMPLETE trials store ``metrics_per_trial`` as ``evaluate()`` would."""
+    import optuna
+
+    from nas.store.trial_attrs import METRICS_KEY
+
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    study.add_trials([optuna.trial.create_trial(values=[m["accuracy"], m["latency_ms"]], user_attrs={METRICS_KEY: m})
+                      for m in metrics_per_trial])
+
+
+def test_load_trials_gives_the_spread_columns_and_reads_old_studies_unchanged():
+    """Seeds and intervals stored with the metrics become columns (``<m>_std``, ``<m>_n``,
+    ``latency_ci_low[@p]``, ``latency_ci_high[@p]``); a study stored without them loads as before."""
+    import optuna
+
+    old = {"accuracy": 0.5, "latency_ms": 2.0, "latency_ci": 0.1, "params": 100.0}
+    new = {"accuracy": 0.6, "accuracy_std": 0.05, "accuracy_n": 2.0, "latency_ms": 1.0, "latency_ci": 0.1,
+           "latency_ci_low": 0.9, "latency_ci_high": 1.1, "latency_ms@long": 4.0, "latency_ci_low@long": 3.5,
+           "latency_ci_high@long": 4.5, "params": 200.0}
+    storage = optuna.storages.InMemoryStorage()
+    _study_of(storage, "old", [old])
+    _study_of(storage, "both", [old, new])
+    before = load_trials(storage, "old")
+    assert not [c for c in before.columns if c.endswith(("_std", "_n")) or "_ci_" in c]
+    assert before.loc[0, "latency_ci"] == 0.1  # the relative half-width, as stored before
+    both = load_trials(storage, "both")
+    for col in ("accuracy_std", "accuracy_n", "latency_ci_low", "latency_ci_high", "latency_ci_low@long",
+                "latency_ci_high@long"):
+        assert both.loc[1, col] == new[col] and pd.isna(both.loc[0, col]), col
+    assert both.loc[1, "accuracy"] == 0.6 and both.loc[1, "accuracy_n"] == 2
+    assert list(both.drop(columns=[c for c in both.columns if c not in before.columns]).columns) == list(before.columns)
+
+
 def test_wall_time_is_from_asked_to_told():
     """A trial's wall time, as the ``duration_s`` column reports it, is its datetime_complete minus its
     datetime_start (Optuna's record, the same span under every backend); none while it runs."""

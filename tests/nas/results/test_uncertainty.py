@@ -234,13 +234,13 @@ def test_status_and_compare_say_when_values_are_confirmed(floored, monkeypatch):
     from tests.cli_helpers import invoke
 
     d, url, _ = floored
-    load = trials_module.load_trials
+    frame = trials_module.trials_frame  # what load_trials and the commands build their rows with
 
-    def confirmed_load(*args, **kwargs):
-        df = load(*args, **kwargs)
+    def confirmed_frame(*args, **kwargs):
+        df = frame(*args, **kwargs)
         return df.assign(confirmed=pd.array([False, False, False, True], dtype="boolean"))
 
-    monkeypatch.setattr(trials_module, "load_trials", confirmed_load)
+    monkeypatch.setattr(trials_module, "trials_frame", confirmed_frame)
     r = invoke("status", "--study", "f", "--storage", url, cwd=d, check=True)
     assert "1 trial confirmed (nas confirm)" in r.stdout and "0.9 (confirmed)" in r.stdout
     r = invoke("compare", "--study", "f", "--study", "f", "--storage", url, "--storage", url, cwd=d, check=True)

@@ -80,3 +80,24 @@ def test_dashboard_serves_study_and_trials(server):
     attrs = {a["key"]: a["value"] for a in trials[0]["user_attrs"]}
     assert "arch" in attrs and "summary" in attrs  # our user attrs show as they are
     assert len(detail["best_trials"]) >= 1
+
+
+def test_dashboard_shows_and_sorts_each_metric(server, searched):
+    """Every stored metric is also a user attribute of its own (``metric.<name>``), equal to the
+    ``metrics`` dict; the dashboard lists each as a sortable column of the trial table."""
+    import optuna
+
+    from nas.store.trial_attrs import metric_attr, metric_attrs, metrics_of
+
+    [study] = [s for s in _get(f"{server}/api/studies")["study_summaries"] if s["study_name"] == "dash"]
+    detail = _get(f"{server}/api/studies/{study['study_id']}")
+    sortable = {a["key"]: a["sortable"] for a in detail["union_user_attrs"]}
+    served = {t["number"]: {a["key"]: a["value"] for a in t["user_attrs"]} for t in detail["trials"]}
+    for t in optuna.load_study(study_name="dash", storage=searched).trials:
+        metrics = metrics_of(t)
+        assert metrics and metric_attrs(t) == metrics
+        for name, value in metrics.items():
+            assert served[t.number][metric_attr(name)] == str(value)
+    for name in ("accuracy", "latency_ms", "latency_ci_low", "latency_ci_high", "params", "train_seconds"):
+        assert sortable[metric_attr(name)], name
+    assert not sortable["metrics"]  # the JSON dict: shown, not sortable

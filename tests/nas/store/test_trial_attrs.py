@@ -57,6 +57,31 @@ def test_error_of_a_pruned_trial_is_its_pruned_reason():
     assert trial_attrs.metrics_of(study.trials[-1]) == {}
 
 
+def test_a_trials_attributes_are_written_in_one_commit_and_a_retry_clears_its_inherited_outcome(tmp_path):
+    import math
+
+    import sqlalchemy as sa
+
+    storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    commits = []
+    sa.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
+    metrics = {"accuracy": 0.5, "latency_ms": 1.25}
+    attrs = {trial_attrs.METRICS_KEY: metrics, **{trial_attrs.metric_attr(k): v for k, v in metrics.items()}}
+    optuna_access.set_user_attrs(trial, attrs)
+    assert len(commits) == 1  # Optuna's set_user_attr commits once per key
+    stored = storage.get_trial(optuna_access.trial_id_of(trial))
+    assert stored.user_attrs == trial.user_attrs == attrs
+    assert trial_attrs.metric_attrs(stored) == trial_attrs.metrics_of(stored) == metrics
+    stale = trial_attrs.stale_outcome({**attrs, trial_attrs.ARCH_KEY: "{}"})
+    assert stale[trial_attrs.METRICS_KEY] is None and trial_attrs.ARCH_KEY not in stale
+    assert all(math.isnan(stale[trial_attrs.metric_attr(k)]) for k in metrics)  # numbers: the column stays sortable
+    in_memory = optuna.create_study().ask()  # other storages: key by key
+    optuna_access.set_user_attrs(in_memory, attrs)
+    assert in_memory.user_attrs == attrs
+
+
 def test_optuna_access_matches_optunas_objects(tmp_path):
     storage = RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(study_name="s", storage=storage)
