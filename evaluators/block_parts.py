@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Optional
 import torch
 
 from evaluators.latency import LatencyConfig, on_device, timed_rounds_each
+from evaluators.model_memory import check_profile
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.profiles import Profile, profile_model, scale_arch
 from search_spaces.registry import get_mixer_info
@@ -144,8 +145,11 @@ def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyCon
     """``{part key: timing}`` of the parts of ``arch`` at ``profile`` (those whose key is in
     ``only``, or all), each timed in place: the profile's model (random weights seeded by ``seed``)
     is run part by part in forward order, and each part's time is read between its neighbours'.
-    ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads."""
+    ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads. A model
+    that would not fit in this machine's memory is :class:`~evaluators.errors.TooLarge`, before
+    it is built."""
     parts = model_parts(arch, io, profile)
+    check_profile(arch, io, profile)
     wanted = set(k.key for k in parts) if only is None else set(only)
     cfg = dataclasses.replace(latency, batch_size=profile.batch_size, device=profile.device, dtype=profile.dtype,
                               threads=profile.threads)

@@ -18,8 +18,10 @@ from nas.errors import UserError
 @app.command()
 @user_errors
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
-    """Trials by state, budget, front size, best value per objective, environment (fronts, bests
-    and hypervolume count only trials that satisfy the space's constraints)."""
+    """Trials by state, budget, trials lost to a dead process, front size, best value per
+    objective, environment (fronts, bests and hypervolume count only trials that satisfy the
+    space's constraints)."""
+    from nas.engine.budget import lost_summary
     from nas.results.trials import feasible_complete, load_trials, pareto_front
     from nas.store.optuna_access import storage_of
     from nas.store.study import ENV_ATTR, budget_count, load_study
@@ -36,6 +38,9 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     t.add_row("budget", f"{budget_count(st)}/{config.trials} finished")
     for state, n in sorted(df["state"].value_counts().items()):
         t.add_row(f"  {state.lower()}", str(n))
+    lost = lost_summary(st.get_trials(deepcopy=False), config.max_retry)
+    if lost:
+        t.add_row("lost", lost)
     front = pareto_front(df)
     if df.attrs.get("constraints"):
         t.add_row("constraints", ", ".join(df.attrs["constraints"]))

@@ -21,6 +21,7 @@ from nas.store.trial_attrs import (
     RETRY_OF_KEY,
     REUSED_FROM_KEY,
     SUMMARY_KEY,
+    WORKER_DIED_KEY,
     metrics_of,
     retry_history,
 )
@@ -234,8 +235,8 @@ def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
         row.setdefault(k, v)
     row.update(_feasibility(t))
     error = ua.get(ERROR_KEY)
-    if t.state == TrialState.FAIL and not error:
-        error = "worker stopped (heartbeat went stale) mid-trial"
+    if t.state == TrialState.FAIL and (not error or ua.get(WORKER_DIED_KEY)):  # its process died
+        error = error or "worker stopped (heartbeat went stale) mid-trial"
         if t.number in retried:
             error += f"; retried as trial {retry_of.get(t.number)}"
     if t.state == TrialState.PRUNED and not error:
