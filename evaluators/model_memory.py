@@ -51,7 +51,7 @@ from search_spaces.task_io import TaskIO
 __all__ = ["EVAL_BATCH", "PLANNED", "Need", "check_need", "check_profile", "check_proxy", "inference_need",
            "profile_need", "proxy_need", "training_need"]
 
-PLANNED = 0.8  # the fraction of the available memory one model may be planned to use
+PLANNED = 0.7  # the fraction of the available memory one model may be planned to use
 EVAL_BATCH = 256  # evaluators.train.evaluate_split's batch
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -123,23 +123,24 @@ def profile_need(arch: ArchSpec, io: TaskIO, profile: Profile) -> Need:
     dtype (on a CUDA profile only the float32 weights are in this machine's memory)."""
     io_p, arch_p = profile.task_io(io), scale_arch(arch, profile)
     if profile.device_type == "cuda":
-        params = _estimate(arch_p, io_p, 1, "float32", "weights")[1]
-        return Need(4 * params, params, f"its model on {profile.device}")
+        _, params, buffers = _estimate(arch_p, io_p, 1, "float32", "weights")
+        return Need(4 * params + buffers, params, f"its model on {profile.device}")
     need = inference_need(arch_p, io_p, profile.batch_size, profile.dtype)
     return Need(need.bytes, need.params, f"its model at batch {profile.batch_size}, {profile.dtype}")
 
 
 def inference_need(arch: ArchSpec, io: TaskIO, batch: int, dtype: str = "float32") -> Need:
     """One forward of ``arch`` at ``batch`` in ``dtype``: float32 weights, input, the forward's peak."""
-    peak, params = _estimate(arch, io, batch, dtype, "inference")
-    return Need(4 * params + _input_bytes(io, batch, dtype) + peak, params, f"running it at batch {batch}")
+    peak, params, buffers = _estimate(arch, io, batch, dtype, "inference")
+    return Need(4 * params + buffers + _input_bytes(io, batch, dtype) + peak, params, f"running it at batch {batch}")
 
 
 def training_need(arch: ArchSpec, io: TaskIO, batch: int) -> Need:
     """One training step of ``arch`` at ``batch``: weights and AdamW's moments, input and targets,
     the peak of forward and backward (gradients included)."""
-    peak, params = _estimate(arch, io, batch, "float32", "training")
-    return Need(12 * params + 2 * _input_bytes(io, batch, "float32") + peak, params, f"training it at batch {batch}")
+    peak, params, buffers = _estimate(arch, io, batch, "float32", "training")
+    return Need(12 * params + buffers + 2 * _input_bytes(io, batch, "float32") + peak, params,
+                f"training it at batch {batch}")
 
 
 def _input_bytes(io: TaskIO, batch: int, dtype: str) -> int:
@@ -150,16 +151,17 @@ def _input_bytes(io: TaskIO, batch: int, dtype: str) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _estimate_cached(arch_json: str, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int]:
+def _estimate_cached(arch_json: str, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
     return _meta_run(ArchSpec.from_json(arch_json), io, batch, dtype, mode)
 
 
-def _estimate(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int]:
-    """(peak bytes of the run, parameters); ``mode``: inference, training, or weights (no run)."""
+def _estimate(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
+    """(peak bytes of the run, parameters, bytes of buffers as built); ``mode``: inference,
+    training, or weights (no run)."""
     return _estimate_cached(arch.to_json(), io, int(batch), dtype, mode)
 
 
-def _meta_run(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int]:
+def _meta_run(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
     """:func:`_estimate`, computed: the model built and run on the meta device. A model that
     cannot be built there counts as nothing; one that cannot run there, as one activation of its
     residual stream (both lower bounds)."""
@@ -167,19 +169,20 @@ def _meta_run(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> 
         with torch.device("meta"):
             model = build_model(arch, io)
     except Exception:  # noqa: BLE001 - an unknown size counts as zero: the check stays a lower bound
-        return 0, 0
+        return 0, 0, 0
     params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     if mode == "weights":
-        return 0, params
+        return 0, params, buffers
     model = model.to(_DTYPES[dtype])
     x = _meta_input(io, batch, dtype)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when the last reference goes, as in PeakMemoryMode's own use
     try:
-        return _peak(model, x, mode == "training"), params
+        return _peak(model, x, mode == "training"), params, buffers
     except Exception:  # noqa: BLE001 - a plugin that reads values on meta: the lower bound
         width = max(s.dim for s in arch.stages)
-        return batch * _tokens(io) * width * DTYPE_BYTES[dtype], params
+        return batch * _tokens(io) * width * DTYPE_BYTES[dtype], params, buffers
     finally:
         if gc_was_enabled:
             gc.enable()
