@@ -53,7 +53,7 @@ from search_spaces.space import MixerChoice, Space, StageChoices, valid_params
 from search_spaces.task_io import TaskIO
 
 __all__ = ["MEMORY_ENV", "TRAIN_BYTES_PER_PARAM", "available_memory", "check_fits", "check_profiles", "mixer_params",
-           "profile_floor", "space_floor"]
+           "profile_floor", "size_text", "space_floor"]
 
 TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients, AdamW exp_avg and exp_avg_sq
 ACT_BYTES = 4  # fp32 activations
@@ -208,7 +208,8 @@ def check_profiles(space: Space, available: Optional[int]) -> None:
         if need <= available:
             continue
         why = (f"too large for this machine: the smallest model of this space at profile {name} has at least "
-               f"{params:,} parameters and needs at least {_gib(need)}; {_gib(available)} of memory are available")
+               f"{params:,} parameters and needs at least {size_text(need)}; {size_text(available)} of memory are "
+               "available")
         weightiest = _weightiest(space, profile)
         if weightiest is None:
             raise SettingError(f"deploy.{name}", f"is {why}")
@@ -238,6 +239,14 @@ def _weightiest(space: Space, p: Profile) -> Optional[tuple[str, object]]:
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
+
+
+def size_text(n: float) -> str:
+    """Bytes for a message, in GiB, MiB or KiB (whichever is at least 1)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n / 2**10:,.1f} KiB"
 
 
 def check_fits(space: Space, train: TrainConfig, latency: LatencyConfig, available: Optional[int], *,

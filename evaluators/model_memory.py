@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from evaluators import fit
 from evaluators.errors import TooLarge
+from evaluators.fit import size_text
 from evaluators.memory import PeakMemoryMode
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import build_model
@@ -68,23 +70,17 @@ class Need:
     what: str
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
-
-
 def check_need(need: Need, available: Optional[int], where: str = "") -> None:
     """:class:`TooLarge` when ``need`` is over :data:`PLANNED` of ``available`` bytes (None:
     unknown, not checked); its one-line reason starts with ``where`` ("profile long: ")."""
     if available is None or need.bytes <= PLANNED * available:
         return
-    raise TooLarge(f"{where}too large for this machine ({need.what} needs about {_gib(need.bytes)}: "
-                   f"{need.params:,} parameters; {_gib(PLANNED * available)} of the {_gib(available)} of memory "
-                   f"available may be used)")
+    raise TooLarge(f"{where}too large for this machine ({need.what} needs about {size_text(need.bytes)}: "
+                   f"{need.params:,} parameters; {size_text(PLANNED * available)} of the {size_text(available)} of "
+                   f"memory available may be used)")
 
 
 def _available(available) -> Optional[int]:
-    from evaluators import fit
-
     return fit.available_memory() if available is _MACHINE else available
 
 

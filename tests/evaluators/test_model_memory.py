@@ -174,7 +174,7 @@ def test_a_trial_too_large_fails_before_anything_is_built(monkeypatch):
     monkeypatch.setattr(evaluation, "build_model", no_build)
     monkeypatch.setenv(fit.MEMORY_ENV, str(int(proxy.bytes / model_memory.PLANNED) + 1))  # the proxy fits, long not
     with pytest.raises(TrialFailure, match=r"^profile long: too large for this machine \(its model at batch 1, "
-                                           r"float32 needs about [0-9.]+ GiB: [0-9,]+ parameters; .* may be used\)$"):
+                                           r"float32 needs about [0-9.,]+ [KMG]iB: [0-9,]+ parameters; .* may be used\)$"):
         evaluation.evaluate(arch, settings_)
     monkeypatch.setenv(fit.MEMORY_ENV, "1KiB")  # nothing fits: the proxy is refused first
     with pytest.raises(TooLarge, match=r"^too large for this machine \(training it at batch 4 needs about"):
