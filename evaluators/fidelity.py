@@ -41,7 +41,7 @@ from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
 from search_spaces.failures import failure_reason
 
 __all__ = ["PROXIES", "SEED_AGREEMENT", "FidelityConfig", "run_fidelity", "correlations", "family_of", "rank_correlation",
-           "to_markdown"]
+           "sample_archs", "to_markdown"]
 
 # proxy -> +1 (higher predicts better) or -1 (lower predicts better: sign-corrected)
 PROXIES: dict[str, int] = {

@@ -25,8 +25,8 @@ once). When that cannot fit, the profile's setting that weighs most (of ``scale.
 shrinks the bound most) is refused::
 
     my.yaml: deploy.long.scale.dim: 1000x is not allowed (too large for this machine: the smallest
-    model of this space at profile long has at least 12,288,523,776 parameters and needs 45.8 GiB;
-    14.6 GiB of memory are available)
+    model of this space at profile long has at least 8,194,880,000 parameters and needs at least
+    30.5 GiB; 19.1 GiB of memory are available)
 
 ``$MIXER_NAS_MEMORY`` (bytes, or a number with a unit: ``512MiB``, ``8GB``) replaces the memory
 this machine reports as available, for every check: to keep a search within part of a shared

@@ -13,9 +13,9 @@ bytes each tensor the run creates would take and follows their frees, as it does
 tensors. Scaled dot-product attention is sent to the kernel the CPU would pick (the flash kernel
 works on blocks; the math one holds the N x N map), since on ``meta`` PyTorch always picks math.
 
-- inference (a profile's model, timing, evaluation): the float32 weights (every model is built
-  in float32, then cast to the profile's dtype), the input, and the peak of one forward at the
-  batch and dtype;
+- inference (a profile's model, timing, evaluation): the float32 weights and buffers (every
+  model is built in float32, then cast to the profile's dtype), the input, and the peak of one
+  forward at the batch and dtype;
 - training (the proxy, `nas train`, `nas fidelity`): the weights and AdamW's two moments (12
   bytes per parameter), the input and targets, and the peak of one forward and backward at the
   batch, the parameters' gradients included; the proxy's evaluation (batches of up to
@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import gc
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,8 @@ from search_spaces.builder import build_model
 from search_spaces.profiles import Profile, scale_arch
 from search_spaces.task_io import TaskIO
 
-__all__ = ["EVAL_BATCH", "PLANNED", "Need", "check_need", "check_profile", "check_proxy", "inference_need",
-           "profile_need", "proxy_need", "training_need"]
+__all__ = ["EVAL_BATCH", "PLANNED", "CpuAttention", "Estimate", "Need", "check_need", "check_profile", "check_proxy",
+           "estimate", "inference_need", "profile_need", "proxy_need", "training_need"]
 
 PLANNED = 0.7  # the fraction of the available memory one model may be planned to use
 EVAL_BATCH = 256  # evaluators.train.evaluate_split's batch
@@ -119,7 +119,7 @@ def profile_need(arch: ArchSpec, io: TaskIO, profile: Profile) -> Need:
     dtype (on a CUDA profile only the float32 weights are in this machine's memory)."""
     io_p, arch_p = profile.task_io(io), scale_arch(arch, profile)
     if profile.device_type == "cuda":
-        _, params, buffers = _estimate(arch_p, io_p, 1, "float32", "weights")
+        _, params, buffers = estimate(arch_p, io_p, 1, "float32", "weights")
         return Need(4 * params + buffers, params, f"its model on {profile.device}")
     need = inference_need(arch_p, io_p, profile.batch_size, profile.dtype)
     return Need(need.bytes, need.params, f"its model at batch {profile.batch_size}, {profile.dtype}")
@@ -127,14 +127,14 @@ def profile_need(arch: ArchSpec, io: TaskIO, profile: Profile) -> Need:
 
 def inference_need(arch: ArchSpec, io: TaskIO, batch: int, dtype: str = "float32") -> Need:
     """One forward of ``arch`` at ``batch`` in ``dtype``: float32 weights, input, the forward's peak."""
-    peak, params, buffers = _estimate(arch, io, batch, dtype, "inference")
+    peak, params, buffers = estimate(arch, io, batch, dtype, "inference")
     return Need(4 * params + buffers + _input_bytes(io, batch, dtype) + peak, params, f"running it at batch {batch}")
 
 
 def training_need(arch: ArchSpec, io: TaskIO, batch: int) -> Need:
     """One training step of ``arch`` at ``batch``: weights and AdamW's moments, input and targets,
     the peak of forward and backward (gradients included)."""
-    peak, params, buffers = _estimate(arch, io, batch, "float32", "training")
+    peak, params, buffers = estimate(arch, io, batch, "float32", "training")
     return Need(12 * params + buffers + 2 * _input_bytes(io, batch, "float32") + peak, params,
                 f"training it at batch {batch}")
 
@@ -146,39 +146,49 @@ def _input_bytes(io: TaskIO, batch: int, dtype: str) -> int:
     return n * (8 if io.kind == "tokens" else DTYPE_BYTES[dtype])  # token ids are int64
 
 
+class Estimate(NamedTuple):
+    """What :func:`estimate` counts: the peak bytes of the run, the parameters, and the bytes of
+    the buffers as built (float32)."""
+
+    peak: int
+    params: int
+    buffers: int
+
+
+def estimate(arch: ArchSpec, io: TaskIO, batch: int, dtype: str = "float32", mode: str = "inference") -> Estimate:
+    """``arch`` built and run on the meta device at ``batch`` in ``dtype`` (``mode``: inference,
+    training, or weights: built, not run), counted. A model that cannot be built there counts as
+    nothing; one that cannot run there, as one activation of its residual stream (lower bounds).
+    Remembered per architecture, shape and attention backends (one check per trial asks twice)."""
+    sdpa = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())
+    return _estimate_cached(arch.to_json(), io, int(batch), dtype, mode, sdpa)
+
+
 @functools.lru_cache(maxsize=256)
-def _estimate_cached(arch_json: str, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
+def _estimate_cached(arch_json: str, io: TaskIO, batch: int, dtype: str, mode: str, sdpa: tuple) -> Estimate:
     return _meta_run(ArchSpec.from_json(arch_json), io, batch, dtype, mode)
 
 
-def _estimate(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
-    """(peak bytes of the run, parameters, bytes of buffers as built); ``mode``: inference,
-    training, or weights (no run)."""
-    return _estimate_cached(arch.to_json(), io, int(batch), dtype, mode)
-
-
-def _meta_run(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> tuple[int, int, int]:
-    """:func:`_estimate`, computed: the model built and run on the meta device. A model that
-    cannot be built there counts as nothing; one that cannot run there, as one activation of its
-    residual stream (both lower bounds)."""
+def _meta_run(arch: ArchSpec, io: TaskIO, batch: int, dtype: str, mode: str) -> Estimate:
+    """:func:`estimate`, computed."""
     try:
         with torch.device("meta"):
             model = build_model(arch, io)
     except Exception:  # noqa: BLE001 - an unknown size counts as zero: the check stays a lower bound
-        return 0, 0, 0
+        return Estimate(0, 0, 0)
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     if mode == "weights":
-        return 0, params, buffers
+        return Estimate(0, params, buffers)
     model = model.to(_DTYPES[dtype])
     x = _meta_input(io, batch, dtype)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when the last reference goes, as in PeakMemoryMode's own use
     try:
-        return _peak(model, x, mode == "training"), params, buffers
+        return Estimate(_peak(model, x, mode == "training"), params, buffers)
     except Exception:  # noqa: BLE001 - a plugin that reads values on meta: the lower bound
         width = max(s.dim for s in arch.stages)
-        return batch * _tokens(io) * width * DTYPE_BYTES[dtype], params, buffers
+        return Estimate(batch * _tokens(io) * width * DTYPE_BYTES[dtype], params, buffers)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -18,6 +18,7 @@ from evaluators import fit, model_memory
 from evaluators.cost import example_input
 from evaluators.errors import TooLarge, TrialFailure
 from evaluators.memory import PeakMemoryMode
+from evaluators.tasks import make_task
 from search_spaces import ArchSpec, BlockSpec, FFNSpec, MixerSpec, StageSpec, StemSpec, TaskIO, build_model
 from search_spaces.profiles import Profile, Scale, profile_model, scale_arch
 from search_spaces.schema import SettingError
@@ -67,7 +68,7 @@ def test_the_meta_estimate_is_what_a_real_run_counts(mixer, io):
     model, x = build_model(arch, io), example_input(io, 3)
     for mode in ("inference", "training"):
         real = _counted(model, x, mode == "training")
-        estimate, params, _ = model_memory._meta_run(arch, io, 3, "float32", mode)
+        estimate, params, _ = model_memory.estimate(arch, io, 3, "float32", mode)
         assert params == sum(p.numel() for p in model.parameters())
         assert real <= estimate <= real + 16384, (mode, real, estimate)
 
@@ -79,9 +80,9 @@ def test_attention_is_counted_at_the_kernel_the_cpu_picks():
 
     io = TaskIO(kind="tokens", num_classes=16, seq_len=256, vocab_size=16, causal=True, per_token=True)
     arch = _arch("softmax", io, depth=1, heads=2)
-    flash = model_memory._meta_run(arch, io, 2, "float32", "inference")[0]
+    flash = model_memory.estimate(arch, io, 2).peak
     with sdpa_kernel(SDPBackend.MATH):
-        math = model_memory._meta_run(arch, io, 2, "float32", "inference")[0]
+        math = model_memory.estimate(arch, io, 2).peak
     assert math - flash >= 2 * 2 * 256 * 256 * 4  # at least one fp32 (B, H, N, N) map
     torch.manual_seed(0)
     assert flash == _counted(build_model(arch, io), example_input(io, 2), False)
@@ -163,7 +164,7 @@ def test_a_trial_too_large_fails_before_anything_is_built(monkeypatch):
     """)
     settings_ = evaluation.EvalSettings.from_space(space)
     arch = search_spaces.sample(space, _FirstChoice())
-    task = evaluation.make_task(settings_.task, settings_.task_params)
+    task = make_task(settings_.task, settings_.task_params)
     proxy = model_memory.proxy_need(arch, space.io, 4, eval_batch=16)
     long = model_memory.profile_need(arch, space.io, space.profiles["long"])
     assert proxy.bytes < long.bytes
