@@ -140,8 +140,8 @@ def _mark(study: optuna.Study, numbers: list, attrs: dict) -> None:
 def lost_trials(trials) -> list:
     """The FAIL trials among ``trials`` whose process died mid-trial (a dead local run, found by
     its stale heartbeat, or a dead Ray worker): not an outcome of their architecture."""
-    return [t for t in trials if t.state == TrialState.FAIL and (
-        t.user_attrs.get(WORKER_DIED_KEY) or not (t.user_attrs.get(ERROR_KEY) or t.user_attrs.get(INTERRUPTED_KEY)))]
+    return [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_KEY)
+            and (t.user_attrs.get(WORKER_DIED_KEY) or not t.user_attrs.get(ERROR_KEY))]
 
 
 def lost_summary(trials, max_retry: int) -> Optional[str]:
@@ -150,8 +150,8 @@ def lost_summary(trials, max_retry: int) -> Optional[str]:
     if not lost:
         return None
     retried_as = {retry_history(t)[-1]: t.number for t in trials if retry_history(t)}
-    each = ", ".join(f"#{t.number} ({f'queued again as #{retried_as[t.number]}' if t.number in retried_as else 'not queued again'})"
-                     for t in lost)
+    each = ", ".join(f"#{t.number} (queued again as #{retried_as[t.number]})" if t.number in retried_as
+                     else f"#{t.number} (not queued again)" for t in lost)
     return (f"{len(lost)} trial(s) lost to a dead process (killed by the OS, e.g. out of memory): {each}; "
             f"a trial whose process died runs again at most {max_retry} time(s)")
 

@@ -81,6 +81,7 @@ def check_trains_here(spec: TrainSpec) -> None:
     from evaluators import fit
     from evaluators.errors import TooLarge
     from evaluators.model_memory import EVAL_BATCH, Need, check_need, proxy_need
+    from search_spaces.schema import SettingError
 
     s = spec.settings
     need = proxy_need(spec.arch, spec.io, s.train.batch_size, eval_batch=max(EVAL_BATCH, s.latency.batch_size))
@@ -90,6 +91,8 @@ def check_trains_here(spec: TrainSpec) -> None:
         check_need(Need(need.bytes + 4 * need.params, need.params, need.what), fit.available_memory())
     except TooLarge as e:
         raise UserError(f"{where}: {e}") from None
+    except SettingError as e:  # a malformed $MIXER_NAS_MEMORY
+        raise UserError(str(e)) from None
 
 
 class RunState:
