@@ -217,7 +217,7 @@ def test_a_model_too_large_for_this_machine_is_refused_before_anything_is_writte
                           "of memory available may be used)")
     assert not (study_dir / "wide").exists()
     monkeypatch.setenv("MIXER_NAS_MEMORY", "64KiB")
-    for args in (_train_args("small"), _train_args("front", 0)[:3] + ["--trials-from-front"] + _train_args("front")[5:]):
+    for args in (_train_args("big-one"), _train_args("big-front")[:3] + ["--trials-from-front"] + _train_args("big-front")[5:]):
         r = invoke(*args, cwd=study_dir)
         assert_one_line_error(r, "of study s: too large for this machine (training it at batch 8")
-    assert not (study_dir / "small").exists() and not (study_dir / "front").exists()
+    assert not (study_dir / "big-one").exists() and not (study_dir / "big-front").exists()
