@@ -29,6 +29,7 @@ from typing import Iterable, Optional
 import torch
 
 from evaluators.latency import LatencyConfig, WallClock, on_device, time_calls, torch_threads
+from evaluators.model_memory import check_profile
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.deploy_profiles import Profile, profile_model, scale_arch
 from search_spaces.mixer_registry import get_mixer_info
@@ -142,8 +143,11 @@ def time_parts(arch: ArchSpec, io: TaskIO, profile: Profile, latency: LatencyCon
     """``{part key: timing}`` of the parts of ``arch`` at ``profile`` (those whose key is in
     ``only``, or all), each timed in place: the profile's model (random weights seeded by ``seed``)
     is run part by part in forward order, and each part's time is read between its neighbours'.
-    ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads."""
+    ``latency`` gives the timing rules; the profile gives batch, device, dtype, threads. A model
+    that would not fit in this machine's memory is :class:`~evaluators.errors.TooLarge`, before
+    it is built."""
     parts = model_parts(arch, io, profile)
+    check_profile(arch, io, profile)
     wanted = set(k.key for k in parts) if only is None else set(only)
     cfg = dataclasses.replace(latency, batch_size=profile.batch_size, device=profile.device, dtype=profile.dtype,
                               threads=profile.threads)

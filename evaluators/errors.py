@@ -11,3 +11,8 @@ class NonFiniteLoss(TrialFailure):
 
 class OutOfMemory(TrialFailure):
     """The candidate ran out of memory while being built, trained or timed."""
+
+
+class TooLarge(OutOfMemory):
+    """The candidate would not fit in this machine's memory (``evaluators.model_memory``): refused
+    before anything was allocated."""

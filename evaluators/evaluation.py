@@ -15,6 +15,7 @@ from evaluators.errors import OutOfMemory, TrialFailure
 from evaluators.ladder import Ladder, check_filter, parse_ladder
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
 from evaluators.metrics import DIRECTIONS, METRIC_REGISTRY, compute_user_metrics, filter_metrics
+from evaluators.model_memory import EVAL_BATCH, check_profile, check_proxy
 from evaluators.predictor import MemoryTable, Predictor, screen, with_prediction
 from evaluators.profile_costs import measure_profile as measure_profile_here
 from evaluators.profile_costs import profile_requests, task_profile
@@ -26,8 +27,8 @@ from search_spaces import ArchSpec, build_model
 from search_spaces.deploy_profiles import metric_name
 from search_spaces.failures import first_line
 
-__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "evaluate", "static_costs", "timed_costs",
-           "user_metrics_requested", "zero_cost_requested"]
+__all__ = ["CAUSAL_METRICS", "METRICS", "ZERO_COST_METRICS", "EvalSettings", "check_fits_here", "evaluate", "static_costs",
+           "timed_costs", "user_metrics_requested", "zero_cost_requested"]
 
 # every metric name a space may use, with its natural direction (objectives, constraints, plots):
 # a live view of the metric registry (evaluators/metrics.py), user metrics included
@@ -90,7 +91,9 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
              ladder_history: Optional[Mapping[str, Sequence[float]]] = None, measure_profile=None,
              predictor: Optional[Predictor] = None) -> dict:
     """All metrics of ``arch`` under ``settings``. Raises :class:`TrialFailure` (with the reason)
-    when the candidate cannot be built, diverges, or runs out of memory. ``latency_lock``, a
+    when the candidate cannot be built, diverges, or runs out of memory; :class:`TooLarge` (one)
+    before anything is built when its proxy training or a profile's model it measures would not
+    fit in this machine's memory (:mod:`evaluators.model_memory`). ``latency_lock``, a
     context manager, is held while latency is timed (parallel backends serialize timing with it).
     With a ladder in ``settings``, ``ladder_history`` maps each rung name to the scores earlier
     candidates had there; a rung that stops the candidate raises :class:`LadderPruned`. The
@@ -119,6 +122,7 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
 def _measure(arch: ArchSpec, task, settings: EvalSettings, ladder: Ladder, *, on_step, latency_lock,
              measure_profile, predictor) -> dict:
     """Build ``arch``, count its costs, climb the ladder, train it, then time it (in that order)."""
+    check_fits_here(arch, task, settings)
     torch.manual_seed(settings.seed)
     model = build_model(arch, task.io)
     metrics = _counted_costs(model, task, settings)
@@ -136,6 +140,17 @@ def _measure(arch: ArchSpec, task, settings: EvalSettings, ladder: Ladder, *, on
     for request in (r for r in settings.profiles if r not in early):
         metrics.update(run_profile(arch, task.io, request))
     return metrics
+
+
+def check_fits_here(arch: ArchSpec, task, settings: EvalSettings) -> None:
+    """:class:`TooLarge` when the proxy's training (its zero-cost step, evaluation and timing
+    included) or the model of a profile it measures would not fit in this machine's memory."""
+    n_eval = len(task.split(task.eval_split)[0])
+    eval_batch = max(min(EVAL_BATCH, settings.train.eval_samples or n_eval, n_eval), settings.latency.batch_size)
+    check_proxy(arch, task.io, settings.train, eval_batch=eval_batch,
+                zero_cost_batch=settings.zero_cost_batch if settings.zero_cost else 0)
+    for request in settings.profiles:
+        check_profile(arch, task.io, request.profile)
 
 
 def static_costs(model, io) -> dict:

@@ -34,6 +34,7 @@ import torch
 from scipy import stats
 
 from evaluators.cost import count_params, flops_per_sample
+from evaluators.model_memory import EVAL_BATCH, check_proxy
 from evaluators.tasks import make_task
 from evaluators.train import TrainConfig, train_proxy
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost, zero_cost_batch
@@ -136,9 +137,12 @@ def _schedules(space, cfg: FidelityConfig) -> tuple[TrainConfig, TrainConfig]:
 def _score(row: dict, arch, task, batch, short: TrainConfig, reference: TrainConfig, cfg: FidelityConfig) -> None:
     """Add to ``row`` the costs, every zero-cost proxy and the short training's scores at one
     initialisation, then the reference training from that same initialisation (and from other
-    seeds' if asked). What was added before a failure stays in the row."""
+    seeds' if asked). What was added before a failure stays in the row. A candidate whose training
+    would not fit in this machine's memory is refused before it is built (``TooLarge``)."""
     import search_spaces
 
+    check_proxy(arch, task.io, short, eval_batch=min(EVAL_BATCH, len(task.split(task.eval_split)[0])),
+                zero_cost_batch=len(batch[0]))
     torch.manual_seed(cfg.seed)
     model = search_spaces.build_model(arch, task.io)
     init = {k: v.clone() for k, v in model.state_dict().items()}

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from evaluators.errors import TooLarge
 from evaluators.latency import LatencyConfig
+from evaluators.model_memory import check_profile
 from evaluators.predictor import Predictor
 from evaluators.profile_costs import ProfileRequest, measure_profile
 from search_spaces.deploy_profiles import Profile, metric_name
@@ -33,11 +35,20 @@ def compare(archs: Sequence, io: TaskIO, profiles: Mapping[str, Profile], predic
     """One row per (profile, architecture): ``predicted``, ``measured`` (ms), ``parts``,
     ``parts_timed`` (missing from the table, timed for this prediction), ``fill_s`` (that
     prediction's time), ``measure_s`` (timing the whole model) and ``screen_s`` (predicting it
-    again from the complete table). ``profiles`` maps a label to each profile."""
+    again from the complete table). ``profiles`` maps a label to each profile. An architecture
+    whose model at a profile would not fit in this machine's memory is left out there (logged)."""
     rows = []
     for label, profile in profiles.items():
         name = metric_name("latency_ms", profile.name)
+        done = []
         for i, arch in enumerate(archs):
+            try:
+                check_profile(arch, io, profile)
+            except TooLarge as e:
+                if log is not None:
+                    log(f"[{label} {i + 1}/{len(archs)}] {arch.arch_id} left out: {e} | {arch.summary()}")
+                continue
+            done.append(arch)
             t0 = time.perf_counter()
             pred = predictor.predict(arch, io, profile)
             t1 = time.perf_counter()
@@ -50,7 +61,7 @@ def compare(archs: Sequence, io: TaskIO, profiles: Mapping[str, Profile], predic
                 log(f"[{label} {i + 1}/{len(archs)}] {arch.arch_id} predicted {pred.ms:.4g} ms, measured "
                     f"{measured:.4g} ms ({pred.ms / measured - 1:+.1%}); {pred.timed} of {len(pred.parts)} parts "
                     f"timed now | {arch.summary()}")
-        for row, arch in zip(rows[-len(archs):], archs):  # screening: the table now has every part
+        for row, arch in zip(rows[len(rows) - len(done):], done):  # screening: the table now has every part
             t0 = time.perf_counter()
             again = predictor.predict(arch, io, profile)
             row["screen_s"] = time.perf_counter() - t0

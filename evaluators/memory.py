@@ -50,11 +50,12 @@ _FRESH = {_aten.lift_fresh.default, _aten.lift_fresh_copy.default}
 _DECOMPOSE = {_aten.scaled_dot_product_attention.default, _aten._scaled_dot_product_attention_math.default}
 
 
-def _storages(tree) -> dict[int, torch.UntypedStorage]:
-    """The distinct storages of the dense tensors in ``tree``, by ``id``."""
+def _storages(tree, meta: bool = False) -> dict[int, torch.UntypedStorage]:
+    """The distinct storages of the dense tensors in ``tree``, by ``id`` (those on the ``meta``
+    device only when ``meta``)."""
     out = {}
     for t in tree_leaves(tree):
-        if isinstance(t, torch.Tensor) and t.layout == torch.strided and not t.is_meta:
+        if isinstance(t, torch.Tensor) and t.layout == torch.strided and (meta or not t.is_meta):
             s = t.untyped_storage()
             out[id(s)] = s
     return out
@@ -67,10 +68,15 @@ class PeakMemoryMode(TorchDispatchMode):
     its maximum so far. Storages that outlive the mode stop being followed when it exits.
     Relies on storages keeping their Python object for as long as they live (PyTorch >= 2.1),
     so that ``id`` names a storage and a weak reference to it dies with the memory.
+
+    ``meta=True`` also counts tensors on the ``meta`` device, which hold shapes and no memory: a
+    model built and run there shows what its run would allocate, before anything is
+    (:mod:`evaluators.model_memory`).
     """
 
-    def __init__(self):
+    def __init__(self, meta: bool = False):
         super().__init__()
+        self.meta = meta
         self.live = 0
         self.peak = 0
         self._tracked: dict[int, tuple[weakref.ref, int]] = {}  # id(storage) -> (weak ref, bytes)
@@ -84,8 +90,8 @@ class PeakMemoryMode(TorchDispatchMode):
             if out is not NotImplemented:  # (a build without the composite kernel: count it whole)
                 return out
         out = func(*args, **kwargs)
-        inputs = () if func in _FRESH else _storages((args, kwargs))
-        for key, s in _storages(out).items():
+        inputs = () if func in _FRESH else _storages((args, kwargs), self.meta)
+        for key, s in _storages(out, self.meta).items():
             if key in self._tracked:  # a view or in-place result of a tensor made here; maybe resized
                 self._count(key, s, s.nbytes() - self._tracked[key][1])
             elif key not in inputs:

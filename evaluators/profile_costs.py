@@ -31,6 +31,7 @@ from evaluators.cost import count_params, decode_state_mb, flops_per_sample
 from evaluators.decode import measure_decode
 from evaluators.errors import TrialFailure
 from evaluators.latency import LatencyConfig, measure_latency, peak_memory_mb
+from evaluators.model_memory import check_profile
 from search_spaces.arch import ArchSpec, ArchValidationError
 from search_spaces.deploy_profiles import Profile, metric_name, profile_model, split_metric
 from search_spaces.failures import first_line
@@ -83,10 +84,12 @@ def measure_profile(arch: ArchSpec, io: TaskIO, request: ProfileRequest, latency
     """``{metric@profile: value}`` for the metrics of ``request`` (and ``params@profile``), on the
     profile's model built from ``arch`` with random weights seeded by ``seed``. ``lock()`` gives a
     context manager held while timing (the device alone, as ``evaluate``'s ``latency_lock``).
-    A model that cannot be built at the profile, or runs out of memory there, is a
+    A model that cannot be built at the profile, would not fit in this machine's memory (checked
+    before it is built: :mod:`evaluators.model_memory`) or runs out of memory there, is a
     :class:`TrialFailure` naming the profile."""
     p, io_p = request.profile, request.profile.task_io(io)
     try:
+        check_profile(arch, io, p)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = profile_model(arch, io, p)

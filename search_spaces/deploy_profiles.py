@@ -53,7 +53,7 @@ from search_spaces.schema import Check, SettingError, as_mapping, check_keys, fr
 from search_spaces.task_io import TaskIO
 
 __all__ = ["DTYPES", "HEADS_MODES", "MEASURE_MODES", "PROFILE_KEYS", "Profile", "Scale", "check_profile_shape", "metric_name",
-           "parse_profiles", "profile_model", "scale_arch", "split_metric"]
+           "parse_profiles", "profile_model", "scale_arch", "scaled_params", "split_metric"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 HEADS_MODES = ("scale", "keep")
@@ -182,17 +182,19 @@ def check_profile_shape(profile: Profile, io: TaskIO, task: str, path: str) -> N
                                                  f"takes {io.kind}; give seq_len)")
 
 
-def _scaled_mixer(mixer: MixerSpec, factor: int) -> MixerSpec:
-    info = get_mixer_info(mixer.type)
-    full = {**info.defaults(), **mixer.params}  # a head count left at its default scales too
-    scaled = {k: v * factor for k, v in full.items() if info.params[k].counts_heads}
-    return MixerSpec(mixer.type, {**mixer.params, **scaled}) if scaled else mixer
+def scaled_params(mtype: str, params: dict, scale: Scale) -> dict:
+    """Mixer ``mtype``'s parameters ``params`` at ``scale``: under ``heads: scale`` every head
+    count (a default one too) times ``scale.dim``; the others as given."""
+    if scale.heads == "keep" or scale.dim == 1:
+        return dict(params)
+    info = get_mixer_info(mtype)
+    full = {**info.defaults(), **params}  # a head count left at its default scales too
+    return {**params, **{k: v * scale.dim for k, v in full.items() if info.params[k].counts_heads}}
 
 
 def _scaled_block(block: BlockSpec, scale: Scale) -> BlockSpec:
-    if scale.heads == "keep" or scale.dim == 1:
-        return block
-    return replace(block, mixer=_scaled_mixer(block.mixer, scale.dim))
+    params = scaled_params(block.mixer.type, block.mixer.params, scale)
+    return block if params == block.mixer.params else replace(block, mixer=MixerSpec(block.mixer.type, params))
 
 
 def scale_arch(arch: ArchSpec, profile: Profile) -> ArchSpec:

@@ -72,7 +72,9 @@ def profile(
 ):
     """Sample N architectures of a space and time each of their parts (stem, blocks, transitions,
     readout) in place, within its model's run, at each profile, filling the block latency table in
-    the study's storage that `predict` ladder rungs and `measure: predict` profiles read."""
+    the study's storage that `predict` ladder rungs and `measure: predict` profiles read. An
+    architecture whose model at a profile would not fit in this machine's memory is skipped there."""
+    from evaluators.errors import TooLarge
     from evaluators.fidelity import sample_archs
     from evaluators.latency import LatencyConfig
     from evaluators.predictor import Predictor, environment_key
@@ -89,7 +91,12 @@ def profile(
     for label, prof in chosen.items():
         t0, timed = time.perf_counter(), 0
         for i, arch in enumerate(archs):
-            pred = predictor.predict(arch, sp.io, prof)
+            try:
+                pred = predictor.predict(arch, sp.io, prof)
+            except TooLarge as e:
+                err.print(f"[{label} {i + 1}/{len(archs)}] {arch.arch_id} skipped: {e} | {arch.summary()}",
+                          highlight=False, markup=False)
+                continue
             timed += pred.timed
             err.print(f"[{label} {i + 1}/{len(archs)}] {arch.arch_id} {pred.ms:.4g} ms predicted; "
                       f"{pred.timed} of {len(pred.parts)} parts timed now | {arch.summary()}", highlight=False,
@@ -121,6 +128,8 @@ def latency_fidelity(space, n: int, seed: int, out_dir: Optional[Path], profiles
               highlight=False)
     df = compare(sample_archs(space, n, seed), space.io, chosen, Predictor(table, latency, seed=seed), latency,
                  seed=seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if df.empty:
+        raise UserError(f"no architecture of the {n} sampled fits this machine's memory at {', '.join(chosen)}")
     agree = agreement(df)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     header = (f"# Latency predictor fidelity: space `{space.name}`\n\n- command: `nas {' '.join(sys.argv[1:])}`\n"

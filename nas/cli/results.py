@@ -18,11 +18,12 @@ from nas.errors import UserError
 @app.command()
 @user_errors
 def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
-    """Trials by state, budget, front size and how much of it is resolved, best value per
+    """Trials by state, budget, trials lost to a dead process, front size and how much of it is resolved, best value per
     objective, environment (fronts, bests and hypervolume count only trials that satisfy the
     space's constraints and beat its floors; confirmed values where `nas confirm` measured them)."""
     import pandas as pd
 
+    from nas.engine.budget import lost_summary
     from nas.results.floors import floor_text, floors_of
     from nas.results.trials import feasible_complete, pareto_front, trials_frame
     from nas.results.uncertainty import confirmed_mask
@@ -40,6 +41,9 @@ def status(study: str = StudyOpt, storage: Optional[str] = StorageOpt):
     t.add_row("budget", f"{budget_count(st)}/{config.trials} finished")
     for state, n in sorted(df["state"].value_counts().items()):
         t.add_row(f"  {state.lower()}", str(n))
+    lost = lost_summary(st.get_trials(deepcopy=False), config.max_retry)
+    if lost:
+        t.add_row("lost", lost)
     front = pareto_front(df)
     if df.attrs.get("constraints"):
         t.add_row("constraints", ", ".join(df.attrs["constraints"]))

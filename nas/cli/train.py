@@ -106,11 +106,13 @@ def train_cmd(
     """Train a chosen architecture at full budget on its task: checkpoints, resume, final test
     evaluation, costs measured on the trained model. Writes OUT/model.safetensors, arch.json,
     train.json, metrics.json and loss.png (load with nas.load_model(OUT))."""
-    from nas.models.training import check_out_dir, train
+    from nas.models.training import check_out_dir, check_trains_here, train
 
     specs = _specs(study, storage, trial, from_front, arch, space, steps, seed, plugin, trust_code)
     outs = [out_dir / f"trial-{s.source['trial']}" for s in specs] if from_front else [out_dir]
     states = [check_out_dir(folder, spec) for spec, folder in zip(specs, outs)]  # all, before anything is written
+    for spec in (spec for spec, state in zip(specs, states) if state != "done"):
+        check_trains_here(spec)  # each fits this machine's memory, before anything is written
     for spec, folder, state in zip(specs, outs, states):
         if state != "done":
             err.print(f"training {spec.describe()} for {spec.steps} steps into {folder}", highlight=False, markup=False)

@@ -11,6 +11,15 @@ budget. A RUNNING trial's heartbeat says whose it is: a fresh one belongs to a l
 it; a process that finds no room waits for it to finish), one silent for longer than the grace period
 to a process that died, and is failed and queued again once (Optuna's retry callback), its retry
 counting for the budget instead.
+
+A process that dies mid-trial says nothing: the kernel's out-of-memory killer or ``kill -9`` leave
+no message. Such a trial is failed with the reason (:data:`DIED`, in ``error``) and marked
+``worker_died`` (not the architecture's outcome: a twin runs itself), and it is run again at most
+``max_retry`` times (1): Optuna's retry callback counts the retries of a chain in the trial's
+``retry_history``, which its retry inherits, so the bound holds across resumes; a trial whose
+retries are spent counts for the budget, so a study whose trials keep dying still reaches it. Each
+run says at its start how many trials the study lost this way (:func:`report_running`), and so
+does `nas status`.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from nas.engine import interrupts
@@ -28,9 +38,14 @@ from nas.store.heartbeats import heartbeat_ages
 from nas.store.optuna_access import engine, fresh_trial, storage_of, study_id_of, trial_id_of
 from nas.store.study import count_finished
 from nas.store.study_lock import study_lock
-from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, retries_of
+from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, WORKER_DIED_KEY, retries_of
 
-__all__ = ["Slot", "abandon", "ask_within_budget", "fail_dead_trials", "report_running", "requeue_interrupted"]
+__all__ = ["DIED", "Slot", "abandon", "ask_within_budget", "fail_dead_trials", "lost_summary", "lost_trials",
+           "report_running", "requeue_interrupted"]
+
+# the error of a trial whose process died (no heartbeat for longer than the grace period)
+DIED = ("the process running it died (killed by the OS, e.g. out of memory, or stopped by kill -9 or a crash): "
+        "no heartbeat for over {grace}s")
 
 
 @dataclass
@@ -83,16 +98,19 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
     stale = [n for n, age in ages.items() if age is not None and age > config.grace_period]
     if not stale:
         return
+    reason = DIED.format(grace=config.grace_period)
+    _mark(study, stale, {ERROR_KEY: reason, WORKER_DIED_KEY: True})  # before failing: a finished trial is read-only
     optuna.storages.fail_stale_trials(study)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     retried_as = retries_of(trials.values()).retried_as
+    _mark(study, [n for n in stale if trials[n].state == TrialState.RUNNING], {ERROR_KEY: None, WORKER_DIED_KEY: None})
     for n in stale:
         t = trials[n]
         name = f"trial #{n}" + (f" ({t.user_attrs[ARCH_ID_KEY]})" if t.user_attrs.get(ARCH_ID_KEY) else "")
         dead = f"no heartbeat for {ages[n]:.0f}s (over {config.grace_period}s: the run that owned it died), failed"
-        if t.state == TrialState.RUNNING:  # it beat again meanwhile: alive after all
+        if t.state == TrialState.RUNNING:  # it beat again meanwhile: alive after all (unmarked above)
             continue
-        if t.state != TrialState.FAIL or t.user_attrs.get(ERROR_KEY):
+        if t.state != TrialState.FAIL or t.user_attrs.get(ERROR_KEY) != reason:
             log(f"{name}: finished by its own run ({t.state.name})")
         elif n in retried_as:
             log(f"{name}: {dead}; queued again as #{retried_as[n]}")
@@ -100,9 +118,41 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
             log(f"{name}: {dead}; not queued again (already retried {config.max_retry} time(s))")
 
 
+def _mark(study: optuna.Study, numbers: list, attrs: dict) -> None:
+    """Set ``attrs`` on the trials ``numbers`` that are still unfinished (None clears a key)."""
+    storage = storage_of(study)
+    for n in numbers:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id_of(study), n)
+        try:
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+        except UpdateFinishedTrialError:  # its own run finished it meanwhile
+            pass
+
+
+def lost_trials(trials) -> list:
+    """The FAIL trials among ``trials`` whose process died mid-trial (a dead local run, found by
+    its stale heartbeat, or a dead Ray worker): not an outcome of their architecture."""
+    return [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_KEY)
+            and (t.user_attrs.get(WORKER_DIED_KEY) or not t.user_attrs.get(ERROR_KEY))]
+
+
+def lost_summary(trials, max_retry: int) -> Optional[str]:
+    """One line on the trials the study lost to a dead process, and what became of each; None if none."""
+    lost = lost_trials(trials)
+    if not lost:
+        return None
+    retried_as = retries_of(trials).retried_as
+    each = ", ".join(f"#{t.number} (queued again as #{retried_as[t.number]})" if t.number in retried_as
+                     else f"#{t.number} (not queued again)" for t in lost)
+    return (f"{len(lost)} trial(s) lost to a dead process (killed by the OS, e.g. out of memory): {each}; "
+            f"a trial whose process died runs again at most {max_retry} time(s)")
+
+
 def report_running(study: optuna.Study, config: SearchConfig, log=print) -> None:
-    """At the start of a run: fail the trials dead runs left RUNNING, and say which RUNNING trials
-    belong to a live run (heartbeat fresh) and are left to it."""
+    """At the start of a run: fail the trials dead runs left RUNNING, say which RUNNING trials
+    belong to a live run (heartbeat fresh) and are left to it, and how many trials the study lost
+    to a dead process."""
     fail_dead_trials(study, config, log)
     live = heartbeat_ages(study)
     if live:
@@ -110,6 +160,9 @@ def report_running(study: optuna.Study, config: SearchConfig, log=print) -> None
                           for n, a in sorted(live.items()))
         log(f"{len(live)} trial(s) RUNNING in another run with a live heartbeat: {beats}; left to that run "
             f"(if it has died, they are failed and queued again once silent for {config.grace_period}s)")
+    lost = lost_summary(study.get_trials(deepcopy=False), config.max_retry)
+    if lost:
+        log(lost)
 
 
 def abandon(study: optuna.Study, trials: list, exc: BaseException) -> list[int]:

@@ -10,6 +10,7 @@ measured again on the trained model, metrics.json and loss.png; the checkpoint i
 
 A folder is refused (nothing written) when it holds another run: another architecture, task,
 seed or training settings (:data:`nas.models.train_spec.IDENTITY_KEYS`), or files that are not a run's.
+So is a model whose training would not fit in this machine's memory (:func:`check_trains_here`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from nas.models.folder import (
 )
 from nas.models.train_spec import IDENTITY_KEYS, TrainSpec
 
-__all__ = ["RunState", "check_out_dir", "cost_metrics", "final_metrics", "train"]
+__all__ = ["RunState", "check_out_dir", "check_trains_here", "cost_metrics", "final_metrics", "train"]
 
 
 def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, object]]:
@@ -71,6 +72,27 @@ def check_out_dir(out: Path, spec: TrainSpec) -> str:
     if (out / METRICS_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         return "done"
     return "resume"
+
+
+def check_trains_here(spec: TrainSpec) -> None:
+    """UserError naming the architecture (its file, or its trial) when training ``spec`` would not
+    fit in this machine's memory: its training, its evaluation in batches of up to 256, and the
+    copy its costs are timed on (``evaluators.model_memory``, before anything is allocated)."""
+    from evaluators import fit
+    from evaluators.errors import TooLarge
+    from evaluators.model_memory import EVAL_BATCH, Need, check_need, proxy_need
+    from search_spaces.schema import SettingError
+
+    s = spec.settings
+    need = proxy_need(spec.arch, spec.io, s.train.batch_size, eval_batch=max(EVAL_BATCH, s.latency.batch_size))
+    src = spec.source
+    where = f"--arch {src['arch']}" if "arch" in src else f"trial {src.get('trial')} of study {src.get('study')}"
+    try:  # + the copy of the trained weights that timed_costs moves to the latency device
+        check_need(Need(need.bytes + 4 * need.params, need.params, need.what), fit.available_memory())
+    except TooLarge as e:
+        raise UserError(f"{where}: {e}") from None
+    except SettingError as e:  # a malformed $MIXER_NAS_MEMORY
+        raise UserError(str(e)) from None
 
 
 class RunState:
@@ -216,13 +238,15 @@ def train(spec: TrainSpec, out, *, checkpoint_every: int = 200, eval_samples: in
           on_step: Optional[Callable[[int, float], None]] = None,
           log: Callable[[str], None] = lambda m: None) -> tuple[dict, Optional[torch.nn.Module]]:
     """Train ``spec`` into folder ``out`` (new, or holding this run: then it resumes, or it is
-    done and nothing is trained). Returns (metrics, the trained model; None when the folder
+    done and nothing is trained); UserError, nothing written, when it would not fit in this
+    machine's memory. Returns (metrics, the trained model; None when the folder
     held the finished run)."""
     out = Path(out)
     state = check_out_dir(out, spec)
     if state == "done":
         log(f"{out} already holds this finished run")
         return read_json(out / METRICS_FILE), None
+    check_trains_here(spec)
     if state == "new":
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / ARCH_FILE, spec.arch.to_dict())

@@ -26,6 +26,7 @@ from nas.store.trial_attrs import (
     REUSED_FROM_KEY,
     SUMMARY_KEY,
     Retries,
+    WORKER_DIED_KEY,
     metrics_of,
     retries_of,
     wall_seconds,
@@ -217,8 +218,8 @@ def _trial_row(t, metric_names: list, retries: Retries) -> dict:
         row.setdefault(k, v)
     row.update(_feasibility(t))
     error = ua.get(ERROR_KEY)
-    if t.state == TrialState.FAIL and not error:
-        error = "worker stopped (heartbeat went stale) mid-trial"
+    if t.state == TrialState.FAIL and (not error or ua.get(WORKER_DIED_KEY)):  # its process died
+        error = error or "worker stopped (heartbeat went stale) mid-trial"
         if t.number in retries.retried:
             error += f"; retried as trial {retries.retried_as.get(t.number)}"
     if t.state == TrialState.PRUNED and not error:

@@ -19,7 +19,8 @@ attributes, written by :mod:`nas.engine.objective` and the backends:
 ``retry_of``           number of the interrupted trial this one runs again
 ``ladder_*``           the fidelity ladder: scores per rung, rungs passed, the rung that stopped it
 ``worker``, ``driver`` where a Ray trial ran (node, pid, waits) and which search process asked it
-``worker_died``        the Ray worker running it died (not the arch's outcome: never reused)
+``worker_died``        the process running it died: a Ray worker, or a run whose heartbeat went stale
+                       (not the arch's outcome: never reused)
 ``pruned_*``           the Ray scheduler's stop: step, loss
 =====================  ===================================================================
 
@@ -83,7 +84,7 @@ PRUNED_LOSS_KEY = "pruned_loss"
 # what a trial's run writes about its outcome: a retried trial inherits its predecessor's user
 # attributes, so these are cleared before it runs (the candidate's keys are written afresh)
 OUTCOME_KEYS = (ERROR_KEY, METRICS_KEY, REUSED_FROM_KEY, INTERRUPTED_KEY, CONSTRAINTS_KEY, LADDER_VALUES_KEY,
-                LADDER_PASSED_KEY, LADDER_STOPPED_KEY, PRUNED_REASON_KEY)
+                LADDER_PASSED_KEY, LADDER_STOPPED_KEY, PRUNED_REASON_KEY, WORKER_DIED_KEY)
 
 # trial system attributes: Optuna's retry bookkeeping (RetryHeartbeatStaleTrialCallback writes these
 # two keys; the Ray searcher writes them the same way when it queues a dead worker's trial again)

@@ -272,6 +272,34 @@ def test_nas_profile_fills_the_table_and_fidelity_reads_it(tmp_path):
     assert len(rows) == 3 and rows["parts_timed"].iloc[:2].sum() == 0  # the first two came from `nas profile`
 
 
+def test_an_architecture_too_large_at_a_profile_is_skipped_by_nas_profile_and_left_out_by_fidelity(tmp_path, monkeypatch):
+    """Given memory for some of the sampled architectures' models at the profile and not the
+    others: those are never built; `nas profile` says it skipped them, `nas fidelity --latency`
+    leaves them out of its rows, and both finish."""
+    from evaluators import fit, model_memory
+    from evaluators.fidelity import sample_archs
+    from tests.cli_helpers import load_space_text
+
+    text = (TINY_SPACE % {"steps": 2}).replace("max_seconds: 0.2", "max_seconds: 0.01, min_sample_ms: 0") \
+        + "deploy:\n  long: {seq_len: 64, scale: {dim: 4x}}\n"
+    sp = write_space(tmp_path, text=text)
+    space = load_space_text(text)
+    archs = sample_archs(space, 4, 0)  # what both commands sample (--n 4, seed 0)
+    needs = {a.arch_id: model_memory.profile_need(a, space.io, space.profiles["long"]).bytes for a in archs}
+    available = int((min(needs.values()) + max(needs.values())) / 2 / model_memory.PLANNED)
+    too_large = {a for a, n in needs.items() if n > model_memory.PLANNED * available}
+    assert 0 < len(too_large) < len(archs)
+    monkeypatch.setenv(fit.MEMORY_ENV, str(available))
+    r = invoke("profile", "--space", sp, "--profile", "long", "--n", "4", "--storage", f"sqlite:///{tmp_path}/t.db",
+               cwd=tmp_path, check=True)
+    skipped = {line.split()[2] for line in r.stderr.splitlines() if "skipped: profile long: too large for this" in line}
+    assert skipped == too_large
+    r = invoke("fidelity", "--space", sp, "--latency", "--n", "4", "--profile", "long", "--out", tmp_path / "f",
+               cwd=tmp_path, check=True)
+    assert set(pd.read_csv(tmp_path / "f" / "latency.csv").arch_id) == set(needs) - too_large
+    assert all(f"{a} left out: profile long: too large for this machine" in r.stderr for a in too_large)
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--profile", "wide", "--storage", "sqlite:///x.db"], ["--profile", "'wide'", "long"]),
     ([], ["--study", "--storage"]),

@@ -110,3 +110,35 @@ def test_usage_errors_are_one_line(argv, fragment, capsys):
     assert e.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+# a profile with which no model of the space fits this machine (given 256 MiB: nothing large is allocated)
+TOO_LARGE = [
+    ("{scale: {dim: 1000x}}", "deploy.long.scale.dim: 1000x is not allowed (too large for this machine: the smallest "
+                              "model of this space at profile long has at least"),
+    ("{seq_len: 1000000000}", "deploy.long.seq_len: 1000000000 is not allowed (too large for this machine"),
+]
+
+
+@pytest.mark.parametrize("profile,fragment", TOO_LARGE, ids=["scale.dim", "seq_len"])
+@pytest.mark.parametrize("command", [("search", "--study", "x"), ("search", "--study", "x", "--dry-run"),
+                                     ("profile", "--study", "x"), ("fidelity", "--latency", "--n", "3")],
+                         ids=["search", "dry-run", "profile", "fidelity-latency"])
+def test_a_profile_too_large_for_this_machine_is_refused_at_load(tmp_path, monkeypatch, command, profile, fragment):
+    """Refused when the space is loaded, in one line naming the profile's key, before anything is
+    built or written: `nas search` (and --dry-run), `nas profile`, `nas fidelity --latency`."""
+    from evaluators.fit import MEMORY_ENV
+
+    monkeypatch.setenv(MEMORY_ENV, "256MiB")
+    p = write_space(tmp_path, steps=1)
+    p.write_text(p.read_text() + f"deploy:\n  long: {profile}\n")
+    before = {q.relative_to(tmp_path) for q in tmp_path.rglob("*")}
+    r = run_nas(*command, "--space", p, cwd=tmp_path)
+    _check(r, f"{p}: {fragment}", "of memory are available)")
+    _nothing_written(tmp_path, before)
+
+
+def test_a_malformed_available_memory_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXER_NAS_MEMORY", "plenty")
+    p = write_space(tmp_path, steps=1)
+    _check(run_nas("search", "--space", p, "--dry-run", cwd=tmp_path), "$MIXER_NAS_MEMORY: 'plenty' is not allowed")

@@ -54,11 +54,13 @@ def test_sigkill_then_resume(tmp_path):
     r = run_nas("resume", "--study", "k", "--storage", url, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     assert f"trial #{killed} " in r.stderr and "the run that owned it died), failed; queued again as" in r.stderr
+    assert "1 trial(s) lost to a dead process (killed by the OS, e.g. out of memory)" in r.stderr
     df = nas.load_trials(url, "k")
     assert (df.state == "RUNNING").sum() == 0
     assert done_before <= set(df[df.state == "COMPLETE"].number)  # nothing finished was lost
     row = df[df.number == killed].iloc[0]
     assert row.state == "FAIL" and "heartbeat" in row.error
+    assert row.error.startswith("the process running it died (killed by the OS, e.g. out of memory")
     retry = df[df.number == row.retried_as].iloc[0]  # the interrupted trial was evaluated again
     assert retry.state == "COMPLETE" and retry.arch_id == row.arch_id
     from nas.store.study import budget_count, load_study
@@ -134,6 +136,60 @@ def test_failures_inside_trials_are_recorded_and_search_goes_on(tmp_path, monkey
     assert "nan at step 3" in errors
     assert "out of memory" in errors
     assert (df.state == "COMPLETE").sum() >= 1 and len(df) >= 8
+
+
+TOO_LARGE_SPACE = """
+name: big
+task: {name: mqar, params: {vocab_size: 128, seq_len: 64, num_kv_pairs: 2, n_train: 128, n_test: 32}}
+objectives: {accuracy: maximize}
+trials: 4
+train: {steps: 1, batch_size: 64, lr: 0.01}
+latency: {repeats: 1, warmup: 0, max_seconds: 0.05}
+arch:
+  stages:
+    - depth: [1]
+      dim: [8, 128]
+      mixer: {choices: {softmax: {heads: [1]}}}
+      ffn: {type: [mlp], ratio: 2}
+"""
+
+
+def test_a_trial_too_large_for_this_machine_fails_with_the_reason_and_nothing_is_built(tmp_path, monkeypatch):
+    """With memory for the width-8 model's training and not the width-128 one's (the space loads:
+    some model fits), each width-128 candidate is a FAIL trial saying why, and is never built."""
+    from evaluators import evaluation, fit, model_memory
+    from tests.cli_helpers import load_space_text
+
+    space = load_space_text(TOO_LARGE_SPACE)
+    small, big = _widths(space, (8, 128))
+    need = {a.stages[0].dim: model_memory.proxy_need(a, space.io, 64, eval_batch=32).bytes for a in (small, big)}
+    available = int(need[128] / model_memory.PLANNED / 2)
+    assert need[8] < model_memory.PLANNED * available  # the small one fits, the large one does not
+    monkeypatch.setenv(fit.MEMORY_ENV, str(available))
+    built = []
+    real_build = evaluation.build_model
+    monkeypatch.setattr(evaluation, "build_model", lambda arch, io: built.append(arch.stages[0].dim) or real_build(arch, io))
+    p = write_space(tmp_path, text=TOO_LARGE_SPACE)
+    r = invoke("search", "--space", p, "--study", "b", "--trials", 4, "--sampler", "random", "--seed", 0, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    df = nas.load_trials(f"sqlite:///{tmp_path}/results/b.db", "b")
+    assert set(built) == {8}
+    wide = df[df.arch_json.str.contains('"dim":128')]
+    assert len(wide) and set(wide.state) == {"FAIL"}
+    assert all("too large for this machine (training it at batch 64 needs about" in e for e in wide.error)
+    assert set(df[~df.index.isin(wide.index)].state) == {"COMPLETE"}
+
+
+def _widths(space, dims):
+    """The space's one architecture at each width in ``dims``."""
+    import optuna
+
+    import search_spaces
+
+    for d in dims:
+        study = optuna.create_study()
+        study.enqueue_trial({"s0.dim": d})
+        yield search_spaces.sample(space, study.ask())
 
 
 def test_sqlite_studies_use_a_write_ahead_log(tmp_path):

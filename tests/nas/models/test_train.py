@@ -201,3 +201,23 @@ def test_arch_file_trains_on_a_space_with_the_same_task_only(study_dir, referenc
     r = invoke("train", "--arch", ref_dir, "--space", "other2.yaml", "--steps", 2, "--out", "x", cwd=study_dir)
     assert_one_line_error(r, f"--arch {ref_dir}: it was trained on task mqar", "not on space t16's task")
     assert not (study_dir / "x").exists()
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_anything_is_written(study_dir, monkeypatch):
+    """An arch file of width 10^7 (too large anywhere), and a trial's model on a machine given
+    64 KiB: one line naming the architecture, and --out is not made (no arch.json, no train.json)."""
+    import optuna
+
+    arch = json.loads(optuna.load_study(study_name="s", storage=_url(study_dir)).trials[0].user_attrs["arch"])
+    arch["stages"][0]["dim"] = 10**7
+    wide = study_dir / "wide.json"
+    wide.write_text(json.dumps(arch))
+    r = invoke("train", "--arch", wide, "--space", "space.yaml", "--steps", 2, "--out", "wide", cwd=study_dir)
+    assert_one_line_error(r, f"--arch {wide}: too large for this machine (training it at batch 8 needs about",
+                          "of memory available may be used)")
+    assert not (study_dir / "wide").exists()
+    monkeypatch.setenv("MIXER_NAS_MEMORY", "64KiB")
+    for args in (_train_args("big-one"), _train_args("big-front")[:3] + ["--trials-from-front"] + _train_args("big-front")[5:]):
+        r = invoke(*args, cwd=study_dir)
+        assert_one_line_error(r, "of study s: too large for this machine (training it at batch 8")
+    assert not (study_dir / "big-one").exists() and not (study_dir / "big-front").exists()
