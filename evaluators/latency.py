@@ -330,13 +330,13 @@ class PairedTiming:
         """``{name: metrics}``: ``<prefix>_ms`` (median over rounds), ``<prefix>_ci`` ([low, high],
         the median's 95% confidence interval, :func:`median_ci`), ``<prefix>_ratio`` (the median of
         the per-round ratios to the fastest candidate: 1.0 for it), ``<prefix>_ratio_ci`` (that
-        median's 95% interval) and ``<prefix>_rounds``."""
+        median's 95% interval) and ``<prefix>_runs`` (the samples: one per round)."""
         out = {}
         for name, times in self.samples.items():
             ratios = self.ratios(name)
             out[name] = {f"{prefix}_ms": statistics.median(times), f"{prefix}_ci": list(median_ci(list(times))),
                          f"{prefix}_ratio": statistics.median(ratios), f"{prefix}_ratio_ci": list(median_ci(ratios)),
-                         f"{prefix}_rounds": len(times)}
+                         f"{prefix}_runs": len(times)}
         return out
 
 

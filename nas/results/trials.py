@@ -25,9 +25,10 @@ from nas.store.trial_attrs import (
     retry_history,
     wall_seconds,
 )
+from nas.store.confirmations import confirmed_metrics
 
-__all__ = ["load_trials", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
-           "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
+__all__ = ["load_trials", "pareto_front", "pareto_mask", "as_minimized", "confirmed_columns", "flatten_arch",
+           "feasible_complete", "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 FEASIBLE = "feasible"  # column: COMPLETE trial that satisfies every constraint (NA for unfinished trials)
 CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
@@ -170,7 +171,8 @@ def _is_export(source) -> bool:
 def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], study: Optional[str] = None) -> pd.DataFrame:
     """One row per trial of ``study``: number, state, arch_id, objective columns, every metric
     (params, flops, latency_ms, latency_spread, ...), ``feasible`` and one ``constraint.<name>``
-    column per constraint, flattened arch columns, error, timing.
+    column per constraint, flattened arch columns, error, timing. A trial ``nas confirm``
+    re-evaluated (``confirmed`` True) holds its confirmed values (:func:`confirmed_columns`).
 
     ``source`` is an Optuna storage (URL or object), or a file written by ``nas export``
     (``.csv`` with its ``.csv.meta.json`` sidecar, or ``.parquet``), read back as exported; there
@@ -205,7 +207,8 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
     st = optuna.load_study(study_name=study, storage=storage)
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
     trials = st.get_trials(deepcopy=False)
-    rows = [_trial_row(t, metric_names, _retries(trials)) for t in trials]
+    confirmed = confirmed_metrics(st.user_attrs)
+    rows = [_trial_row(t, metric_names, _retries(trials), confirmed.get(t.number)) for t in trials]
     constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
     df = pd.DataFrame(rows)
     if df.empty:
@@ -219,6 +222,23 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
     if cfg:
         df.attrs["config"] = json.loads(cfg)
     return df
+
+
+def confirmed_columns(row: dict, confirmed: Optional[dict]) -> dict:
+    """The columns ``nas confirm`` changes in a trial's ``row``: ``confirmed`` (whether it was
+    confirmed) and, when it was, each confirmed metric in its own column (the objectives too), the
+    value the search stored kept as ``<m>_first``; an interval (``latency_ci@p``: [low, high]) as
+    ``latency_ci_low@p`` and ``latency_ci_high@p``."""
+    out = {"confirmed": confirmed is not None}
+    for k, v in (confirmed or {}).items():
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            base, at, profile = k.partition("@")
+            out[f"{base}_low{at}{profile}"], out[f"{base}_high{at}{profile}"] = v
+            continue
+        if k in row:
+            out[f"{k}_first"] = row[k]
+        out[k] = v
+    return out
 
 
 def _retries(trials) -> tuple[set, dict]:
@@ -247,7 +267,7 @@ def _feasibility(t) -> dict:
     return row
 
 
-def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
+def _trial_row(t, metric_names: list, retries: tuple[set, dict], confirmed: Optional[dict] = None) -> dict:
     retried, retry_of = retries
     ua = t.user_attrs
     row = {"number": t.number, "state": t.state.name, "arch_id": ua.get(ARCH_ID_KEY), "summary": ua.get(SUMMARY_KEY)}
@@ -255,6 +275,7 @@ def _trial_row(t, metric_names: list, retries: tuple[set, dict]) -> dict:
     row.update(zip(metric_names, values))
     for k, v in metrics_of(t).items():
         row.setdefault(k, v)
+    row.update(confirmed_columns(row, confirmed))
     row.update(_feasibility(t))
     error = ua.get(ERROR_KEY)
     if t.state == TrialState.FAIL and not error:

@@ -228,7 +228,7 @@ def test_paired_timing_cancels_drift_in_ratios_where_sequential_timing_does_not(
         assert lo <= s[n]["latency_ratio"] <= hi
         assert s[n]["latency_ms"] > 1.2 * costs[n]  # the drift is in every median ...
         lo, hi = s[n]["latency_ci"]
-        assert lo <= s[n]["latency_ms"] <= hi and s[n]["latency_rounds"] == rounds
+        assert lo <= s[n]["latency_ms"] <= hi and s[n]["latency_runs"] == rounds
     # ... and one after the other it lands on the later candidates only
     machine = DriftingMachine(drift=machine.drift)
     cfg = LatencyConfig(warmup=0, repeats=rounds, min_sample_ms=0.0, max_seconds=1e-9)  # one round of `rounds` samples
