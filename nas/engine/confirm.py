@@ -102,16 +102,16 @@ def confirm_study(study: optuna.Study, config: SearchConfig, *, seeds: Optional[
                   rounds: Optional[int] = None, new_pass: bool = False, trust_code: bool = False,
                   progress: Optional[Callable] = None, log=print) -> ConfirmReport:
     """Run (or go on with) a confirmation pass of ``study``; see the module docstring. ``seeds`` and
-    ``rounds`` override the space's ``confirm:`` section for a new pass (a pass under way keeps its
-    own). ``progress``: ``f(steps)`` giving a :class:`nas.engine.progress.Progress`. A stop signal
+    ``rounds`` override the space's ``confirm:`` section; given for the latest pass, more seeds
+    train the candidates further and other rounds time them again (fewer seeds keep what it has). ``progress``: ``f(steps)`` giving a :class:`nas.engine.progress.Progress`. A stop signal
     raises :class:`ConfirmStopped` once the result in progress is stored."""
     t0 = time.monotonic()
     checked = config.checked_space(trust_code=trust_code)
     settings = checked.settings_for(config.seed)
-    cfg = replace(checked.confirm, **{k: v for k, v in (("seeds", seeds), ("rounds", rounds)) if v is not None})
+    asked = {k: v for k, v in (("seeds", seeds), ("rounds", rounds)) if v is not None}
     store = Confirmations(study)
     try:
-        p, report = _open_pass(store, config, cfg, new_pass, log)
+        p, report = _open_pass(store, config, replace(checked.confirm, **asked), asked, new_pass, log)
         if not report.already:
             _run_pass(study, store, p, checked, settings, report, progress, log)
     except KeyboardInterrupt as e:
@@ -120,25 +120,26 @@ def confirm_study(study: optuna.Study, config: SearchConfig, *, seeds: Optional[
     return report
 
 
-def _open_pass(store: Confirmations, config: SearchConfig, cfg, new_pass: bool, log):
-    """The pass to run: the one under way (with the trials that have become candidates since
-    added), the last one again if it is done and nothing was added, or a new one."""
+def _open_pass(store: Confirmations, config: SearchConfig, cfg, asked: dict, new_pass: bool, log):
+    """The pass to run: a new one (the first, or ``new_pass``), else the latest with the trials
+    that have become candidates since added, more seeds or other rounds when ``asked``, or, done
+    and with nothing of that, the latest as it is (nothing to do)."""
     from nas.results.trials import load_trials
     from nas.store.optuna_access import storage_of
 
     current = store.current()
     wanted = candidates(load_trials(storage_of(store.study), config.study), cfg.p_min)
     if current is None or new_pass:
-        number = 1 if current is None else current.number + 1
-        p = ConfirmPass(number, wanted, cfg.seeds, cfg.rounds)
+        p = ConfirmPass(1 if current is None else current.number + 1, wanted, cfg.seeds, cfg.rounds)
     else:
-        p = current
-        added = sorted(set(wanted) - set(p.candidates))
-        if p.done and not added:
+        added = sorted(set(wanted) - set(current.candidates))
+        p = replace(current, candidates=sorted(set(current.candidates) | set(wanted)),
+                    seeds=max(current.seeds, asked.get("seeds", 0)), rounds=asked.get("rounds", current.rounds))
+        if current.done and p == current:
             return p, ConfirmReport(config.study, p.number, list(p.candidates), already=True)
         if added:
             log(f"pass {p.number}: {len(added)} more candidates since it started: {', '.join(f'#{n}' for n in added)}")
-        p = replace(p, candidates=sorted(set(p.candidates) | set(wanted)), done=False)
+        p = replace(p, done=False)
     with interrupts.deferred():
         store.save_pass(p)
     return p, ConfirmReport(config.study, p.number, list(p.candidates))
@@ -163,7 +164,7 @@ def _run_pass(study: optuna.Study, store: Confirmations, p: ConfirmPass, checked
     work = [(n, s) for n in p.candidates for s in _seeds_of(p, metrics_of(trials[n]), settings.seed)
             if Confirmations.run_key(p, n, s) not in attrs]
     timed = [(prof, m) for prof, m in timed_profiles(settings, checked.space.io)
-             if Confirmations.timing_of(attrs, p, metric_name(m, prof.name)) is None]
+             if p.candidates and Confirmations.timing_of(attrs, p, metric_name(m, prof.name)) is None]
     log(f"confirmation pass {p.number} of study {report.study}: {len(p.candidates)} candidates "
         f"({', '.join(f'#{n}' for n in p.candidates) or 'none'}), {p.seeds} seeds each; "
         f"{len(work)} trainings and {len(timed)} paired timings to run")

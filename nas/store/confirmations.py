@@ -8,7 +8,7 @@ its results in the study's user attributes, under the names of :mod:`nas.store.t
 - ``mixer_nas.confirm.run:<pass>:<number>:<seed>``: one extra seed's metrics of a candidate (or
   ``{"error": reason}`` when that training failed);
 - ``mixer_nas.confirm.timing:<pass>:<metric>``: one paired timing (``latency_ms``, ``latency_ms@long``,
-  ``decode_ms``...) of the candidates it lists: ``{"candidates": [...], "values": {number: metrics}}``;
+  ``decode_ms``...) of the candidates it lists: ``{"candidates": [...], "rounds": r, "values": {number: metrics}}``;
 - ``confirmed_metrics:<number>`` (:data:`CONFIRMED_KEY`): the trial's confirmed metrics, written
   when its pass ends (the metric names of the trial's own ``metrics``, which keep its first values).
 
@@ -81,13 +81,15 @@ class Confirmations:
     def save_timing(self, p: ConfirmPass, metric: str, values: Mapping[int, Mapping]) -> None:
         """A paired timing of ``metric`` (``latency_ms@long``...): each candidate's values."""
         self.study.set_user_attr(self.timing_key(p, metric), {"candidates": sorted(int(n) for n in values),
+                                                               "rounds": p.rounds,
                                                                "values": {str(n): dict(v) for n, v in values.items()}})
 
     @staticmethod
     def timing_of(attrs: Mapping, p: ConfirmPass, metric: str) -> Optional[dict[int, dict]]:
-        """The stored timing of ``metric`` in pass ``p``, if it timed exactly ``p``'s candidates."""
+        """The stored timing of ``metric`` in pass ``p``, if it timed exactly ``p``'s candidates in
+        ``p.rounds`` rounds."""
         stored = attrs.get(Confirmations.timing_key(p, metric))
-        if not stored or stored.get("candidates") != sorted(p.candidates):
+        if not stored or stored.get("candidates") != sorted(p.candidates) or stored.get("rounds") != p.rounds:
             return None
         return {int(n): v for n, v in stored["values"].items()}
 

@@ -112,8 +112,12 @@ def test_confirmed_values_are_the_means_of_the_independently_computed_seeds(stud
     pd.testing.assert_series_equal(again["accuracy"], df["accuracy"])
 
 
-def test_a_new_pass_is_independent_of_the_first(study_url, trained):
+def test_more_seeds_extend_a_pass_and_a_new_pass_is_independent_of_it(study_url, trained):
     nas.confirm("s", storage=study_url)
+    trained.clear()
+    df = nas.confirm("s", storage=study_url, seeds=3)  # the done pass, one more seed each
+    assert [s for _, s in trained] == [SEED + 2000] * 3 and df.attrs["confirmation"]["pass_number"] == 1
+    assert (df["accuracy_n"] == 3).all() and df.attrs["confirmation"]["timings"] == 0  # the timing stands
     trained.clear()
     df = nas.confirm("s", storage=study_url, seeds=1, new_pass=True)
     assert df.attrs["confirmation"]["pass_number"] == 2 and (df["confirm_pass"] == 2).all()
