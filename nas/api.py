@@ -353,6 +353,7 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
     if budget_count(study) >= config.trials and config.checked_space().confirm.auto:
         log.info(f"study {config.study}: confirming the front (the space's confirm: auto)")
         df = _confirm(study, config, {}, progress)
+        log.info(df.attrs["confirmation"]["line"])
     return df
 
 
@@ -376,7 +377,6 @@ def _confirm(study, config: SearchConfig, options: dict, progress: Optional[Prog
         if problem is None:
             raise
         raise UserError(problem) from None
-    log.info(report.line())
     df.attrs["storage"] = config.storage
     df.attrs["confirmation"] = {**asdict(report), "line": report.line()}
     return df

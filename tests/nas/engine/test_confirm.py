@@ -102,7 +102,7 @@ def test_confirmed_values_are_the_means_of_the_independently_computed_seeds(stud
         assert row["accuracy_first"] == first["accuracy"] and row["latency_ms_first"] == first["latency_ms"]
         assert row["latency_ci_low"] <= row["latency_ms"] <= row["latency_ci_high"]
         assert row["latency_runs"] == 4  # confirm.rounds: one sample per round
-    assert sorted(df["latency_ratio"])[0] == 1.0 and (df["latency_ratio"] >= 1.0).all()
+    assert df.loc[df["latency_ms"].idxmin(), "latency_ratio"] == 1.0  # the fastest median, against itself
     # Optuna never changes a finished trial: its values stay the first ones
     assert [t.values[0] for t in _study(study_url).trials] == list(before["accuracy"])
     # done: a rerun trains nothing
