@@ -137,8 +137,8 @@ def timed_profiles(settings: "EvalSettings", io: "TaskIO") -> list[tuple[Profile
 
 def paired_costs(archs: Mapping[str, "ArchSpec"], io: "TaskIO", profile: Profile, metric: str,
                  settings: "EvalSettings", *, rounds: int) -> dict[str, dict]:
-    """``{name: {metric@profile: median, <prefix>_ci@profile: [low, high], <prefix>_ratio@profile,
-    <prefix>_ratio_ci@profile, <prefix>_runs@profile}}``: the model of every candidate in
+    """``{name: {metric@profile: median, <prefix>_ci_low@profile, <prefix>_ci_high@profile,
+    <prefix>_ratio@profile, ...}}`` (:meth:`evaluators.latency.PairedTiming.summary`): the model of every candidate in
     ``archs`` built at ``profile`` (random weights seeded with the search's seed: a timing does
     not depend on them) and timed in one :func:`evaluators.latency.paired_timing` pass of
     ``rounds`` rounds, with the ``latency:`` section's warm-up and sample length and the profile's

@@ -327,16 +327,20 @@ class PairedTiming:
         return [t / b if b > 0 else math.nan for t, b in zip(self.samples[name], base)]
 
     def summary(self, prefix: str = "latency") -> dict[str, dict]:
-        """``{name: metrics}``: ``<prefix>_ms`` (median over rounds), ``<prefix>_ci`` ([low, high],
-        the median's 95% confidence interval, :func:`median_ci`), ``<prefix>_ratio`` (the median of
-        the per-round ratios to the fastest candidate: 1.0 for it), ``<prefix>_ratio_ci`` (that
-        median's 95% interval) and ``<prefix>_runs`` (the samples: one per round)."""
+        """``{name: metrics}``: ``<prefix>_ms`` (median over rounds), ``<prefix>_ci_low`` and
+        ``_ci_high`` (the ends of the median's 95% confidence interval, :func:`median_ci`, in ms),
+        ``<prefix>_ci`` (its half-width / median, as :meth:`Timing.summary`'s), ``<prefix>_ratio``
+        (the median of the per-round ratios to the fastest candidate: 1.0 for it),
+        ``<prefix>_ratio_ci_low`` and ``_ratio_ci_high`` (that median's 95% interval) and
+        ``<prefix>_runs`` (the samples: one per round)."""
         out = {}
         for name, times in self.samples.items():
-            ratios = self.ratios(name)
-            out[name] = {f"{prefix}_ms": statistics.median(times), f"{prefix}_ci": list(median_ci(list(times))),
-                         f"{prefix}_ratio": statistics.median(ratios), f"{prefix}_ratio_ci": list(median_ci(ratios)),
-                         f"{prefix}_runs": len(times)}
+            med, ratios = statistics.median(times), self.ratios(name)
+            (lo, hi), (rlo, rhi) = median_ci(list(times)), median_ci(ratios)
+            out[name] = {f"{prefix}_ms": med, f"{prefix}_ci_low": lo, f"{prefix}_ci_high": hi,
+                         f"{prefix}_ci": (hi - lo) / (2 * med) if med > 0 else 0.0,
+                         f"{prefix}_ratio": statistics.median(ratios), f"{prefix}_ratio_ci_low": rlo,
+                         f"{prefix}_ratio_ci_high": rhi, f"{prefix}_runs": len(times)}
         return out
 
 

@@ -48,6 +48,7 @@ def _spread(r, m: str) -> str:
 
 
 def _interval(r, m: str, ci: str) -> str:
+    """``m``'s value and the interval whose ends are the columns ``<ci>_low`` and ``<ci>_high``."""
     base, at, profile = ci.partition("@")
     lo, hi = r.get(f"{base}_low{at}{profile}"), r.get(f"{base}_high{at}{profile}")
     if lo is None or lo != lo:

@@ -227,14 +227,9 @@ def _load_from_storage(storage, study: str) -> pd.DataFrame:
 def confirmed_columns(row: dict, confirmed: Optional[dict]) -> dict:
     """The columns ``nas confirm`` changes in a trial's ``row``: ``confirmed`` (whether it was
     confirmed) and, when it was, each confirmed metric in its own column (the objectives too), the
-    value the search stored kept as ``<m>_first``; an interval (``latency_ci@p``: [low, high]) as
-    ``latency_ci_low@p`` and ``latency_ci_high@p``."""
+    value the search stored kept as ``<m>_first``."""
     out = {"confirmed": confirmed is not None}
     for k, v in (confirmed or {}).items():
-        if isinstance(v, (list, tuple)) and len(v) == 2:
-            base, at, profile = k.partition("@")
-            out[f"{base}_low{at}{profile}"], out[f"{base}_high{at}{profile}"] = v
-            continue
         if k in row:
             out[f"{k}_first"] = row[k]
         out[k] = v

@@ -224,10 +224,10 @@ def test_paired_timing_cancels_drift_in_ratios_where_sequential_timing_does_not(
     assert paired.fastest() == "a" and s["a"]["latency_ratio"] == 1.0
     for n in ("b", "c"):
         assert s[n]["latency_ratio"] == pytest.approx(costs[n], rel=0.03)
-        lo, hi = s[n]["latency_ratio_ci"]
+        lo, hi = s[n]["latency_ratio_ci_low"], s[n]["latency_ratio_ci_high"]
         assert lo <= s[n]["latency_ratio"] <= hi
         assert s[n]["latency_ms"] > 1.2 * costs[n]  # the drift is in every median ...
-        lo, hi = s[n]["latency_ci"]
+        lo, hi = s[n]["latency_ci_low"], s[n]["latency_ci_high"]
         assert lo <= s[n]["latency_ms"] <= hi and s[n]["latency_runs"] == rounds
     # ... and one after the other it lands on the later candidates only
     machine = DriftingMachine(drift=machine.drift)
