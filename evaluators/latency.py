@@ -7,6 +7,8 @@ Rounds continue until the spread is under ``target_spread``, or the median is kn
 ``target_ci`` (its 95% confidence interval, recorded as ``latency_ci`` relative to the median and
 as ``latency_ci_low`` / ``latency_ci_high`` in ms), or ``max_seconds`` is spent. A timed sample is as many back-to-back calls as last ``min_sample_ms`` (reported per
 call). The clock is the host's on the CPU (at a fixed torch thread count) and CUDA events on a GPU.
+Candidates compared with each other (``nas confirm``) are timed by :func:`paired_timing` on the same
+clocks: interleaved rounds, so the machine's drift falls on all of them alike and cancels in their ratios.
 Peak memory (``peak_mem_mb``): on CPU the tensors of one untimed forward, counted by
 ``evaluators.memory``; on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs."""
 
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import math
 import platform
+import random
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -27,9 +30,9 @@ from evaluators.memory import peak_memory_bytes
 from search_spaces.schema import from_mapping, setting
 from search_spaces.task_io import TaskIO
 
-__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "CudaClock", "LatencyConfig", "Timing", "WallClock", "chain_timer",
-           "clock_for", "environment", "measure_latency", "median_ci", "on_device", "peak_memory_mb", "time_calls",
-           "timed_rounds", "torch_threads"]
+__all__ = ["DEVICES", "DEVICE_PATTERN", "DTYPES", "CudaClock", "LatencyConfig", "PairedTiming", "Timing", "WallClock",
+           "chain_timer", "clock_for", "environment", "measure_latency", "median_ci", "on_device", "paired_timing",
+           "peak_memory_mb", "time_calls", "timed_rounds", "torch_threads"]
 
 DEVICES = ("cpu", "cuda")
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # cuda:<index> picks one of several GPUs
@@ -304,6 +307,81 @@ def _stats(times: list[float]) -> tuple[float, float, float, float]:
     med, mad = _median_mad(times)
     lo, hi = median_ci(times)
     return med, mad, (mad / med if med > 0 else 0.0), ((hi - lo) / (2 * med) if med > 0 else 0.0)
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """What :func:`paired_timing` measured: each candidate's ms per call, one sample per round (sample
+    ``r`` of every candidate was taken in round ``r``), and the calls each sample ran back to back."""
+
+    samples: Mapping[str, tuple[float, ...]]
+    calls_per_sample: Mapping[str, int]
+
+    @property
+    def rounds(self) -> int:
+        return len(next(iter(self.samples.values())))
+
+    def fastest(self) -> str:
+        """The candidate with the lowest median (the first of the tied ones, in the order given)."""
+        return min(self.samples, key=lambda n: statistics.median(self.samples[n]))
+
+    def ratios(self, name: str) -> list[float]:
+        """``name``'s time over the fastest candidate's, round by round: both were timed in the same
+        round, so a machine that drifts (load, clock, heat) scales both alike and the ratio keeps."""
+        base = self.samples[self.fastest()]
+        return [t / b if b > 0 else math.nan for t, b in zip(self.samples[name], base)]
+
+    def summary(self, prefix: str = "latency") -> dict[str, dict]:
+        """``{name: metrics}``: ``<prefix>_ms`` (median over rounds), ``<prefix>_ci_low`` and
+        ``_ci_high`` (the ends of the median's 95% confidence interval, :func:`median_ci`, in ms),
+        ``<prefix>_ci`` (its half-width / median, as :meth:`Timing.summary`'s), ``<prefix>_ratio``
+        (the median of the per-round ratios to the fastest candidate: 1.0 for it),
+        ``<prefix>_ratio_ci_low`` and ``_ratio_ci_high`` (that median's 95% interval) and
+        ``<prefix>_runs`` (the samples: one per round)."""
+        out = {}
+        for name, times in self.samples.items():
+            med, ratios = statistics.median(times), self.ratios(name)
+            (lo, hi), (rlo, rhi) = median_ci(list(times)), median_ci(ratios)
+            out[name] = {f"{prefix}_ms": med, f"{prefix}_ci_low": lo, f"{prefix}_ci_high": hi,
+                         f"{prefix}_ci": (hi - lo) / (2 * med) if med > 0 else 0.0,
+                         f"{prefix}_ratio": statistics.median(ratios), f"{prefix}_ratio_ci_low": rlo,
+                         f"{prefix}_ratio_ci_high": rhi, f"{prefix}_runs": len(times)}
+        return out
+
+
+def paired_timing(calls: Mapping[str, Callable[[], object]], rounds: int, *, clock: Optional[WallClock] = None,
+                  rng: Union[random.Random, int, None] = None, warmup: int = 1,
+                  min_sample_ms: float = 0.0) -> PairedTiming:
+    """Time several candidates against each other: ``warmup`` untimed runs of each, then
+    ``rounds`` interleaved rounds, every candidate timed once per round in an order shuffled each
+    round (``rng``: a ``random.Random`` or a seed), so whatever the machine does meanwhile (load
+    from elsewhere, frequency scaling, heat) falls on all of them alike and cancels in their
+    ratios; timing one candidate after the other lets it fall on some and not others. A sample is
+    as many back-to-back calls of a candidate as last ``min_sample_ms`` (from one probe each, as
+    :func:`timed_rounds` chooses), reported per call; the clock is the timer loop's
+    (:func:`chain_timer` on a :class:`WallClock`, :class:`CudaClock`, or a test's fake clock)."""
+    if not calls:
+        raise ValueError("paired_timing: no calls to time")
+    if rounds < 1:
+        raise ValueError(f"paired_timing: rounds must be >= 1, got {rounds}")
+    clock = clock or WallClock()
+    rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    clock.sync()
+    timers = {name: chain_timer([call], clock) for name, call in calls.items()}
+    k = {}
+    for name, once in timers.items():
+        probe = once(1)[0]
+        k[name] = max(1, min(10_000, math.ceil(min_sample_ms / probe))) if probe > 0 else 1
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            samples[name].append(timers[name](k[name])[0] / k[name])
+    return PairedTiming({n: tuple(ts) for n, ts in samples.items()}, k)
 
 
 def environment(device: str = "cpu") -> dict:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
+from evaluators.confirmation import ConfirmConfig
 from evaluators.tasks import task_io_for
 from search_spaces.schema import SettingError
 from search_spaces.space import CHANCE, Space, SpaceError
@@ -69,14 +70,15 @@ def load_space(name_or_path: Union[str, Path]) -> Space:
 
 @dataclass(frozen=True)
 class CheckedSpace:
-    """A space file read once for a search: the space bound to its task, and the evaluation
-    settings it declares (train, latency, ladder, deployment profiles, the metrics to compute),
-    all checked. Immutable, so the planner, the study, the backends and resume share one."""
+    """A space file read once for a search: the space bound to its task, the evaluation
+    settings it declares (train, latency, ladder, deployment profiles, the metrics to compute)
+    and its confirmation settings, all checked. Immutable, so the planner, the study, the backends and resume share one."""
 
     space: Space  # bound to its task (space.io)
     settings: "EvalSettings"  # with seed 0; settings_for(seed) gives a search's
     # the space's floors resolved (resolve_floors): {metric: {"above": x}} or {"below": x}
     floors: dict = field(default_factory=dict)
+    confirm: ConfirmConfig = ConfirmConfig()  # the confirm: section (nas confirm, and after a search with auto)
 
     def settings_for(self, seed: int) -> "EvalSettings":
         """The evaluation settings of a search seeded with ``seed`` (nothing is read again)."""
@@ -109,8 +111,9 @@ def check_space(space: Space) -> CheckedSpace:
     """``space``, bound to its task, checked beyond its own declarations: its objectives,
     constraints and floors against the metric registry (:func:`~evaluators.metrics.check_space_metrics`),
     its floors resolved (:func:`resolve_floors`), its train, latency, ladder and deploy settings by
-    building its :class:`~evaluators.evaluation.EvalSettings`. :class:`~search_spaces.SpaceError`
-    names the file, the key and what is allowed."""
+    building its :class:`~evaluators.evaluation.EvalSettings`,
+    its ``confirm:`` section as a :class:`~evaluators.confirmation.ConfirmConfig`.
+    :class:`~search_spaces.SpaceError` names the file, the key and what is allowed."""
     from evaluators.evaluation import EvalSettings  # torch: what a search imports anyway
     from evaluators.metrics import check_space_metrics
 
@@ -118,11 +121,12 @@ def check_space(space: Space) -> CheckedSpace:
     check_mixers(space)
     try:
         settings = EvalSettings.from_space(space)
+        confirm = ConfirmConfig.from_dict(space.raw.get("confirm"))
     except SpaceError:
         raise
     except SettingError as e:
         raise SpaceError(space.source, e.path, e.message) from None
-    return CheckedSpace(space, settings, resolve_floors(space))
+    return CheckedSpace(space, settings, resolve_floors(space), confirm)
 
 
 def read_space(name_or_path: Union[str, Path], *, text: Optional[str] = None) -> CheckedSpace:

@@ -3,6 +3,7 @@
     import nas
     df = nas.search("tiny", study="demo", trials=8)  # a built-in space, a YAML path or a dict
     df = nas.resume("demo", trials=16)               # raise the budget, go on
+    df = nas.confirm("demo")                         # the front again: more seeds, one paired timing
     df = nas.load_trials("sqlite:///results/demo.db", "demo")
     front = nas.pareto_front(df)
     nas.list_studies()                               # the studies in results/*.db (or a storage)
@@ -15,14 +16,14 @@
 
 from nas.errors import UserError
 
-__all__ = ["UserError", "delete_study", "generate", "hypervolume", "hypervolume_history", "list_studies", "load_model",
+__all__ = ["UserError", "confirm", "delete_study", "generate", "hypervolume", "hypervolume_history", "list_studies", "load_model",
            "load_trials", "pareto_front", "pareto_mask", "resume", "search", "__version__"]
 
 # imported on first use, so `import nas` (and every `nas` command) starts without them: nas.results.trials
 # and nas.results.volume (pandas, optuna), nas.api and nas.store.catalog (optuna), model_io and textgen (torch)
 _LAZY = {"load_trials": "nas.results.trials", "pareto_front": "nas.results.trials", "pareto_mask": "nas.results.trials",
          "hypervolume": "nas.results.volume", "hypervolume_history": "nas.results.volume",
-         "search": "nas.api", "resume": "nas.api", "delete_study": "nas.api", "list_studies": "nas.store.catalog",
+         "search": "nas.api", "resume": "nas.api", "confirm": "nas.api", "delete_study": "nas.api", "list_studies": "nas.store.catalog",
          "load_model": "nas.models.loading", "generate": "nas.models.textgen"}
 
 

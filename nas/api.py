@@ -1,8 +1,9 @@
-"""Run a search from Python; `nas search` and `nas resume` are these functions plus printing.
+"""Run a search from Python; `nas search`, `nas resume` and `nas confirm` are these functions plus printing.
 
     import nas
     df = nas.search("tiny", study="demo", trials=8)   # a built-in space name, a YAML path or a dict
     df = nas.resume("demo", trials=16)                # raise the budget and go on
+    df = nas.confirm("demo")                          # more seeds and a paired timing for the front
     front = nas.pareto_front(df)
 
 Both return :func:`nas.load_trials` of the study once it has its budget (``df.attrs["storage"]``
@@ -33,7 +34,7 @@ from nas.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DICT_SOURCE", "SearchPlan", "SearchStopped", "delete_study", "plan_search", "resume", "search"]
+__all__ = ["DICT_SOURCE", "SearchPlan", "SearchStopped", "confirm", "delete_study", "plan_search", "resume", "search"]
 
 log = logging.getLogger("nas")
 
@@ -174,6 +175,28 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
         return _run(st, config, False, progress)
 
 
+def confirm(study: str, *, storage: Optional[str] = None, seeds: Optional[int] = None, rounds: Optional[int] = None,
+            new_pass: bool = False, trust_code: bool = False,
+            progress: Optional[ProgressFactory] = None) -> "pd.DataFrame":
+    """Confirm ``study``'s front (:mod:`nas.engine.confirm`): train the front and every trial that
+    could join it (``p_front`` >= the space's ``confirm.p_min``) with more seeds, up to ``seeds``
+    in all (default: the space's ``confirm.seeds``, 3), and time them against each other in one
+    paired pass of ``rounds`` interleaved rounds per timed profile. Resumable: a rerun goes on
+    where a stopped one ended; once a pass is done a rerun confirms only new candidates, and
+    ``new_pass`` runs an independent one. Returns :func:`nas.load_trials` of the study, whose
+    columns now hold the confirmed values (``confirmed``, ``<m>_first``); ``df.attrs["confirmation"]``
+    says what this run did (pass, candidates, trainings, paired timings, seconds, and ``line``, the
+    summary `nas confirm` ends with). A stop signal
+    raises :class:`SearchStopped` once the result in progress is stored."""
+    from nas.store.study import load_study
+
+    _check_arguments(confirm_seeds=seeds, confirm_rounds=rounds)
+    with interrupts.handling():
+        st, config = load_study(resolve_storage(study, storage), study, writable=True)
+        check_runs_here(config.checked_space(trust_code=trust_code))
+        return _confirm(st, config, dict(seeds=seeds, rounds=rounds, new_pass=new_pass, trust_code=trust_code), progress)
+
+
 def delete_study(study: str, *, storage: Optional[str] = None) -> None:
     """Delete ``study`` and its trials (`nas delete --yes`); UserError if it is absent or a search
     still runs one of its trials."""
@@ -189,7 +212,6 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
     names, as `nas search` refuses them)."""
     from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
-    from search_spaces.schema import check_of
 
     if sampler is not None and sampler not in SAMPLERS:
         raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
@@ -207,9 +229,21 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
         if lock not in MODES:
             raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
     for name, value in settings.items():
-        problem = None if value is None else check_of(SearchConfig, _SETTINGS[name]).error(value)
+        problem = None if value is None else _check_for(name).error(value)
         if problem:
-            raise UserError(f"{name}: {problem}")
+            raise UserError(f"{name.removeprefix('confirm_')}: {problem}")
+
+
+def _check_for(name: str):
+    """The declared check of API argument ``name``: a SearchConfig setting, or (``confirm_<key>``)
+    a setting of the ``confirm:`` section."""
+    from search_spaces.schema import check_of
+
+    if name.startswith("confirm_"):
+        from evaluators.confirmation import ConfirmConfig
+
+        return check_of(ConfirmConfig, name[len("confirm_"):])
+    return check_of(SearchConfig, _SETTINGS[name])
 
 
 def _load_space(space: SpaceArg):
@@ -316,4 +350,33 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
             raise
         raise UserError(problem) from None
     df.attrs["storage"] = config.storage
+    if budget_count(study) >= config.trials and config.checked_space().confirm.auto:
+        log.info(f"study {config.study}: confirming the front (the space's confirm: auto)")
+        df = _confirm(study, config, {}, progress)
+        log.info(df.attrs["confirmation"]["line"])
+    return df
+
+
+def _confirm(study, config: SearchConfig, options: dict, progress: Optional[ProgressFactory]) -> "pd.DataFrame":
+    """Run :func:`nas.engine.confirm.confirm_study` on an open study; its trials after, with
+    ``attrs["confirmation"]``. A stop becomes :class:`SearchStopped` (its message says how to go on),
+    a database problem a UserError naming it."""
+    from dataclasses import asdict
+
+    from nas.engine.confirm import ConfirmStopped, confirm_study
+    from nas.results.trials import load_trials
+    from nas.store.problems import storage_problem
+
+    try:
+        report = confirm_study(study, config, progress=progress or _log_progress, log=log.info, **options)
+        df = load_trials(config.storage, config.study)
+    except ConfirmStopped as e:
+        raise SearchStopped(e.signum, str(e)) from None
+    except Exception as e:
+        problem = storage_problem(e, config.storage)
+        if problem is None:
+            raise
+        raise UserError(problem) from None
+    df.attrs["storage"] = config.storage
+    df.attrs["confirmation"] = {**asdict(report), "line": report.line()}
     return df

@@ -358,6 +358,7 @@ def _load_plugins(text: str, base_dir: Path, source: str) -> list:
 TOP_KEYS = {"name", "description", "task", "objectives", "constraints", "floors", "trials", "train", "latency", "arch",
             "ladder",  # train, latency, ladder: declared and checked by the evaluators that read them
             "deploy",  # deployment profiles (search_spaces.deploy_profiles)
+            "confirm",  # re-evaluating the front (nas confirm): declared and checked by evaluators.confirmation
             "plugins"}  # loaded (search_spaces.plugins) before the rest is read, by load_space or the study
 ARCH_KEYS = {"stem", "norm", "stages"}
 STEM_KEYS = {"patch", "stride"}

@@ -36,9 +36,9 @@ def spaces():
     out.print(t)
 
 
-def _progress(total: int):
-    """The progress of `nas search` / `nas resume`: a live line on a terminal, plain lines
-    otherwise; under -q none (the lines go to the logger, which keeps errors only)."""
+def progress_for(total: int):
+    """The progress of `nas search` / `nas resume` / `nas confirm`: a live line on a terminal, plain
+    lines otherwise; under -q none (the lines go to the logger, which keeps errors only)."""
     from nas.engine.progress import LogProgress, Progress
 
     return LogProgress(total, logging.getLogger("nas")) if state["verbosity"] == QUIET else Progress(total, err)
@@ -104,7 +104,7 @@ def search(
         plan = plan_search(space, **kw)
         _print_dry_run(plan.config, plan.space)
         return
-    _print_summary(run_search(space, **kw, baselines=baselines, progress=_progress))
+    _print_summary(run_search(space, **kw, baselines=baselines, progress=progress_for))
 
 
 @app.command()
@@ -119,5 +119,5 @@ def resume(
     """Continue a study from its storage; the stored config says everything else."""
     from nas.api import resume as run_resume
 
-    _print_summary(run_resume(study, storage=storage, trials=trials, timeout=timeout, progress=_progress,
+    _print_summary(run_resume(study, storage=storage, trials=trials, timeout=timeout, progress=progress_for,
                               trust_code=trust_code))

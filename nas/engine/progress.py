@@ -1,4 +1,4 @@
-"""Progress output for a running search: a live line on a terminal, plain lines otherwise."""
+"""Progress output for a running search or confirmation: a live line on a terminal, plain lines otherwise."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def trial_outcome(t: optuna.trial.FrozenTrial, names: list[str]) -> str:
 
 class Progress:
     """``start(k, n, summary)`` when a candidate starts, ``end(...)`` when it finishes (a backend
-    calls them; a context manager around the run)."""
+    calls them; a context manager around the run); ``step_start`` / ``step_end`` for the steps of
+    another job (``nas confirm``)."""
 
     def __init__(self, total: int, console: Console | None = None):
         self.total = total
@@ -58,14 +59,28 @@ class Progress:
         return f"[{done}/{self.total}] trial #{number} {state}: {detail} | front {front} | {self._elapsed()}"
 
     def start(self, done: int, front: int, number: int, summary: str) -> None:
-        line = self.start_line(done, front, number, summary)
+        self.started(self.start_line(done, front, number, summary))
+
+    def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
+        self.ended(self.end_line(done, front, number, state, detail))
+
+    def step_start(self, done: int, what: str) -> None:
+        """A step of a job other than trials starts (``nas confirm``: a training, a timing pass)."""
+        self.started(f"{what} ({done + 1}/{self.total}) | {self._elapsed()}")
+
+    def step_end(self, done: int, what: str, detail: str) -> None:
+        """A step ended; ``done`` counts it."""
+        self.ended(f"[{done}/{self.total}] {what}: {detail} | {self._elapsed()}")
+
+    def started(self, line: str) -> None:
+        """Show what runs now: the live line, or a plain ``[start]`` line."""
         if self._status is not None:
             self._status.update(line)
         else:
             print(f"[start] {line}", file=sys.stderr, flush=True)
 
-    def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
-        line = self.end_line(done, front, number, state, detail)
+    def ended(self, line: str) -> None:
+        """Show what finished, one line."""
         self.console.print(line, highlight=False, markup=False) if self.live else print(line, file=sys.stderr, flush=True)
 
 
@@ -78,8 +93,8 @@ class LogProgress(Progress):
         self.live, self._status = False, None
         self._t0 = time.monotonic()
 
-    def start(self, done: int, front: int, number: int, summary: str) -> None:
-        self.logger.debug("[start] %s", self.start_line(done, front, number, summary))
+    def started(self, line: str) -> None:
+        self.logger.debug("[start] %s", line)
 
-    def end(self, done: int, front: int, number: int, state: str, detail: str) -> None:
-        self.logger.info("%s", self.end_line(done, front, number, state, detail))
+    def ended(self, line: str) -> None:
+        self.logger.info("%s", line)

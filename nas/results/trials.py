@@ -31,9 +31,10 @@ from nas.store.trial_attrs import (
     retries_of,
     wall_seconds,
 )
+from nas.store.confirmations import confirmed_metrics
 
-__all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
-           "excluded_counts", "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
+__all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "confirmed_columns",
+           "flatten_arch", "feasible_complete", "excluded_counts", "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
 
 CONSTRAINT_PREFIX = "constraint."  # one column per constraint: Optuna's value (<= 0 satisfied, > 0 violation)
 
@@ -141,7 +142,8 @@ def _is_export(source) -> bool:
 def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], study: Optional[str] = None) -> pd.DataFrame:
     """One row per trial of ``study``: number, state, arch_id, objective columns, every metric
     (params, flops, latency_ms, latency_spread, ...), ``feasible`` and one ``constraint.<name>``
-    column per constraint, flattened arch columns, error, timing.
+    column per constraint, flattened arch columns, error, timing. A trial ``nas confirm``
+    re-evaluated (``confirmed`` True) holds its confirmed values (:func:`confirmed_columns`).
 
     ``source`` is an Optuna storage (URL or object), or a file written by ``nas export``
     (``.csv`` with its ``.csv.meta.json`` sidecar, or ``.parquet``), read back as exported; there
@@ -180,7 +182,8 @@ def trials_frame(st: optuna.Study) -> pd.DataFrame:
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
     trials = st.get_trials(deepcopy=False)
     retries = retries_of(trials)  # once: each row and the budget count read it
-    rows = [_trial_row(t, metric_names, retries) for t in trials]
+    confirmed = confirmed_metrics(st.user_attrs)
+    rows = [_trial_row(t, metric_names, retries, confirmed.get(t.number)) for t in trials]
     constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
     df = pd.DataFrame(rows)
     if df.empty:
@@ -196,6 +199,18 @@ def trials_frame(st: optuna.Study) -> pd.DataFrame:
     return df
 
 
+def confirmed_columns(row: dict, confirmed: Optional[dict]) -> dict:
+    """The columns ``nas confirm`` changes in a trial's ``row``: ``confirmed`` (whether it was
+    confirmed) and, when it was, each confirmed metric in its own column (the objectives too), the
+    value the search stored kept as ``<m>_first``."""
+    out = {"confirmed": confirmed is not None}
+    for k, v in (confirmed or {}).items():
+        if k in row:
+            out[f"{k}_first"] = row[k]
+        out[k] = v
+    return out
+
+
 def _feasible(t) -> bool:
     """Optuna's rule: every constraint value of ``t`` is <= 0 (a trial without constraints is feasible)."""
     return all(v <= 0 for v in t.constraints.values())
@@ -209,13 +224,14 @@ def _feasibility(t) -> dict:
     return row
 
 
-def _trial_row(t, metric_names: list, retries: Retries) -> dict:
+def _trial_row(t, metric_names: list, retries: Retries, confirmed: Optional[dict] = None) -> dict:
     ua = t.user_attrs
     row = {"number": t.number, "state": t.state.name, "arch_id": ua.get(ARCH_ID_KEY), "summary": ua.get(SUMMARY_KEY)}
     values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(metric_names)
     row.update(zip(metric_names, values))
     for k, v in metrics_of(t).items():
         row.setdefault(k, v)
+    row.update(confirmed_columns(row, confirmed))
     row.update(_feasibility(t))
     error = ua.get(ERROR_KEY)
     if t.state == TrialState.FAIL and (not error or ua.get(WORKER_DIED_KEY)):  # its process died

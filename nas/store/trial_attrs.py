@@ -31,6 +31,12 @@ retry callback writes them; the Ray searcher writes them the same way for a tria
 died); read them with :func:`retry_history` for one trial, and with :func:`retries_of` for a study's
 trials (which trial runs which again), in one pass. Study user attributes: :data:`CONFIG_ATTR` (the
 :class:`~nas.engine.config.SearchConfig` JSON) and :data:`ENV_ATTR` (the machine it was measured on).
+
+What ``nas confirm`` finds is stored as study user attributes, since Optuna never changes a finished
+trial (its values and attributes included): ``confirmed_metrics:<number>`` (:data:`CONFIRMED_KEY`, the
+trial's confirmed metrics, in the names of ``metrics``), the pass under way (:data:`CONFIRM_PASS_ATTR`)
+and what it has measured so far (:data:`CONFIRM_RUN_ATTR`, :data:`CONFIRM_TIMING_ATTR`);
+:mod:`nas.store.confirmations` writes and reads them.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from optuna.trial import FrozenTrial
 
 __all__ = [
     "METRIC_ATTR_PREFIX", "metric_attr", "metric_attrs", "stale_outcome",
-    "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
+    "ARCH_ID_KEY", "ARCH_KEY", "BASELINE_KEY", "CONFIG_ATTR", "CONFIRMED_KEY", "CONFIRM_PASS_ATTR", "CONFIRM_RUN_ATTR",
+    "CONFIRM_TIMING_ATTR", "CONSTRAINTS_KEY", "DRIVER_KEY", "ENV_ATTR",
     "ERROR_KEY", "FAILED_TRIAL_KEY", "FIXED_ARCH_KEY", "INTERRUPTED_KEY", "LADDER_PASSED_KEY", "LADDER_STOPPED_KEY",
     "LADDER_VALUES_KEY", "METRICS_KEY", "OUTCOME_KEYS", "PRUNED_AT_STEP_KEY", "PRUNED_LOSS_KEY", "PRUNED_REASON_KEY",
     "RETRY_HISTORY_KEY", "RETRY_OF_KEY", "REUSED_FROM_KEY", "SUMMARY_KEY", "WORKER_DIED_KEY", "WORKER_KEY",
@@ -55,6 +62,11 @@ __all__ = [
 # study user attributes
 CONFIG_ATTR = "mixer_nas.config"
 ENV_ATTR = "mixer_nas.environment"
+# confirmation (nas confirm; each with ":<pass>:..." or ":<number>" after it, nas.store.confirmations)
+CONFIRMED_KEY = "confirmed_metrics"  # a trial's confirmed metrics; its first ones stay in METRICS_KEY
+CONFIRM_PASS_ATTR = "mixer_nas.confirm"  # the latest pass: its number, candidates, seeds, rounds, done
+CONFIRM_RUN_ATTR = "mixer_nas.confirm.run"  # one extra seed's metrics (or error) of one candidate
+CONFIRM_TIMING_ATTR = "mixer_nas.confirm.timing"  # one profile's paired timing of every candidate
 
 # trial user attributes: the candidate
 ARCH_ID_KEY = "arch_id"

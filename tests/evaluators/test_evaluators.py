@@ -191,6 +191,70 @@ def test_noisy_timings_stop_once_the_median_is_pinned_down():
     assert not r["latency_converged"] and r["latency_ci"] > 0  # only the time limit ended it
 
 
+class DriftingMachine:
+    """A fake clock whose machine slows down linearly with time (load building up, a CPU heating):
+    a call of cost ``c`` ms advances it by ``c * (1 + drift * t)``, t in seconds of this clock."""
+
+    def __init__(self, drift: float):
+        self.t, self.drift, self.log = 0.0, drift, []
+
+    def now(self) -> float:
+        return self.t
+
+    def call(self, name: str, cost_ms: float):
+        def run():
+            self.log.append(name)
+            self.t += cost_ms * 1e-3 * (1 + self.drift * self.t)
+        return run
+
+
+def test_paired_timing_cancels_drift_in_ratios_where_sequential_timing_does_not():
+    """Three candidates costing 1, 1.5 and 3 ms on a machine that gets 2x slower over the run:
+    interleaved rounds give the true ratios (to the fastest) within 3% though every median is
+    inflated by the drift; timing them one after the other (the timer loop of a search, on the
+    same drifting clock) gets the ratios wrong by more than 10%."""
+    from evaluators.latency import WallClock, paired_timing, time_calls
+
+    costs = {"a": 1.0, "b": 1.5, "c": 3.0}
+    rounds = 40
+    machine = DriftingMachine(drift=1 / (rounds * sum(costs.values()) * 1e-3))  # 2x slower by the end
+    paired = paired_timing({n: machine.call(n, c) for n, c in costs.items()}, rounds, clock=WallClock(machine.now),
+                           rng=0, warmup=0)
+    s = paired.summary()
+    assert paired.fastest() == "a" and s["a"]["latency_ratio"] == 1.0
+    for n in ("b", "c"):
+        assert s[n]["latency_ratio"] == pytest.approx(costs[n], rel=0.03)
+        lo, hi = s[n]["latency_ratio_ci_low"], s[n]["latency_ratio_ci_high"]
+        assert lo <= s[n]["latency_ratio"] <= hi
+        assert s[n]["latency_ms"] > 1.2 * costs[n]  # the drift is in every median ...
+        lo, hi = s[n]["latency_ci_low"], s[n]["latency_ci_high"]
+        assert lo <= s[n]["latency_ms"] <= hi and s[n]["latency_runs"] == rounds
+    # ... and one after the other it lands on the later candidates only
+    machine = DriftingMachine(drift=machine.drift)
+    cfg = LatencyConfig(warmup=0, repeats=rounds, min_sample_ms=0.0, max_seconds=1e-9)  # one round of `rounds` samples
+    alone = {n: time_calls([machine.call(n, c)], cfg, WallClock(machine.now)).summary()["latency_ms"]
+             for n, c in costs.items()}
+    for n in ("b", "c"):
+        assert abs(alone[n] / alone["a"] / costs[n] - 1) > 0.10
+
+
+def test_paired_timing_runs_each_candidate_once_per_round_in_shuffled_orders():
+    from evaluators.latency import WallClock, paired_timing
+
+    machine = DriftingMachine(drift=0.0)
+    calls = {n: machine.call(n, 1.0) for n in "abcd"}
+    paired = paired_timing(calls, 12, clock=WallClock(machine.now), rng=1, warmup=2, min_sample_ms=2.0)
+    assert machine.log[:8] == list("abcd") * 2 and machine.log[8:12] == list("abcd")  # warm-up, one probe each
+    assert paired.calls_per_sample == dict.fromkeys("abcd", 2) and paired.rounds == 12
+    timed = machine.log[12:]
+    rounds = [timed[i:i + 8] for i in range(0, len(timed), 8)]  # a sample is 2 calls of one candidate
+    assert len(rounds) == 12 and all(sorted(r) == sorted("aabbccdd") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes from round to round
+    assert paired.summary()["c"]["latency_ms"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rounds"):
+        paired_timing(calls, 0)
+
+
 def test_settings_validation():
     with pytest.raises(SettingError, match=r"train\.stpes: unknown setting"):
         TrainConfig.from_dict({"stpes": 3})

@@ -49,11 +49,12 @@ def test_check(check, value, out):
 
 
 def _settings_classes():
+    from evaluators.confirmation import ConfirmConfig
     from evaluators.latency import LatencyConfig
     from evaluators.train import TrainConfig
     from nas.engine.config import SearchConfig
 
-    return [TrainConfig, LatencyConfig, SearchConfig]
+    return [TrainConfig, LatencyConfig, SearchConfig, ConfirmConfig]
 
 
 @pytest.mark.parametrize("cls", _settings_classes(), ids=lambda c: c.__name__)
