@@ -90,6 +90,7 @@ def pareto(
 ):
     """The Pareto front of a study."""
     from nas.results.trials import load_trials, pareto_front
+    from nas.results.uncertainty import confirmed_mask
 
     if format not in ("table", "csv", "json"):
         raise UserError(f"--format: {format!r} is not one of ['table', 'csv', 'json']")
@@ -98,8 +99,9 @@ def pareto(
         out.print(front_table(df))
         return
     front = pareto_front(df)
+    confirmed = ["confirmed"] if confirmed_mask(df).any() else []  # the column only once `nas confirm` ran
     cols = dict.fromkeys(["number", "arch_id", *df.attrs["objectives"], "params", "flops", "latency_spread", "summary",
-                          "p_front", "unresolved_with", "confirmed"])
+                          "p_front", "unresolved_with", *confirmed])
     front = front[[c for c in cols if c in front.columns]]  # an objective such as params is listed once
     if format == "csv":
         front = front.assign(unresolved_with=front["unresolved_with"].map(lambda v: " ".join(map(str, v))))
