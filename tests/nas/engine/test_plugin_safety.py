@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -217,7 +218,7 @@ def test_sys_exit_inside_a_trial_fails_the_trial_and_the_search_goes_on(tmp_path
 
 def test_sys_exit_inside_a_ray_workers_trial_is_the_trials_error(tmp_path, monkeypatch):
     """What a Ray worker reports (nas.engine.backends.ray_worker), run in this process."""
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     from ray import tune
 
     from nas.engine.backends import ray_worker
@@ -227,7 +228,11 @@ def test_sys_exit_inside_a_ray_workers_trial_is_the_trials_error(tmp_path, monke
     space = tmp_path / _space(tmp_path, mixer="quits")
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
-    monkeypatch.setattr(ray_worker, "_node", lambda: {"host": "here"})  # no Ray runtime to ask
+
+    def no_runtime():  # outside a Ray worker (asked here, Ray would start a local instance)
+        raise RuntimeError("not in a Ray worker")
+
+    monkeypatch.setattr(ray, "get_runtime_context", no_runtime)
     arch = ArchSpec.from_dict({"stem": {"type": "embed"}, "causal": True, "stages": [
         {"dim": 16, "blocks": [{"mixer": {"type": "quits", "params": {}}, "ffn": {"type": "mlp", "ratio": 2}}]}]})
     ray_worker.evaluate_trial({"space": str(space), "space_yaml": space.read_text(), "seed": 0, "threads": 1,
@@ -235,7 +240,7 @@ def test_sys_exit_inside_a_ray_workers_trial_is_the_trials_error(tmp_path, monke
                                "plugins": [p.to_dict() for p in resolve_plugins(["quits.py"], tmp_path)],
                                "arch": arch.to_json()})
     assert reports[-1]["final"] and reports[-1]["error"] == "SystemExit: 3 raised inside the trial"
-    assert json.loads(reports[-1]["worker"])["host"] == "here"
+    assert json.loads(reports[-1]["worker"])["host"] == socket.gethostname()
 
 
 # ------------------------------------------------------------------------------ at exit
