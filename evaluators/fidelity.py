@@ -109,7 +109,7 @@ def run_fidelity(space, cfg: FidelityConfig, *, log: Optional[Callable[[str], No
         row = {"arch_id": arch.arch_id, "family": family_of(arch), "summary": arch.summary()}
         try:
             _score(row, arch, task, batch, short, reference, cfg)
-        except Exception as e:  # a failing candidate is a row with a reason, never the end of the run
+        except (Exception, SystemExit) as e:  # a failing candidate (sys.exit too) is a row with a reason, never the end
             row["error"] = failure_reason(e)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)

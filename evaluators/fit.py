@@ -98,7 +98,7 @@ def _meta_params(build: Callable[[], Optional[torch.nn.Module]]) -> int:
     try:
         with torch.device("meta"):
             module = build()
-    except Exception:  # noqa: BLE001 - an unknown size counts as zero
+    except (Exception, SystemExit):  # noqa: BLE001 - an unknown size counts as zero (a plugin's sys.exit too)
         return 0
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 

@@ -17,7 +17,12 @@ plugin's record carries the file's absolute path *and its text*, so it loads fro
 on every node without a shared file system, and a resumed study runs the code it was made with.
 Loading is idempotent: a module already imported (a ``.py`` file gets the module name
 ``mixer_nas_plugin_<stem>_<hash of its text>``) is not imported again. A plugin that is missing
-or raises while it is imported is a :class:`PluginError` whose message names it.
+or raises while it is imported (``SystemExit`` and its own ``KeyboardInterrupt`` included) is a
+:class:`PluginError` whose message names it, and its import is undone: its modules leave
+``sys.modules`` and whatever it registered (mixers, FFNs, tasks, metrics, zero-cost proxies,
+backends) is unregistered, so that the same process can load it again once it is fixed. A stop
+signal that lands during the import (a ``KeyboardInterrupt`` carrying ``signum``, raised by
+:mod:`nas.engine.interrupts`) undoes it too, and goes on as the stop it is.
 
 Stored code is someone else's code until the user says otherwise: :func:`untrusted_plugins` names
 the ``.py`` records whose text would run and is not the user's own (not imported in this process
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from kernels.registry import snapshot as registry_snapshot
 from search_spaces.failures import failure_reason
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugin", "PluginError", "installed_plugins", "load_plugins", "load_space_plugins",
@@ -156,18 +162,17 @@ def _load_one(plugin: Plugin, key: str) -> None:
     if name in sys.modules:
         _LOADED.setdefault(name, plugin.name)
         return
+    registered, modules = registry_snapshot(), set(sys.modules)
     try:
         if plugin.module is not None:
             importlib.import_module(name)
         else:
             _exec_code(name, plugin)
-    except ModuleNotFoundError as e:
-        if e.name and (name == e.name or name.startswith(e.name + ".")):
-            raise PluginError(key, f"plugin {plugin.name!r}: no module named {e.name!r} (is it installed, or "
-                                   "on PYTHONPATH?)") from None
-        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
-    except Exception as e:  # SyntaxError, a registration clash, anything the module raises
-        raise PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}") from None
+    except BaseException as e:  # noqa: BLE001 - whatever it raised, its import is undone
+        _undo_import(name, modules, registered)
+        if isinstance(e, KeyboardInterrupt) and hasattr(e, "signum"):
+            raise  # a stop signal arrived meanwhile (nas.engine.interrupts): not the plugin's doing
+        raise _import_error(plugin, key, e) from None
     _LOADED[name] = plugin.name
 
 
@@ -190,6 +195,27 @@ def _same_file(plugin: Plugin) -> bool:
         return Path(plugin.path).read_text(encoding="utf-8") == plugin.code
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _undo_import(name: str, modules: set, registered) -> None:
+    """Forget a plugin whose import failed: its module and submodules imported since (``modules``:
+    the names in ``sys.modules`` before), and every registry entry it made (``registered``, a
+    :func:`kernels.registry.snapshot` from before), so that importing it again, fixed, starts clean."""
+    for m in set(sys.modules) - modules:
+        if m == name or m.startswith(name + "."):
+            del sys.modules[m]
+    registered.restore()
+
+
+def _import_error(plugin: Plugin, key: str, e: BaseException) -> PluginError:
+    """The one-line PluginError for what ``plugin`` raised as it was imported. ``SystemExit`` and a
+    ``KeyboardInterrupt`` it raised itself are failures like any other: a plugin does not end the process."""
+    if isinstance(e, ModuleNotFoundError) and e.name and (plugin.module_name == e.name
+                                                            or plugin.module_name.startswith(e.name + ".")):
+        return PluginError(key, f"plugin {plugin.name!r}: no module named {e.name!r} (is it installed, or "
+                                "on PYTHONPATH?)")
+    why = " (a plugin must not end the process)" if isinstance(e, (SystemExit, KeyboardInterrupt)) else ""
+    return PluginError(key, f"plugin {plugin.name!r} failed to import: {failure_reason(e)}{why}")
 
 
 def load_space_plugins(raw, base_dir: Path | str) -> list[Plugin]:

@@ -101,7 +101,20 @@ def global_options(
 
 def main(argv: Optional[List[str]] = None):
     """Entry point: bad usage (an unknown option, a value out of range) is one line and exit code 2,
-    like every other user error; `nas --help` and `nas CMD --help` stay as they are."""
+    like every other user error; `nas --help` and `nas CMD --help` stay as they are. Called as the
+    process's command (``argv`` None: the `nas` script, `python -m nas`), it gives the stop signals
+    their default action back once the command has finished (:func:`nas.engine.interrupts.exiting`),
+    so one that lands while the interpreter shuts down ends it without a traceback."""
+    try:
+        code = _run(argv)
+    finally:
+        if argv is None:
+            interrupts.exiting()
+    sys.exit(code)
+
+
+def _run(argv: Optional[List[str]]) -> int:
+    """Run the command line ``argv`` (None: ``sys.argv``); its exit code."""
     try:  # recent typer vendors click; older ones use click itself
         from typer._click.exceptions import UsageError as ClickUsageError
         from typer.exceptions import Abort
@@ -114,11 +127,11 @@ def main(argv: Optional[List[str]] = None):
     except ClickUsageError as e:
         cmd = e.ctx.command_path if e.ctx is not None else "nas"
         err_always.print(f"error: {e.format_message()} (see `{cmd} --help`)", highlight=False, markup=False)
-        sys.exit(2)
+        return 2
     except Abort:  # Ctrl-C outside a search
         err_always.print("interrupted", highlight=False)
-        sys.exit(130)
+        return 130
     except UserError as e:  # raised outside a command body
         err_always.print(f"error: {e}", highlight=False, markup=False)
-        sys.exit(2)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return 2
+    return rv if isinstance(rv, int) else 0

@@ -10,6 +10,14 @@ process at once, as the signal's default action would (heartbeats make that safe
 
 :func:`deferred` holds a stop signal back while a few database writes must happen together (create
 a study and store its config; start a trial and record its first heartbeat), and raises it after.
+
+Once a command has finished, :func:`exiting` gives the stop signals their default action back (the
+``nas`` process calls it as it returns). A stop signal that lands while the interpreter shuts down
+(atexit hooks, finalizers such as torch's) then ends the process as the signal's default action
+does, with no output: the command's work is done and stored, so there is nothing to clean up, and
+Python's own SIGINT handler would raise KeyboardInterrupt inside a finalizer and print its
+traceback. The exit status is then the signal's (a shell shows 128 + its number), not the command's.
+Ignoring the signal instead would leave no way to stop a shutdown that hangs.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import sys
 import threading
 from typing import Optional
 
-__all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "handling", "received", "reinstall",
+__all__ = ["Interrupted", "STOP_SIGNALS", "deferred", "describe", "exiting", "handling", "received", "reinstall",
            "signal_number"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -139,3 +147,14 @@ def deferred():
         _state["pending"] = None
         _state["stopping"] = True
         raise Interrupted(pending)
+
+
+def exiting() -> None:
+    """The process's command has finished: flush what it printed, then give each stop signal its
+    default action (end the process silently), but leave an ignored one ignored. Main thread only."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or a pipe whose reader has gone
+            stream.flush()
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) not in (signal.SIG_IGN, None):
+            signal.signal(s, signal.SIG_DFL)

@@ -39,7 +39,7 @@ from nas.store.trial_attrs import (
     metrics_of,
     stale_outcome,
 )
-from search_spaces.failures import failure_reason
+from search_spaces.failures import trial_failure_reason
 
 __all__ = ["Objective", "TrialError"]
 
@@ -184,8 +184,8 @@ class Objective:
             except TrialFailure as e:
                 trial.set_user_attr(ERROR_KEY, str(e))
                 raise TrialError(str(e)) from None
-            except Exception as e:  # building, training or timing crashed: record and go on
-                reason = failure_reason(e)
+            except (Exception, SystemExit) as e:  # building, training or timing crashed, or user code
+                reason = trial_failure_reason(e)  # (a mixer, a metric) called sys.exit: record and go on
                 trial.set_user_attr(ERROR_KEY, reason)
                 raise TrialError(reason) from None
         return self.record(trial, metrics)

@@ -1,12 +1,14 @@
 """The one registration mechanism: every registry answers an unknown name with the same message."""
 
+import sys
+
 import pytest
 
 from evaluators.metrics import METRIC_REGISTRY, register_metric
 from evaluators.tasks import TASKS, get_task
 from evaluators.zero_cost import ZERO_COST, compute_zero_cost
 from kernels.dispatch import OPS
-from kernels.registry import Registry, UnknownName
+from kernels.registry import Registry, UnknownName, snapshot
 from nas.engine.backends import BACKENDS, get_backend
 from search_spaces.ffn import FFNS, build_ffn
 from search_spaces.mixer_registry import MIXERS, get_mixer
@@ -82,3 +84,32 @@ def test_register_metric_checks_its_arguments():
     with pytest.raises(ValueError, match="metric 'accuracy' is registered twice"):
         register_metric("accuracy", "maximize", lambda *a: 0.0)
     assert "m1" not in METRIC_REGISTRY
+
+
+WIDGETS = Registry("widget")  # filled by the module test_snapshot_restore_... writes
+
+
+def test_snapshot_restore_undoes_registrations_but_keeps_those_of_modules_imported_since(tmp_path, monkeypatch):
+    """What a failed plugin import relies on (search_spaces.plugins): ``restore`` puts back what was
+    there and removes what was added since, except what a module imported since (and still
+    imported) registered as it was imported, for that module will not be imported again."""
+    WIDGETS.add("kept", 1)
+    before = snapshot()
+    WIDGETS.add("added", 2)
+    WIDGETS.unregister("kept")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "tplug_widgets.py").write_text(
+        f"import sys\n\nsys.modules[{__name__!r}].WIDGETS.add('from_module', 3)\n")
+    try:
+        import tplug_widgets  # noqa: F401
+
+        assert WIDGETS.names() == ["added", "from_module"] and snapshot() != before
+        before.restore()
+        assert WIDGETS.names() == ["from_module", "kept"]  # the module stays imported: its entry stays
+        del sys.modules["tplug_widgets"]
+        before.restore()
+        assert WIDGETS.names() == ["kept"] and snapshot() == before
+    finally:
+        sys.modules.pop("tplug_widgets", None)
+        for name in WIDGETS.names():
+            WIDGETS.unregister(name)

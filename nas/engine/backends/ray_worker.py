@@ -20,7 +20,7 @@ import os
 import socket
 import time
 
-from search_spaces.failures import failure_reason
+from search_spaces.failures import failure_reason, trial_failure_reason
 
 __all__ = ["evaluate_trial"]
 
@@ -67,8 +67,8 @@ def evaluate_trial(cfg: dict) -> None:
         result.update(_evaluate(arch, settings, cfg, lock, reporter.on_step))
     except TrialFailure as e:
         result.update(step=reporter.reached, error=str(e))
-    except Exception as e:  # building, training or timing crashed: a trial state, not a worker crash
-        result.update(step=reporter.reached, error=failure_reason(e))
+    except (Exception, SystemExit) as e:  # building, training or timing crashed, or user code called sys.exit:
+        result.update(step=reporter.reached, error=trial_failure_reason(e))  # a trial state, not a worker crash
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
         node["lock_wait_measure_s"] = round(lock.waited_exclusive_s, 4)  # of which: a measurement waiting

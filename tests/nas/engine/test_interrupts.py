@@ -103,3 +103,13 @@ def test_a_signal_swallowed_by_a_finalizer_is_raised_on_the_way_out(default_hand
             went_on.append("the rest of the block")
     assert went_on == ["the rest of the block"] and e.value.signum == signal.SIGTERM
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_once_the_command_has_finished_a_stop_signal_has_its_default_action(default_handlers):
+    """``exiting`` (what the `nas` process calls as it returns): each stop signal ends the process as
+    its default action does (tests/nas/engine/test_plugin_safety.py sends one during the shutdown),
+    but one the process was started with ignored (nohup) stays ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    interrupts.exiting()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
