@@ -41,6 +41,7 @@ DICT_SOURCE = "<dict>"  # how a space given as a dict is named in messages and i
 SpaceArg = Union[str, os.PathLike, Mapping]
 ProgressFactory = Callable[[int], Any]  # budget -> a nas.engine.progress.Progress (a context manager)
 _SETTINGS = {"trials": "trials", "workers": "workers", "timeout": "timeout", "heartbeat": "heartbeat_interval"}
+SAMPLER_OPTIONS = ("population_size",)  # options= keys the sampler reads (nas.store.study.make_sampler)
 
 
 class SearchStopped(KeyboardInterrupt):
@@ -77,8 +78,8 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
                 options: Optional[Mapping] = None) -> SearchPlan:
     """Check what :func:`search` takes (the arguments, the plugins, the space and that its models
     fit this machine) and build its config; nothing is written (`nas search --dry-run`)."""
-    _check_arguments(backend=backend, sampler=sampler, options=options, trials=trials, workers=workers, timeout=timeout,
-                     heartbeat=heartbeat)
+    _check_arguments(backend=backend, sampler=sampler, options=options, seed=seed, plugins=plugins, trials=trials,
+                     workers=workers, timeout=timeout, heartbeat=heartbeat)
     from nas.engine.study_plugins import load_cli_plugins, study_plugins
 
     if study is None and isinstance(space, Mapping) and "name" not in space:
@@ -116,6 +117,7 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     see :mod:`nas.engine.backends.ray`). ``baselines``: also queue the literature designs sized to the
     space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
+    _check_arguments(flags={"baselines": baselines}, progress=progress)
     with interrupts.handling():
         plan = plan_search(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
                            seed=seed, sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat,
@@ -136,7 +138,7 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
     ``trials`` is its new budget (kept for later resumes). Returns its trials, as :func:`search`."""
     from nas.store.study import load_study, save_budget
 
-    _check_arguments(trials=trials, timeout=timeout)
+    _check_arguments(trials=trials, timeout=timeout, progress=progress)
     with interrupts.handling():
         st, config = load_study(resolve_storage(study, storage), study, writable=True)
         check_runs_here(config.load_space(), config.backend)  # this machine may lack the memory or the CUDA device
@@ -155,32 +157,62 @@ def delete_study(study: str, *, storage: Optional[str] = None) -> None:
 
 # ------------------------------------------------------------------------------ the steps
 def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = None,
-                     options: Optional[Mapping] = None, **settings) -> None:
-    """UserError for a sampler, backend, latency lock or setting out of range (the CLI's option
-    names, as `nas search` refuses them)."""
+                     options: Optional[Mapping] = None, seed: Optional[int] = None, plugins=None,
+                     flags: Optional[Mapping] = None, progress: Optional[ProgressFactory] = None, **settings) -> None:
+    """UserError for a sampler, backend, option, latency lock, seed, plugin list or setting of the
+    wrong type or out of range (the CLI's option names, as `nas search` refuses them); ``flags``
+    are true-or-false arguments by name (``baselines``)."""
     from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
-    from search_spaces.schema import check_of
+    from search_spaces.schema import Check, check_of
 
-    if sampler is not None and sampler not in SAMPLERS:
+    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
         raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
     try:
         if backend is not None:
             get_backend(backend)
     except UnknownName as e:
         raise UserError(f"--backend: {e}") from None
-    if options is not None and not isinstance(options, Mapping):
-        raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
-    lock = (options or {}).get("latency_lock")
-    if lock is not None:
-        from nas.engine.device_lock import MODES
-
-        if lock not in MODES:
-            raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
+    _check_options(options)
+    _check_plugins(plugins)
+    if seed is not None and Check(int).error(seed):  # its range depends on the budget: check_seed
+        raise UserError(f"--seed: {seed!r} is not allowed (an integer)")
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            raise UserError(f"{name}: {value!r} is not allowed (True or False)")
+    if progress is not None and not callable(progress):
+        raise UserError(f"progress: {progress!r} is not allowed (a function of the budget, or None)")
     for name, value in settings.items():
         problem = None if value is None else check_of(SearchConfig, _SETTINGS[name]).error(value)
         if problem:
             raise UserError(f"{name}: {problem}")
+
+
+def _check_options(options: Optional[Mapping]) -> None:
+    """``options`` is a dict whose keys a backend or the sampler reads (a typo would be stored
+    and never read), with a known latency lock."""
+    from nas.engine.backends.ray import DEFAULTS
+    from nas.engine.device_lock import MODES
+
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
+    allowed = sorted({*DEFAULTS, *SAMPLER_OPTIONS})
+    unknown = sorted(map(str, set(options) - set(allowed)))
+    if unknown:
+        raise UserError(f"options: unknown key {unknown[0]!r}; allowed: {allowed}")
+    lock = options.get("latency_lock")
+    if lock is not None and lock not in MODES:
+        raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
+
+
+def _check_plugins(plugins) -> None:
+    """``plugins``: None, one module name or ``.py`` path, or a list of them."""
+    if plugins is None or isinstance(plugins, (str, os.PathLike)):
+        return
+    if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in plugins):
+        raise UserError(f"plugins: {plugins!r} is not allowed (a module name or .py path, or a list of them)")
 
 
 def _load_space(space: SpaceArg):

@@ -9,8 +9,9 @@ process too, but not stored: they belong to the environment, like the engine its
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Union
 
 from nas.errors import UserError
 from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plugins
@@ -18,11 +19,15 @@ from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plu
 __all__ = ["check_same_plugins", "load_cli_plugins", "load_study_plugins", "study_plugins"]
 
 
-def load_cli_plugins(names: Optional[Iterable[str]]) -> list[Plugin]:
-    """Resolve ``--plugin`` values (``.py`` paths relative to the current directory) and load
-    them after the installed plugins; UserError naming the plugin if one cannot be loaded."""
+def load_cli_plugins(names: Union[None, str, os.PathLike, Iterable[str]]) -> list[Plugin]:
+    """Resolve ``--plugin`` values (``.py`` paths relative to the current directory; one name or
+    path alone is a list of one) and load them after the installed plugins; UserError naming the
+    plugin if one cannot be loaded."""
+    if isinstance(names, (str, os.PathLike)):
+        names = [names]
     try:
-        plugins = resolve_plugins(list(names or ()), Path.cwd(), key="--plugin")
+        plugins = resolve_plugins([os.fspath(n) if isinstance(n, os.PathLike) else n for n in names or ()], Path.cwd(),
+                                  key="--plugin")
         load_plugins(plugins)
     except PluginError as e:
         raise UserError(f"--plugin: {e.message}") from None

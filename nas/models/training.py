@@ -15,6 +15,7 @@ seed or training settings (:data:`nas.models.train_spec.IDENTITY_KEYS`), or file
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -37,7 +38,7 @@ from nas.models.folder import (
 )
 from nas.models.train_spec import IDENTITY_KEYS, TrainSpec
 
-__all__ = ["RunState", "check_out_dir", "cost_metrics", "final_metrics", "train"]
+__all__ = ["RunState", "check_out_dir", "check_writable_dir", "cost_metrics", "final_metrics", "train"]
 
 
 def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, object]]:
@@ -56,6 +57,7 @@ def check_out_dir(out: Path, spec: TrainSpec) -> str:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
+        check_writable_dir(out)
         return "new"
     if not (out / TRAIN_FILE).is_file():
         raise UserError(f"--out {out}: the folder is not empty and holds no `nas train` run (no {TRAIN_FILE}); "
@@ -70,7 +72,22 @@ def check_out_dir(out: Path, spec: TrainSpec) -> str:
                         f"{key} {now!r}; choose another --out, or remove the folder to start over")
     if (out / METRICS_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         return "done"
+    check_writable_dir(out)
     return "resume"
+
+
+def check_writable_dir(out: Path) -> None:
+    """UserError unless a run can write into ``out``: the folder, or the nearest folder above it
+    that exists (where ``out`` will be made), must be a folder this user can write. Checked before
+    anything is written, so a read-only place ends in one line, not a traceback after the set-up."""
+    place = out.absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UserError(f"--out {out}: {place} is a file, not a folder, so {out} cannot be made; choose another --out")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: the folder {place} is not writable (permission denied); choose another --out, "
+                        f"or make {place} writable")
 
 
 class RunState:
@@ -224,9 +241,12 @@ def train(spec: TrainSpec, out, *, checkpoint_every: int = 200, eval_samples: in
         log(f"{out} already holds this finished run")
         return read_json(out / METRICS_FILE), None
     if state == "new":
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / ARCH_FILE, spec.arch.to_dict())
-        write_json(out / TRAIN_FILE, spec.record())
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / ARCH_FILE, spec.arch.to_dict())
+            write_json(out / TRAIN_FILE, spec.record())
+        except OSError as e:  # made read-only since the check, or a full disk
+            raise UserError(f"--out {out}: cannot be written ({e.strerror or e})") from None
     run = RunState(spec)
     ckpt = out / CHECKPOINT_FILE
     if ckpt.is_file():
