@@ -98,13 +98,12 @@ def _check_labels(path: str, key: str, y: np.ndarray, x: np.ndarray, kind: str) 
     return per_token
 
 
-def _check_index(path: str, key: str, a: np.ndarray, what: str, why: str) -> None:
+def _check_index(path: str, key: str, a: np.ndarray, what: str, plural: str, why: str) -> None:
     """A class or token id above MAX_INDEX is refused here, naming the array and the value: the
     model would need a head or an embedding that large, and the memory check would blame a width."""
     top = int(a.max())
     if top > MAX_INDEX:
-        _fail(path, f"{key} holds {what} {top}; allowed: {what}s 0 .. {MAX_INDEX} ({why}; are these "
-                    f"{what}s numbered from 0?)")
+        _fail(path, f"{key} holds {what} {top}; allowed: {plural} 0 .. {MAX_INDEX} ({why})")
 
 
 def _load(path: str) -> dict:
@@ -145,10 +144,12 @@ def _inspect(path: str) -> ArraysInfo:
     elif len(x) < 2:
         _fail(path, f"{_describe('x', x)}: one sample cannot be split into train and test; allowed: N >= 2")
     for key, v in zip(("y", "y_test"), ys):
-        _check_index(path, key, v, "class", "the model's head has one output per class")
+        _check_index(path, key, v, "class", "classes",
+                     "the model's head has one output per class: number the classes 0 .. K-1")
     if kind == "tokens":
         for key, v in zip(("x", "x_test"), xs):
-            _check_index(path, key, v, "token id", "the model's embedding has one row per id")
+            _check_index(path, key, v, "token id", "token ids",
+                         "the model's embedding has one row per id: number the tokens 0 .. V-1")
     classes = int(max(v.max() for v in ys)) + 1
     if classes < 2:
         _fail(path, f"{_describe('y', y)} and holds only class 0; allowed: at least two classes")
