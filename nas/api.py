@@ -111,10 +111,11 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     the space. ``trials`` (default: the space's), ``sampler`` (tpe, nsga2, random, gp; default
     tpe), ``seed`` (default 0), ``backend`` (local, ray) and ``workers`` are those of a new
     study; an existing study keeps its own (a warning names what was ignored) and takes
-    ``trials`` as its new budget. ``plugins``: module names or ``.py`` paths loaded first and
-    stored with the study. ``options``: backend and sampler options stored with it (ray:
-    ``ray_address``, ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...;
-    see :mod:`nas.engine.backends.ray`). ``baselines``: also queue the literature designs sized to the
+    ``trials`` as its new budget (not below the trials it has finished). ``plugins``: module
+    names or ``.py`` paths (a single one may be given alone) loaded first and stored with the
+    study. ``options``: backend and sampler options stored with it (ray: ``ray_address``,
+    ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...; see
+    :mod:`nas.engine.backends.ray`; the sampler: ``population_size``); another key is refused. ``baselines``: also queue the literature designs sized to the
     space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
     _check_arguments(flags={"baselines": baselines}, progress=progress)
