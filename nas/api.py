@@ -78,8 +78,8 @@ def plan_search(space: SpaceArg, *, study: Optional[str], storage: Optional[str]
                 options: Optional[Mapping] = None) -> SearchPlan:
     """Check what :func:`search` takes (the arguments, the plugins, the space and that its models
     fit this machine) and build its config; nothing is written (`nas search --dry-run`)."""
-    _check_arguments(backend=backend, sampler=sampler, options=options, seed=seed, plugins=plugins, trials=trials,
-                     workers=workers, timeout=timeout, heartbeat=heartbeat)
+    _check_arguments(backend=backend, sampler=sampler, options=options, trials=trials, workers=workers, timeout=timeout,
+                     heartbeat=heartbeat)
     from nas.engine.study_plugins import load_cli_plugins, study_plugins
 
     if study is None and isinstance(space, Mapping) and "name" not in space:
@@ -118,7 +118,7 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     :mod:`nas.engine.backends.ray`; the sampler: ``population_size``); another key is refused. ``baselines``: also queue the literature designs sized to the
     space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
-    _check_arguments(flags={"baselines": baselines}, progress=progress)
+    _check_arguments(seed=seed, flags={"baselines": baselines}, progress=progress)
     with interrupts.handling():
         plan = plan_search(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
                            seed=seed, sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat,
@@ -158,11 +158,11 @@ def delete_study(study: str, *, storage: Optional[str] = None) -> None:
 
 # ------------------------------------------------------------------------------ the steps
 def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = None,
-                     options: Optional[Mapping] = None, seed: Optional[int] = None, plugins=None,
+                     options: Optional[Mapping] = None, seed: Optional[int] = None,
                      flags: Optional[Mapping] = None, progress: Optional[ProgressFactory] = None, **settings) -> None:
-    """UserError for a sampler, backend, option, latency lock, seed, plugin list or setting of the
-    wrong type or out of range (the CLI's option names, as `nas search` refuses them); ``flags``
-    are true-or-false arguments by name (``baselines``)."""
+    """UserError for a sampler, backend, option, latency lock, seed or setting of the wrong type or
+    out of range (the CLI's option names, as `nas search` refuses them); ``flags`` are
+    true-or-false arguments by name (``baselines``)."""
     from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
     from search_spaces.schema import Check, check_of
@@ -175,7 +175,6 @@ def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = 
     except UnknownName as e:
         raise UserError(f"--backend: {e}") from None
     _check_options(options)
-    _check_plugins(plugins)
     if seed is not None and Check(int).error(seed):  # its range depends on the budget: check_seed
         raise UserError(f"--seed: {seed!r} is not allowed (an integer)")
     for name, value in (flags or {}).items():
@@ -206,14 +205,6 @@ def _check_options(options: Optional[Mapping]) -> None:
     lock = options.get("latency_lock")
     if lock is not None and lock not in MODES:
         raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
-
-
-def _check_plugins(plugins) -> None:
-    """``plugins``: None, one module name or ``.py`` path, or a list of them."""
-    if plugins is None or isinstance(plugins, (str, os.PathLike)):
-        return
-    if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in plugins):
-        raise UserError(f"plugins: {plugins!r} is not allowed (a module name or .py path, or a list of them)")
 
 
 def _load_space(space: SpaceArg):

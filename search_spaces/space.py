@@ -57,9 +57,9 @@ from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
 from search_spaces.unique_keys import load_yaml
 
-__all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
+__all__ = ["MAX_TRIALS", "Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
            "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR",
-           "MixerChoice", "StageChoices", "params_allowed", "MAX_TRIALS"]
+           "MixerChoice", "StageChoices", "params_allowed"]
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 

@@ -25,6 +25,9 @@ def load_cli_plugins(names: Union[None, str, os.PathLike, Iterable[str]]) -> lis
     plugin if one cannot be loaded."""
     if isinstance(names, (str, os.PathLike)):
         names = [names]
+    if names is not None and (not isinstance(names, (list, tuple))
+                              or not all(isinstance(n, (str, os.PathLike)) for n in names)):
+        raise UserError(f"plugins: {names!r} is not allowed (a module name or .py path, or a list of them)")
     try:
         plugins = resolve_plugins([os.fspath(n) if isinstance(n, os.PathLike) else n for n in names or ()], Path.cwd(),
                                   key="--plugin")

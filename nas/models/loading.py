@@ -18,6 +18,8 @@ from nas.models.folder import (
     load_weights,
     read_json,
 )
+from search_spaces.arch import ArchValidationError
+from search_spaces.failures import failure_reason
 
 __all__ = ["load_model"]
 
@@ -26,8 +28,7 @@ def load_model(path: PathLike, *, device: str = "cpu"):
     """The trained ``nn.Module`` of a `nas train` folder, with its weights, in eval mode, on
     ``device``. Plugins the run was made with (custom mixers) are loaded first."""
     import nas.models.timm_entry  # noqa: F401  (registers timm's "mixer_nas" entry; imports timm)
-    from search_spaces import ArchValidationError, build_model
-    from search_spaces.failures import failure_reason
+    from search_spaces import build_model
     from search_spaces.plugins import PluginError, load_plugins
 
     if not isinstance(path, (str, os.PathLike)):
@@ -37,8 +38,6 @@ def load_model(path: PathLike, *, device: str = "cpu"):
         raise UserError(f"{folder}: not a folder (expected the --out folder of `nas train`)")
     check_finished(folder)
     plugins = read_json(folder / TRAIN_FILE).get("plugins", [])
-    if not isinstance(plugins, list):
-        raise UserError(f"{folder / TRAIN_FILE}: plugins: {plugins!r} is not allowed (a list of plugin records)")
     try:
         load_plugins(plugins)
     except PluginError as e:

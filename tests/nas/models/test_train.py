@@ -261,10 +261,9 @@ def _tampered(reference, tmp_path, name, edit):
      "model.safetensors: the weights do not fit the model its arch.json describes (size mismatch for"),
     ("train.json", lambda d: d["io"].update(kind="pixels"), "train.json: io: not a task I/O (TaskIO.kind 'pixels'"),
     ("train.json", lambda d: d["io"].update(vocab_size=-5), "cannot build the model of arch.json and train.json"),
-    ("train.json", lambda d: d.update(plugins=5), "train.json: plugins: 5 is not allowed"),
     ("model.safetensors", lambda b: b[:100], "model.safetensors: cannot be read as safetensors weights"),
     ("model.safetensors", lambda b: b[:-10], "the file is damaged or truncated"),
-], ids=["dim", "no-stem", "heads", "wider", "io-kind", "io-vocab", "plugins", "cut-header", "cut-tail"])
+], ids=["dim", "no-stem", "heads", "wider", "io-kind", "io-vocab", "cut-header", "cut-tail"])
 def test_load_model_of_a_tampered_folder_is_one_line(reference, tmp_path, name, edit, fragment):
     folder = _tampered(reference, tmp_path, name, edit)
     with pytest.raises(nas.UserError) as e:
