@@ -37,9 +37,8 @@ def load_model(path: PathLike, *, device: str = "cpu"):
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder (expected the --out folder of `nas train`)")
     check_finished(folder)
-    plugins = read_json(folder / TRAIN_FILE).get("plugins", [])
     try:
-        load_plugins(plugins)
+        load_plugins(read_json(folder / TRAIN_FILE).get("plugins", []))
     except PluginError as e:
         raise UserError(f"{folder}: {e.message} (a plugin the model was trained with)") from None
     spec, io = arch_and_io(folder)

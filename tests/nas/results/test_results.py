@@ -107,4 +107,3 @@ def test_wall_time_is_from_asked_to_told():
     df = load_trials(storage, "w")
     assert df["duration_s"].iloc[0] == 12.5 and pd.isna(df["duration_s"].iloc[1])
     assert df["datetime_start"].iloc[0] == start
-
