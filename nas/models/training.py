@@ -38,7 +38,7 @@ from nas.models.folder import (
 )
 from nas.models.train_spec import IDENTITY_KEYS, TrainSpec
 
-__all__ = ["RunState", "check_out_dir", "check_writable_dir", "cost_metrics", "final_metrics", "train"]
+__all__ = ["RunState", "check_out_dir", "cost_metrics", "final_metrics", "train"]
 
 
 def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, object]]:
@@ -51,13 +51,27 @@ def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, objec
     return None if a == b else (path, a, b)
 
 
+def _check_writable_dir(out: Path) -> None:
+    """UserError unless a run can write into ``out``: the folder, or the nearest folder above it
+    that exists (where ``out`` will be made), must be a folder this user can write. Checked before
+    anything is written, so a read-only place ends in one line, not a traceback after the set-up."""
+    place = out.absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UserError(f"--out {out}: {place} is a file, not a folder, so {out} cannot be made; choose another --out")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: the folder {place} is not writable (permission denied); choose another --out, "
+                        f"or make {place} writable")
+
+
 def check_out_dir(out: Path, spec: TrainSpec) -> str:
     """What ``out`` holds for this run: "new", "resume" or "done". UserError (nothing written)
     when it holds another run or files that are not a run's."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
-        check_writable_dir(out)
+        _check_writable_dir(out)
         return "new"
     if not (out / TRAIN_FILE).is_file():
         raise UserError(f"--out {out}: the folder is not empty and holds no `nas train` run (no {TRAIN_FILE}); "
@@ -72,22 +86,8 @@ def check_out_dir(out: Path, spec: TrainSpec) -> str:
                         f"{key} {now!r}; choose another --out, or remove the folder to start over")
     if (out / METRICS_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         return "done"
-    check_writable_dir(out)
+    _check_writable_dir(out)
     return "resume"
-
-
-def check_writable_dir(out: Path) -> None:
-    """UserError unless a run can write into ``out``: the folder, or the nearest folder above it
-    that exists (where ``out`` will be made), must be a folder this user can write. Checked before
-    anything is written, so a read-only place ends in one line, not a traceback after the set-up."""
-    place = out.absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    if not place.is_dir():
-        raise UserError(f"--out {out}: {place} is a file, not a folder, so {out} cannot be made; choose another --out")
-    if not os.access(place, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: the folder {place} is not writable (permission denied); choose another --out, "
-                        f"or make {place} writable")
 
 
 class RunState:

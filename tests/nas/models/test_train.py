@@ -172,40 +172,6 @@ def test_a_finished_run_is_not_trained_again(study_dir, reference):
     assert _snapshot(ref_dir) == before
 
 
-def test_trials_from_front_trains_each_member(study_dir):
-    from nas.results.trials import load_trials, pareto_front
-
-    front = sorted(int(n) for n in pareto_front(load_trials(_url(study_dir), "s"))["number"])
-    invoke("train", "--study", "s", "--trials-from-front", "--steps", 2, "--out", "front", cwd=study_dir, check=True)
-    assert sorted(p.name for p in (study_dir / "front").iterdir()) == [f"trial-{n}" for n in front]
-    for n in front:
-        assert json.loads((study_dir / "front" / f"trial-{n}" / "train.json").read_text())["source"]["trial"] == n
-
-
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in favour of torch.export
-def test_export_model_torchscript_matches(study_dir, reference):
-    ref_dir, ref_model = reference
-    r = invoke("export-model", ref_dir, "--format", "torchscript", "--out", study_dir / "m.pt", cwd=study_dir, check=True)
-    assert "outputs match the model" in r.stderr
-    scripted = torch.jit.load(str(study_dir / "m.pt"))
-    x = torch.randint(0, 16, (5, 8))
-    with torch.no_grad():
-        assert torch.equal(scripted(x), ref_model(x))
-
-
-def test_arch_file_trains_on_a_space_with_the_same_task_only(study_dir, reference):
-    ref_dir, _ = reference
-    invoke("train", "--arch", ref_dir / "arch.json", "--space", "space.yaml", "--steps", 2, "--out", "from-arch",
-           cwd=study_dir, check=True)
-    run = json.loads((study_dir / "from-arch" / "train.json").read_text())
-    assert run["arch_id"] == json.loads((ref_dir / "train.json").read_text())["arch_id"]
-    assert run["source"] == {"arch": str(ref_dir / "arch.json")} and run["train"]["steps"] == 2
-    write_space(study_dir, name="other2.yaml", text=SPACE.replace("n_test: 16", "n_test: 17"))
-    r = invoke("train", "--arch", ref_dir, "--space", "other2.yaml", "--steps", 2, "--out", "x", cwd=study_dir)
-    assert_one_line_error(r, f"--arch {ref_dir}: it was trained on task mqar", "not on space t16's task")
-    assert not (study_dir / "x").exists()
-
-
 # ------------------------------------------------------------------------------ careless input
 def test_an_out_folder_that_cannot_be_made_is_one_line(study_dir, tmp_path):
     """--out under a file, or in a folder this user cannot write: refused before anything is
@@ -282,3 +248,38 @@ def test_load_model_of_an_arch_json_that_is_not_json_is_one_line(reference, tmp_
     (folder / "arch.json").write_text(text)
     with pytest.raises(nas.UserError, match=re.escape(fragment)):
         nas.load_model(folder)
+
+
+def test_trials_from_front_trains_each_member(study_dir):
+    from nas.results.trials import load_trials, pareto_front
+
+    front = sorted(int(n) for n in pareto_front(load_trials(_url(study_dir), "s"))["number"])
+    invoke("train", "--study", "s", "--trials-from-front", "--steps", 2, "--out", "front", cwd=study_dir, check=True)
+    assert sorted(p.name for p in (study_dir / "front").iterdir()) == [f"trial-{n}" for n in front]
+    for n in front:
+        assert json.loads((study_dir / "front" / f"trial-{n}" / "train.json").read_text())["source"]["trial"] == n
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in favour of torch.export
+def test_export_model_torchscript_matches(study_dir, reference):
+    ref_dir, ref_model = reference
+    r = invoke("export-model", ref_dir, "--format", "torchscript", "--out", study_dir / "m.pt", cwd=study_dir, check=True)
+    assert "outputs match the model" in r.stderr
+    scripted = torch.jit.load(str(study_dir / "m.pt"))
+    x = torch.randint(0, 16, (5, 8))
+    with torch.no_grad():
+        assert torch.equal(scripted(x), ref_model(x))
+
+
+def test_arch_file_trains_on_a_space_with_the_same_task_only(study_dir, reference):
+    ref_dir, _ = reference
+    invoke("train", "--arch", ref_dir / "arch.json", "--space", "space.yaml", "--steps", 2, "--out", "from-arch",
+           cwd=study_dir, check=True)
+    run = json.loads((study_dir / "from-arch" / "train.json").read_text())
+    assert run["arch_id"] == json.loads((ref_dir / "train.json").read_text())["arch_id"]
+    assert run["source"] == {"arch": str(ref_dir / "arch.json")} and run["train"]["steps"] == 2
+    write_space(study_dir, name="other2.yaml", text=SPACE.replace("n_test: 16", "n_test: 17"))
+    r = invoke("train", "--arch", ref_dir, "--space", "other2.yaml", "--steps", 2, "--out", "x", cwd=study_dir)
+    assert_one_line_error(r, f"--arch {ref_dir}: it was trained on task mqar", "not on space t16's task")
+    assert not (study_dir / "x").exists()
+
