@@ -282,4 +282,3 @@ def test_arch_file_trains_on_a_space_with_the_same_task_only(study_dir, referenc
     r = invoke("train", "--arch", ref_dir, "--space", "other2.yaml", "--steps", 2, "--out", "x", cwd=study_dir)
     assert_one_line_error(r, f"--arch {ref_dir}: it was trained on task mqar", "not on space t16's task")
     assert not (study_dir / "x").exists()
-
