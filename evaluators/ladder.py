@@ -108,6 +108,7 @@ KIND = Check(str, choices=KINDS)
 KEEP = Check(float, above=0, high=1)
 MIN_TRIALS = Check(int, low=1)
 BOUND = Check(float)
+LATENCY_MAX = Check(float, above=0, what="a latency in ms > 0; a bound at or below 0 prunes every candidate")
 
 
 def parse_ladder(raw, *, train_steps: int, zero_cost_names: Sequence[str], filter_metrics: Sequence[str],
@@ -163,6 +164,8 @@ def _predict_rung(r: dict, p: str, profiles: Mapping, constraints: Mapping) -> R
             raise SettingError(p, f"a predict rung needs max or min bounds on {sorted(allowed)}, or a constraint "
                                   "on one of them")
     rung = _filter_rung(r, p, tuple(allowed))
+    for m, bound in rung.max.items():  # a latency is > 0: a max <= 0 would prune every candidate
+        LATENCY_MAX.coerce(bound, f"{p}.max.{m}")
     return Rung("predict", max=rung.max, min=rung.min,
                 profiles={m: allowed[m] for m in (*rung.max, *rung.min) if allowed[m] is not None})
 

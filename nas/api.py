@@ -42,6 +42,7 @@ DICT_SOURCE = "<dict>"  # how a space given as a dict is named in messages and i
 SpaceArg = Union[str, os.PathLike, Mapping]
 ProgressFactory = Callable[[int], Any]  # budget -> a nas.engine.progress.Progress (a context manager)
 _SETTINGS = {"trials": "trials", "workers": "workers", "timeout": "timeout", "heartbeat": "heartbeat_interval"}
+SAMPLER_OPTIONS = ("population_size",)  # options= keys the sampler reads (nas.store.study.make_sampler)
 
 
 class SearchStopped(KeyboardInterrupt):
@@ -137,12 +138,14 @@ def search(space: SpaceArg, *, study: Optional[str], storage: Optional[str] = No
     the space. ``trials`` (default: the space's), ``sampler`` (tpe, nsga2, random, gp; default
     tpe), ``seed`` (default 0), ``backend`` (local, ray) and ``workers`` are those of a new
     study; an existing study keeps its own (a warning names what was ignored) and takes
-    ``trials`` as its new budget. ``plugins``: module names or ``.py`` paths loaded first and
-    stored with the study. ``options``: backend and sampler options stored with it (ray:
-    ``ray_address``, ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...;
-    see :mod:`nas.engine.backends.ray`). ``baselines``: also queue the literature designs sized to the
+    ``trials`` as its new budget (not below the trials it has finished). ``plugins``: module
+    names or ``.py`` paths (a single one may be given alone) loaded first and stored with the
+    study. ``options``: backend and sampler options stored with it (ray: ``ray_address``,
+    ``cpus_per_trial``, ``gpus_per_trial``, ``asha``, ``latency_lock``, ...; see
+    :mod:`nas.engine.backends.ray`; the sampler: ``population_size``); another key is refused. ``baselines``: also queue the literature designs sized to the
     space. ``progress``: ``f(budget)`` returning a :class:`nas.engine.progress.Progress` (default: one
     INFO line per finished trial on the ``nas`` logger)."""
+    _check_arguments(seed=seed, flags={"baselines": baselines}, progress=progress)
     with interrupts.handling():
         plan = _plan(space, study=study, storage=storage, trials=trials, backend=backend, workers=workers,
                            seed=seed, sampler=sampler, plugins=plugins, timeout=timeout, heartbeat=heartbeat,
@@ -166,7 +169,7 @@ def resume(study: str, *, storage: Optional[str] = None, trials: Optional[int] =
     without it such a study is a UserError and nothing runs."""
     from nas.store.study import load_study, save_budget
 
-    _check_arguments(trials=trials, timeout=timeout)
+    _check_arguments(trials=trials, timeout=timeout, progress=progress)
     with interrupts.handling():
         st, config = load_study(resolve_storage(study, storage), study, writable=True)
         check_runs_here(config.checked_space(trust_code=trust_code), config.backend)  # this machine may lack the memory or the CUDA device
@@ -207,27 +210,30 @@ def delete_study(study: str, *, storage: Optional[str] = None) -> None:
 
 # ------------------------------------------------------------------------------ the steps
 def _check_arguments(*, backend: Optional[str] = None, sampler: Optional[str] = None,
-                     options: Optional[Mapping] = None, **settings) -> None:
-    """UserError for a sampler, backend, latency lock or setting out of range (the CLI's option
-    names, as `nas search` refuses them)."""
+                     options: Optional[Mapping] = None, seed: Optional[int] = None,
+                     flags: Optional[Mapping] = None, progress: Optional[ProgressFactory] = None, **settings) -> None:
+    """UserError for a sampler, backend, option, latency lock, seed or setting of the wrong type or
+    out of range (the CLI's option names, as `nas search` refuses them); ``flags`` are
+    true-or-false arguments by name (``baselines``)."""
     from kernels.registry import UnknownName
     from nas.engine.backends import get_backend
+    from search_spaces.schema import Check
 
-    if sampler is not None and sampler not in SAMPLERS:
+    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
         raise UserError(f"--sampler: {sampler!r} is not one of {list(SAMPLERS)}")
     try:
         if backend is not None:
             get_backend(backend)
     except UnknownName as e:
         raise UserError(f"--backend: {e}") from None
-    if options is not None and not isinstance(options, Mapping):
-        raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
-    lock = (options or {}).get("latency_lock")
-    if lock is not None:
-        from nas.engine.device_lock import MODES
-
-        if lock not in MODES:
-            raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
+    _check_options(options)
+    if seed is not None and Check(int).error(seed):  # its range depends on the budget: check_seed
+        raise UserError(f"--seed: {seed!r} is not allowed (an integer)")
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            raise UserError(f"{name}: {value!r} is not allowed (True or False)")
+    if progress is not None and not callable(progress):
+        raise UserError(f"progress: {progress!r} is not allowed (a function of the budget, or None)")
     for name, value in settings.items():
         problem = None if value is None else _check_for(name).error(value)
         if problem:
@@ -244,6 +250,25 @@ def _check_for(name: str):
 
         return check_of(ConfirmConfig, name[len("confirm_"):])
     return check_of(SearchConfig, _SETTINGS[name])
+
+
+def _check_options(options: Optional[Mapping]) -> None:
+    """``options`` is a dict whose keys a backend or the sampler reads (a typo would be stored
+    and never read), with a known latency lock."""
+    from nas.engine.backends.ray import DEFAULTS
+    from nas.engine.device_lock import MODES
+
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise UserError(f"options: {options!r} is not allowed (a dict of backend and sampler options)")
+    allowed = sorted({*DEFAULTS, *SAMPLER_OPTIONS})
+    unknown = sorted(map(str, set(options) - set(allowed)))
+    if unknown:
+        raise UserError(f"options: unknown key {unknown[0]!r}; allowed: {allowed}")
+    lock = options.get("latency_lock")
+    if lock is not None and lock not in MODES:
+        raise UserError(f"--latency-lock: {lock!r} is not one of {list(MODES)}")
 
 
 def _load_space(space: SpaceArg):

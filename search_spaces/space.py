@@ -55,8 +55,9 @@ from search_spaces.ffn import list_ffns
 from search_spaces.mixer_registry import get_mixer_info
 from search_spaces.schema import Check, SettingError, as_mapping, check_keys
 from search_spaces.task_io import TaskIO
+from search_spaces.unique_keys import load_yaml
 
-__all__ = ["Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
+__all__ = ["MAX_TRIALS", "Space", "SpaceError", "TaskRef", "count_choices", "load_space", "list_spaces", "parse_space",
            "parse_space_text", "parse_task", "resolve_space", "valid_params", "with_heads", "SPACES_DIR",
            "MixerChoice", "StageChoices", "params_allowed", "CHANCE"]
 
@@ -300,7 +301,7 @@ def _read_text(path: Path, source: str) -> str:
 def parse_space_text(text: str, *, source: str = "<space>", default_name: str = "space") -> Space:
     """Parse the YAML text of a space file and validate it (not yet bound to its task)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -345,7 +346,7 @@ def _load_plugins(text: str, base_dir: Path, source: str) -> list:
     from search_spaces.plugins import PluginError, load_space_plugins
 
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except (yaml.YAMLError, ValueError, RecursionError):
         raw = None  # parse_space_text reports it
     try:
@@ -367,7 +368,10 @@ MIXER_KEYS = {"per_layer", "choices", "pattern", "a", "b", "split", "every"}
 FFN_KEYS = {"type", "ratio", "per_layer"}
 NAME = Check(str, nonempty=True)
 DESCRIPTION = Check(str)
-TRIALS = Check(int, low=1)
+# a study's budget; the bound leaves samplers' seeds room (a sampler is seeded with the seed plus the
+# trials so far, below 2**32), so any seed up to 2**32 - 1 - MAX_TRIALS works with any budget
+MAX_TRIALS = 10**9
+TRIALS = Check(int, low=1, high=MAX_TRIALS)
 DIRECTION = Check(str, choices=("maximize", "minimize"))
 BOUND = Check(float)
 CHANCE = "chance"  # a floor at the task's chance level (evaluators.tasks.Task.chance)

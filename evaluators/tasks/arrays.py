@@ -14,6 +14,10 @@ and what it predicts from ``y`` (integers):
     y (N, L)    with token x (N, L): one label per token (sequence labelling); a negative label
                 marks a position without a target (not scored)
 
+Classes and token ids are at most ``MAX_INDEX`` (2**20 - 1): the head has one output per class
+and the embedding one row per id, so a stray label of 10**9 is refused naming the array and the
+value, not left to fail as a model too large for the machine.
+
 The test split is ``x_test`` / ``y_test`` when the file has them (same shapes but N); else a
 seeded shuffle (``split_seed``, independent of the search's seed) puts ``test_fraction`` of the
 samples in test. Float inputs are standardized per channel with the train split's mean and
@@ -37,13 +41,14 @@ from search_spaces.failures import first_line
 from search_spaces.schema import Check, SettingError
 from search_spaces.task_io import TaskIO
 
-__all__ = ["ArraysInfo", "inspect_arrays", "ALLOWED_X", "ALLOWED_Y"]
+__all__ = ["ArraysInfo", "inspect_arrays", "ALLOWED_X", "ALLOWED_Y", "MAX_INDEX"]
 
 ALLOWED_X = ("int (N, L) token ids >= 0, float (N, L) or (N, C, L) signals, or (N, C, H, W) images "
              "(channels first)")
 ALLOWED_Y = "ints (N,): a class per sample, or (N, L) with token x (N, L): a label per token"
 PATH = "task.params.path"
 FRACTION = Check(float, above=0, below=1)
+MAX_INDEX = 2**20 - 1  # the largest class and token id: far beyond any label set or vocabulary in use
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,14 @@ def _check_labels(path: str, key: str, y: np.ndarray, x: np.ndarray, kind: str) 
     return per_token
 
 
+def _check_index(path: str, key: str, a: np.ndarray, what: str, plural: str, why: str) -> None:
+    """A class or token id above MAX_INDEX is refused here, naming the array and the value: the
+    model would need a head or an embedding that large, and the memory check would blame a width."""
+    top = int(a.max())
+    if top > MAX_INDEX:
+        _fail(path, f"{key} holds {what} {top}; allowed: {plural} 0 .. {MAX_INDEX} ({why})")
+
+
 def _load(path: str) -> dict:
     """The arrays of the ``.npz`` at ``path`` (no pickles); one-line errors for a missing or
     unreadable file and for missing keys."""
@@ -130,6 +143,13 @@ def _inspect(path: str) -> ArraysInfo:
         xs, ys = xs + [xt], ys + [yt]
     elif len(x) < 2:
         _fail(path, f"{_describe('x', x)}: one sample cannot be split into train and test; allowed: N >= 2")
+    for key, v in zip(("y", "y_test"), ys):
+        _check_index(path, key, v, "class", "classes",
+                     "the model's head has one output per class: number the classes 0 .. K-1")
+    if kind == "tokens":
+        for key, v in zip(("x", "x_test"), xs):
+            _check_index(path, key, v, "token id", "token ids",
+                         "the model's embedding has one row per id: number the tokens 0 .. V-1")
     classes = int(max(v.max() for v in ys)) + 1
     if classes < 2:
         _fail(path, f"{_describe('y', y)} and holds only class 0; allowed: at least two classes")

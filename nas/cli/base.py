@@ -4,6 +4,7 @@ command reaches the study)."""
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from typing import List, Optional
@@ -33,8 +34,15 @@ TrustCodeOpt = typer.Option(False, "--trust-code", help="run plugin code stored 
                                                         "is not on this machine (only if you trust its source)")
 
 
-def _fail(msg: str, code: int = 2):
+def _fail(msg: str, code: int = 2, cause: Optional[BaseException] = None):
     err_always.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+    if cause is not None:
+        from nas.store.problems import disk_io_error
+
+        if disk_io_error(cause):  # closing SQLite's connections now may crash with SIGBUS: end here
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     raise typer.Exit(code)
 
 
@@ -49,7 +57,7 @@ def user_errors(fn):
             with interrupts.handling():
                 return fn(*a, **kw)
         except UserError as e:
-            _fail(str(e))
+            _fail(str(e), cause=e)
         except SearchStopped as e:  # the search saved its trials and says how to resume
             err_always.print(f"\n{e}", highlight=False, markup=False)
             raise typer.Exit(128 + e.signum) from None
@@ -67,7 +75,7 @@ def user_errors(fn):
             problem = storage_problem(e, kw.get("storage") if isinstance(kw.get("storage"), str) else None)
             if problem is None:
                 raise
-            _fail(problem)
+            _fail(problem, cause=e)
 
     return wrapper
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 from nas.errors import UserError
 from search_spaces.schema import SettingError, setting
+from search_spaces.space import MAX_TRIALS
 
 __all__ = ["SearchConfig", "SAMPLERS", "STORAGE_ENV", "check_runs_here", "check_study_name", "default_storage",
            "load_checked", "load_space_checked", "resolve_storage"]
@@ -63,7 +64,7 @@ class SearchConfig:
     space_yaml: str  # the space file's text at creation time
     study: str
     storage: str
-    trials: int = setting(kind=int, low=1, doc="total finished trials the study should reach")
+    trials: int = setting(kind=int, low=1, high=MAX_TRIALS, doc="total finished trials the study should reach")
     sampler: str = setting(SAMPLERS[0], choices=SAMPLERS)
     seed: int = 0
     backend: str = "local"

@@ -16,8 +16,9 @@ with the same text at the stored path, not imported yet) unless the caller passe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Union
 
 from nas.errors import UserError
 from search_spaces.plugins import Plugin, PluginError, load_plugins, resolve_plugins, untrusted_plugins
@@ -28,11 +29,18 @@ __all__ = ["TRUST_HINT", "check_same_plugins", "check_trusted", "load_cli_plugin
 TRUST_HINT = "--trust-code (trust_code=True in Python)"  # how a user allows stored code to run
 
 
-def load_cli_plugins(names: Optional[Iterable[str]]) -> list[Plugin]:
-    """Resolve ``--plugin`` values (``.py`` paths relative to the current directory) and load
-    them after the installed plugins; UserError naming the plugin if one cannot be loaded."""
+def load_cli_plugins(names: Union[None, str, os.PathLike, Iterable[str]]) -> list[Plugin]:
+    """Resolve ``--plugin`` values (``.py`` paths relative to the current directory; one name or
+    path alone is a list of one) and load them after the installed plugins; UserError naming the
+    plugin if one cannot be loaded."""
+    if isinstance(names, (str, os.PathLike)):
+        names = [names]
+    if names is not None and (not isinstance(names, (list, tuple))
+                              or not all(isinstance(n, (str, os.PathLike)) for n in names)):
+        raise UserError(f"plugins: {names!r} is not allowed (a module name or .py path, or a list of them)")
     try:
-        plugins = resolve_plugins(list(names or ()), Path.cwd(), key="--plugin")
+        plugins = resolve_plugins([os.fspath(n) if isinstance(n, os.PathLike) else n for n in names or ()], Path.cwd(),
+                                  key="--plugin")
         load_plugins(plugins)
     except PluginError as e:
         raise UserError(f"--plugin: {e.message}") from None

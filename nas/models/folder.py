@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 from nas.errors import UserError
+from search_spaces.failures import first_line
+from search_spaces.unique_keys import load_json
 
 __all__ = ["ARCH_FILE", "CHECKPOINT_FILE", "LOSS_FILE", "METRICS_FILE", "TRAIN_FILE", "WEIGHTS_FILE",
            "PathLike", "arch_and_io", "check_finished", "io_dict", "io_from_dict", "load_weights", "read_json", "save_weights",
@@ -57,7 +59,7 @@ def write_json(path: PathLike, data: Mapping) -> None:
 def read_json(path: PathLike) -> dict:
     """The JSON object in ``path``; UserError naming the file when it is missing or malformed."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = load_json(Path(path).read_text())  # a key given twice is refused
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -81,10 +83,22 @@ def save_weights(model, path: PathLike) -> None:
 
 
 def load_weights(model, path: PathLike, device: str = "cpu") -> None:
-    """Load a safetensors state dict into ``model`` (every key must match)."""
+    """Load a safetensors state dict into ``model`` (every key must match); UserError naming the
+    file when it is damaged (truncated, not safetensors) or holds weights of another model."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(path), device=device), strict=True)
+    try:
+        state = load_file(str(path), device=device)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: cannot be read as safetensors weights ({first_line(e)}); the file is damaged "
+                        f"or truncated") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # torch lists every mismatch, one per line, after a header line
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise UserError(f"{path}: the weights do not fit the model its {ARCH_FILE} describes "
+                        f"({lines[1] if len(lines) > 1 else first_line(e)})") from None
 
 
 def io_from_dict(d: Mapping[str, Any]):
@@ -111,7 +125,8 @@ def _arch_from(arch):
             return ArchSpec.from_json(arch)
         return ArchSpec.from_dict(read_json(arch))
     except ArchValidationError as e:
-        raise UserError(f"arch: {e}") from None
+        where = arch if isinstance(arch, os.PathLike) else "arch"  # a path: the file, as read_json names it
+        raise UserError(f"{where}: {e}") from None
 
 
 def arch_and_io(arch, io=None):
@@ -134,7 +149,10 @@ def arch_and_io(arch, io=None):
         io = read_json(train_json).get("io")
     if io is None:
         raise UserError("no task I/O for the architecture: pass io= (a TaskIO or its dict), or a `nas train` folder")
-    return spec, io if isinstance(io, TaskIO) else io_from_dict(io)
+    try:
+        return spec, io if isinstance(io, TaskIO) else io_from_dict(io)
+    except (TypeError, ValueError) as e:  # not a dict, or a value TaskIO refuses
+        raise UserError(f"{f'{train_json}: io' if train_json else 'io'}: not a task I/O ({first_line(e)})") from None
 
 
 def check_finished(folder: Path) -> None:

@@ -16,6 +16,7 @@ So is a model whose training would not fit in this machine's memory (:func:`chec
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -51,12 +52,27 @@ def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, objec
     return None if a == b else (path, a, b)
 
 
+def _check_writable_dir(out: Path) -> None:
+    """UserError unless a run can write into ``out``: the folder, or the nearest folder above it
+    that exists (where ``out`` will be made), must be a folder this user can write. Checked before
+    anything is written, so a read-only place ends in one line, not a traceback after the set-up."""
+    place = out.absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UserError(f"--out {out}: {place} is a file, not a folder, so {out} cannot be made; choose another --out")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: the folder {place} is not writable (permission denied); choose another --out, "
+                        f"or make {place} writable")
+
+
 def check_out_dir(out: Path, spec: TrainSpec) -> str:
     """What ``out`` holds for this run: "new", "resume" or "done". UserError (nothing written)
     when it holds another run or files that are not a run's."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
+        _check_writable_dir(out)
         return "new"
     if not (out / TRAIN_FILE).is_file():
         raise UserError(f"--out {out}: the folder is not empty and holds no `nas train` run (no {TRAIN_FILE}); "
@@ -71,6 +87,7 @@ def check_out_dir(out: Path, spec: TrainSpec) -> str:
                         f"{key} {now!r}; choose another --out, or remove the folder to start over")
     if (out / METRICS_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         return "done"
+    _check_writable_dir(out)
     return "resume"
 
 
@@ -248,9 +265,12 @@ def train(spec: TrainSpec, out, *, checkpoint_every: int = 200, eval_samples: in
         return read_json(out / METRICS_FILE), None
     check_trains_here(spec)
     if state == "new":
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / ARCH_FILE, spec.arch.to_dict())
-        write_json(out / TRAIN_FILE, spec.record())
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / ARCH_FILE, spec.arch.to_dict())
+            write_json(out / TRAIN_FILE, spec.record())
+        except OSError as e:  # made read-only since the check, or a full disk
+            raise UserError(f"--out {out}: cannot be written ({e.strerror or e})") from None
     run = RunState(spec)
     ckpt = out / CHECKPOINT_FILE
     if ckpt.is_file():

@@ -20,11 +20,14 @@ from typing import Union
 import pandas as pd
 
 from nas.errors import UserError
+from search_spaces.failures import first_line
+from search_spaces.unique_keys import load_json
 
 __all__ = ["write_export", "read_export", "sidecar_path", "METADATA_KEY", "FORMAT_VERSION"]
 
 METADATA_KEY = b"mixer_nas"
 FORMAT_VERSION = 1
+DIRECTIONS = ("maximize", "minimize")
 
 PathLike = Union[str, os.PathLike]
 
@@ -76,7 +79,36 @@ def write_export(df: pd.DataFrame, path: PathLike) -> list[Path]:
 def _check_meta(meta: dict, where: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or not isinstance(meta.get("attrs"), dict):
         raise UserError(f"{where}: metadata is not a mixer-nas export of format {FORMAT_VERSION}")
+    dtypes = meta.get("dtypes") or {}
+    if not isinstance(dtypes, dict) or not all(isinstance(t, str) for t in dtypes.values()):
+        raise UserError(f"{where}: dtypes: {dtypes!r} is not allowed (a mapping of column to dtype name)")
     return meta
+
+
+def _read_meta(raw, where: Path) -> dict:
+    """The metadata JSON of an export (a key given twice is refused), checked."""
+    try:
+        return _check_meta(load_json(raw), where)
+    except ValueError as e:  # json.JSONDecodeError is one, as is a key given twice
+        raise UserError(f"{where}: not valid JSON ({first_line(e)})") from None
+
+
+def _check_attrs(attrs: dict, columns, where: Path) -> None:
+    """The meaning the export carries must fit its table: each objective a column of it, with a
+    direction; constraint names a list of strings. UserError naming the metadata file otherwise
+    (else :func:`nas.pareto_front` of the table fails later, far from the cause)."""
+    objectives = attrs.get("objectives")
+    if not isinstance(objectives, dict) or not objectives:
+        raise UserError(f"{where}: objectives: {objectives!r} is not allowed (a mapping of column to "
+                        f"{' or '.join(DIRECTIONS)})")
+    for column, direction in objectives.items():
+        if direction not in DIRECTIONS:
+            raise UserError(f"{where}: objectives.{column}: {direction!r} is not one of {list(DIRECTIONS)}")
+        if column not in columns:
+            raise UserError(f"{where}: objectives.{column}: the table has no column {column!r}")
+    constraints = attrs.get("constraints", [])
+    if not isinstance(constraints, list) or not all(isinstance(c, str) for c in constraints):
+        raise UserError(f"{where}: constraints: {constraints!r} is not allowed (a list of constraint names)")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -85,31 +117,40 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: no {side.name} beside it, so the objectives are unknown; "
                         f"export again with `nas export`, or read the table alone with pandas.read_csv")
     try:
-        meta = _check_meta(json.loads(side.read_text(encoding="utf-8")), side)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{side}: not valid JSON ({e})") from None
-    df = pd.read_csv(path)
-    for col, dtype in (meta.get("dtypes") or {}).items():
-        if col not in df.columns:
-            continue
-        if dtype in ("bool", "boolean"):
-            df[col] = df[col].astype("boolean")
-        elif dtype.startswith("datetime64"):
-            df[col] = pd.to_datetime(df[col])
+        meta = _read_meta(side.read_text(encoding="utf-8"), side)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{side}: cannot be read ({first_line(e)})") from None
+    try:
+        df = pd.read_csv(path)
+        for col, dtype in (meta.get("dtypes") or {}).items():
+            if col not in df.columns:
+                continue
+            if dtype in ("bool", "boolean"):
+                df[col] = df[col].astype("boolean")
+            elif dtype.startswith("datetime64"):
+                df[col] = pd.to_datetime(df[col])
+    except (OSError, ValueError, TypeError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise UserError(f"{path}: cannot be read as the CSV table of a mixer-nas export ({first_line(e)})") from None
+    _check_attrs(meta["attrs"], df.columns, side)
     df.attrs = meta["attrs"]
     return df
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise UserError(f"{path}: no mixer-nas metadata (not written by `nas export`); "
-                        f"read the table alone with pandas.read_parquet")
-    meta = _check_meta(json.loads(raw), path)
-    df = pq.read_table(path).to_pandas()
+    try:
+        schema = pq.read_schema(path)
+        raw = (schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise UserError(f"{path}: no mixer-nas metadata (not written by `nas export`); "
+                            f"read the table alone with pandas.read_parquet")
+        meta = _read_meta(raw, path)
+        df = pq.read_table(path).to_pandas()
+    except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+        raise UserError(f"{path}: cannot be read as a Parquet file ({first_line(e)})") from None
+    _check_attrs(meta["attrs"], df.columns, path)
     df.attrs = meta["attrs"]
     return df
 

@@ -150,18 +150,20 @@ def load_trials(source: Union[str, os.PathLike, optuna.storages.BaseStorage], st
     ``study`` may be left out. ``df.attrs``: ``objectives`` (column -> direction), ``constraints``
     (constraint names, in column order), ``study``, ``config`` (the stored search config) and
     ``finished`` (the trials that count toward the budget, ``--trials``)."""
+    from nas.errors import UserError
+
+    if not isinstance(source, (str, os.PathLike, optuna.storages.BaseStorage)):
+        raise UserError(f"load_trials: {source!r} is not allowed (a storage URL, a storage or an exported file)")
+    if study is not None and not isinstance(study, str):
+        raise UserError(f"load_trials: study {study!r} is not allowed (a study name)")
     if _is_export(source):
         from nas.results.files import read_export
 
         df = read_export(source)
         if study is not None and df.attrs.get("study") != study:
-            from nas.errors import UserError
-
             raise UserError(f"{source} holds study {df.attrs.get('study')!r}, not {study!r}")
         return df
     if study is None:
-        from nas.errors import UserError
-
         raise UserError("load_trials: name the study to read from a storage URL")
     return _load_from_storage(source, study)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from nas.engine.config import STORAGE_ENV
 
-__all__ = ["COLUMNS", "RESULTS_GLOB", "list_studies", "storages_to_list"]
+__all__ = ["COLUMNS", "RESULTS_GLOB", "check_study_file", "list_studies", "storages_to_list"]
 
 log = logging.getLogger("nas")
 
@@ -48,6 +48,34 @@ def _is_optuna_file(path: Path) -> bool:
     return True
 
 
+def check_study_file(url: str) -> None:
+    """UserError when ``url`` names an SQLite file that is not an Optuna storage: an empty file, or
+    another program's database. Opening a storage there would create Optuna's tables in it, and a
+    command that only reads must not write (another database is left as it is)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from nas.errors import UserError
+    from nas.store.study_lock import sqlite_file
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # open_storage says what is wrong with the URL
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is None or not path.is_file():
+        return
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty, not a study database (storage {url})")
+    try:
+        with sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # open_storage says why it cannot be read
+    if not {"studies", "trials", "version_info"} <= tables:
+        raise UserError(f"{path} is not a study database: it has no Optuna tables (storage {url})")
+
+
 def list_studies(storage: Optional[str] = None) -> pd.DataFrame:
     """One row per study in ``storage`` (see :func:`storages_to_list` for the default): its space
     and task, objectives, the trials that count toward the budget and the budget, trials by state,
@@ -58,6 +86,7 @@ def list_studies(storage: Optional[str] = None) -> pd.DataFrame:
 
     rows = []
     for url in storages_to_list(storage):
+        check_study_file(url)
         store = open_storage(url, create=False)
         for summary in sorted(store.get_all_studies(), key=lambda s: s.study_name):
             rows.append(_row(store, summary.study_name, url))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["storage_problem"]
+__all__ = ["disk_io_error", "storage_problem"]
 
 # (fragment of the driver's message, lower case) -> what it means and what to do
 _KNOWN = [
@@ -24,7 +24,9 @@ _KNOWN = [
      "(MIXER_NAS_SQLITE_TIMEOUT, 60 s by default); stop that process, or retry when it is done"),
     (("unable to open database file",),
      "cannot open the database file (its folder is missing or not writable, or the file is not a regular file)"),
-    (("disk i/o error",), "disk I/O error while reading or writing the database"),
+    (("disk i/o error",), "disk I/O error while reading or writing the database: check that the disk works and that "
+                          "the database, its -wal and -shm files and their folder can be written (not read-only, "
+                          "not immutable: lsattr), then `nas resume` goes on; the finished trials are kept"),
     (("database or disk is full",), "the disk holding the database is full"),
 ]
 
@@ -58,3 +60,12 @@ def storage_problem(exc: BaseException, url: Optional[str] = None) -> Optional[s
         if isinstance(cause, OperationalError) or "Operational" in type(cause).__name__:
             return f"{where}database error: {text}"
     return None
+
+
+def disk_io_error(exc: BaseException) -> bool:
+    """Whether ``exc``'s chain holds a database's disk I/O error. Then the process should end
+    without closing its SQLite connections: closing one writes the WAL index (the memory-mapped
+    ``-shm`` file), and where the files were made immutable the kernel answers that write with
+    SIGBUS, a crash after the one-line error. Skipping the close loses nothing: committed trials
+    are in the database and its WAL, which the next open reads, as after a kill."""
+    return any("disk i/o error" in str(cause).lower() for cause in _driver_errors(exc))

@@ -237,9 +237,14 @@ def delete_study(storage_url: str, study_name: str) -> None:
 
 
 def save_budget(study: optuna.Study, config: SearchConfig, trials: Optional[int]) -> bool:
-    """Make ``trials`` the study's stored budget (so a later `nas resume` keeps it); True if changed."""
+    """Make ``trials`` the study's stored budget (so a later `nas resume` keeps it); True if changed.
+    UserError (nothing changed) when the study already has more finished trials than ``trials``."""
     if not trials or trials == config.trials:
         return False
+    done = budget_count(study)
+    if trials < done:
+        raise UserError(f"--trials {trials}: study {config.study!r} already has {done} finished trials; the budget is "
+                        f"their new total, so give --trials {done} or more")
     config.trials = trials
     attrs = dict(study.user_attrs)
     stored = SearchConfig.from_json(attrs[CONFIG_ATTR])

@@ -104,6 +104,10 @@ BAD = {
                    "x_test has shape (2, 4) and dtype float32, unlike x has shape (8, 5)"),
     "one-sample": (dict(x=X[:1], y=np.array([1])), "one sample cannot be split"),
     "objects": (dict(x=np.array([[1, "a"]], dtype=object), y=Y[:1]), "cannot be read as a .npz file"),
+    "huge-class": (dict(x=X, y=np.where(Y == 1, 10**9, 0)), "y holds class 1000000000; allowed: classes 0 .. 1048575"),
+    "huge-test-class": (dict(x=X, y=Y, x_test=X[:2], y_test=np.array([0, 2**21])), "y_test holds class 2097152"),
+    "huge-token-id": (dict(x=np.where(X == 0, 2**40, 1).astype(np.int64), y=Y),
+                      "x holds token id 1099511627776; allowed: token ids 0 .. 1048575"),
 }
 
 
@@ -147,6 +151,20 @@ arch:
       dim: [8, 16]
       mixer: {choices: {softmax: {heads: [1, 2]}, conv: {kernel_size: [3]}}}
 """
+
+
+@pytest.mark.parametrize("arrays,fragment", [
+    (dict(x=np.zeros((8, 16), np.float32), y=np.array([0, 1] * 3 + [0, 10**9])), "y holds class 1000000000"),
+    (dict(x=np.full((8, 16), 2**40), y=np.arange(8) % 2), "x holds token id 1099511627776"),
+], ids=["label", "token-id"])
+def test_a_huge_label_or_id_is_blamed_not_the_width(tmp_path, arrays, fragment):
+    """Refused naming the file, the array and the value, not as a width too large for the machine
+    (the memory check sees a head or an embedding of 10**9 rows first)."""
+    space = SPACE.replace("stem: {patch: [2, 4]}", "stem: {patch: [1]}") % _npz(tmp_path, "big.npz", **arrays)
+    (tmp_path / "space.yaml").write_text(textwrap.dedent(space))
+    r = invoke("search", "--space", tmp_path / "space.yaml", "--study", "b", "--dry-run", cwd=tmp_path)
+    line = assert_one_line_error(r, "space.yaml: task.params.path:", "big.npz: ", fragment)
+    assert "arch.stages" not in line and sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "space.yaml"]
 
 
 @pytest.mark.slow

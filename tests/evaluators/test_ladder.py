@@ -26,6 +26,8 @@ def test_promote_rule():
     ([{"rung": "filter", "max": {"accuracy": 1}}], "ladder[0].max.accuracy"),
     ([{"rung": "filter"}], "needs max or min"),
     ([{"rung": "train", "steps": 5, "keep": 2}], "ladder[0].keep"),
+    ([{"rung": "predict", "max": {"latency_ms": -1}}], "ladder[0].max.latency_ms: -1.0 is not allowed"),
+    ([{"rung": "predict", "max": {"latency_ms": 0}}], "a bound at or below 0 prunes every candidate"),
 ])
 def test_parse_errors(raw, fragment):
     with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")):

@@ -122,7 +122,7 @@ def test_a_dict_space_loads_and_stores_its_plugins(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("call,fragment", [
-    (lambda: nas.search(tiny_dict(), study="e", trials=0), "trials: 0 is not allowed (an int >= 1)"),
+    (lambda: nas.search(tiny_dict(), study="e", trials=0), "trials: 0 is not allowed (an int in [1, 1000000000])"),
     (lambda: nas.search(tiny_dict(), study="e", sampler="cma"), "--sampler: 'cma' is not one of"),
     (lambda: nas.search(tiny_dict(), study="e", backend="slurm"), "--backend: unknown backend 'slurm'"),
     (lambda: nas.search("no-such-space", study="e"), "no-such-space: unknown space; built-in spaces:"),
@@ -135,6 +135,18 @@ def test_a_dict_space_loads_and_stores_its_plugins(tmp_path, monkeypatch):
     (lambda: nas.search({k: v for k, v in tiny_dict().items() if k != "name"}, study=None), "study: None is not"),
     (lambda: nas.resume("absent"), "no study database at sqlite:///results/absent.db"),
     (lambda: nas.resume("absent", trials=-1), "trials: -1 is not allowed"),
+    (lambda: nas.search(tiny_dict(), study="e", seed="3"), "--seed: '3' is not allowed (an integer)"),
+    (lambda: nas.search(tiny_dict(), study="e", seed=1.0), "--seed: 1.0 is not allowed (an integer)"),
+    (lambda: nas.search(tiny_dict(), study="e", trials=10**12), "trials: 1000000000000 is not allowed (an int in [1, 1000000000])"),
+    (lambda: nas.search(tiny_dict(), study="e", options={"ashа": False}), "options: unknown key 'ashа'; allowed: ["),
+    (lambda: nas.search(tiny_dict(), study="e", options={"population": 8}), "'population_size'"),
+    (lambda: nas.search(tiny_dict(), study="e", plugins=5), "plugins: 5 is not allowed"),
+    (lambda: nas.search(tiny_dict(), study="e", plugins=["ok.py", 3]), "plugins: ['ok.py', 3] is not allowed"),
+    (lambda: nas.search(tiny_dict(), study="e", baselines="yes"), "baselines: 'yes' is not allowed (True or False)"),
+    (lambda: nas.search(tiny_dict(), study="e", progress="bar"), "progress: 'bar' is not allowed"),
+    (lambda: nas.search(tiny_dict(), study="e", sampler=["tpe"]), "--sampler: ['tpe'] is not one of"),
+    (lambda: nas.resume("absent", trials=10**12), "trials: 1000000000000 is not allowed"),
+    (lambda: nas.load_model(5), "path: 5 is not allowed"),
 ])
 def test_bad_arguments_raise_user_error_and_write_nothing(call, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -143,6 +155,16 @@ def test_bad_arguments_raise_user_error_and_write_nothing(call, fragment, tmp_pa
         call()
     assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_plugin_may_be_given_as_a_string(tmp_path, monkeypatch):
+    """``plugins="half.py"`` is one plugin, not the four named h, a, l and f."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "half.py").write_text(PLUGIN)
+    for given in ("half.py", tmp_path / "half.py"):
+        plan = plan_search(tiny_dict(), study="p", plugins=given)
+        assert [p["name"] for p in plan.config.plugins] == [str(given)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.py"]
 
 
 def test_a_space_by_name_or_path_is_stored_as_given(tmp_path, monkeypatch):

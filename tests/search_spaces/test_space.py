@@ -94,6 +94,13 @@ arch:
     ("heads: [1, 2]", "heads: [3]", "arch.stages[0].dim", "no mixer in arch.stages[0].mixer.choices is valid at dim 32"),
     ("name: mqar", "name: nope", "task", "unknown task"),
     ("num_kv_pairs: 2", "num_kv_pairs: 2, colour: 3", "task", "no parameter 'colour'"),
+    ("      dim: [32]", "      dim: [32]\n      dim: [64]", "line 7, column 7",
+     "invalid YAML: key 'dim' appears twice in arch.stages[0] (first on line 6)"),
+    ("softmax: {heads: [1, 2]}", "softmax: {heads: [1]}, softmax: {heads: [2]}", "line 7",
+     "key 'softmax' appears twice in arch.stages[0].mixer.choices"),
+    ("arch:", "deploy:\n  long: {seq_len: 64}\n  long: {seq_len: 128}\narch:", "line 5, column 3",
+     "key 'long' appears twice in deploy (first on line 4)"),
+    ("task:", "trials: 3\ntrials: 4\ntask:", "line 3", "key 'trials' appears twice at the top level"),
 ])
 def test_bad_space_files(tmp_path, old, new, path, fragment):
     text = BASE.replace(old, new)

@@ -39,7 +39,7 @@ from nas.errors import UserError
 from nas.store.latency_tables import worker_url
 from search_spaces.failures import first_line
 
-__all__ = ["run", "ray_options"]
+__all__ = ["DEFAULTS", "run", "ray_options"]
 
 DEFAULTS = {"ray_address": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "asha": True,
             "asha_grace_steps": None, "asha_reduction": 3, "report_every": None, "latency_lock": "rw",

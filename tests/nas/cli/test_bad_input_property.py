@@ -3,8 +3,8 @@
 no traceback and nothing written.
 
 Valid space files are mutated at random: a value replaced by one of another type or out of range,
-a key removed, a key added, the text re-encoded, truncated or salted with bytes; option values
-likewise. Each example runs `nas search ... --dry-run` in this process (the same code as a real
+a key removed, a key added, a key given twice, the text re-encoded, truncated or salted with bytes;
+option values likewise. Each example runs `nas search ... --dry-run` in this process (the same code as a real
 search up to the first write; ``--dry-run`` stops there). A few examples also run the real CLI in a
 subprocess, without ``--dry-run``, to show that the two paths agree.
 
@@ -107,7 +107,9 @@ def space_texts(draw):
         except (KeyError, IndexError, TypeError):  # an earlier mutation removed or replaced the path
             pass
     text = yaml.safe_dump(space, allow_unicode=True, sort_keys=False)
-    encoding = draw(st.sampled_from(["utf-8"] * 6 + ["utf-16", "latin-1", "truncate", "salt"]))
+    encoding = draw(st.sampled_from(["utf-8"] * 6 + ["utf-16", "latin-1", "truncate", "salt", "key-twice"]))
+    if encoding == "key-twice":
+        return _key_twice(text, draw).encode("utf-8")
     if encoding in ("utf-16", "latin-1"):
         return text.encode(encoding, errors="replace")
     data = text.encode("utf-8")
@@ -117,6 +119,23 @@ def space_texts(draw):
         at = draw(st.integers(0, len(data)))
         return data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
     return data
+
+
+KEY_LINE = re.compile(r"^ *[A-Za-z_@]+:")  # a key of a mapping (not a list item's first key, "- depth:")
+
+
+def _key_twice(text: str, draw) -> str:
+    """``text`` with one key line given twice, the copy right below it: the same key in the same
+    mapping (a key whose value is a block below it is then first null, then the block)."""
+    lines = text.splitlines(keepends=True)
+    at = draw(st.sampled_from([i for i, line in enumerate(lines) if KEY_LINE.match(line)]))
+    return "".join(lines[: at + 1] + [lines[at]] + lines[at + 1:])
+
+
+@st.composite
+def key_twice_texts(draw):
+    """The YAML text of the valid space with one key given twice."""
+    return _key_twice(yaml.safe_dump(BASE, allow_unicode=True, sort_keys=False), draw)
 
 
 OPTIONS = {  # option -> values a user might type (valid and not)
@@ -192,6 +211,19 @@ def test_bad_input_is_refused_in_one_line_or_accepted(data, options):
         space.write_bytes(data)
         argv = ["search", "--space", str(space), "--study", "fz", *options, "--dry-run"]
         check_outcome(d, space, options, *nas_in_process(argv))
+
+
+@settings(max_examples=max(20, EXAMPLES // 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=key_twice_texts())
+def test_a_key_given_twice_is_refused(text):
+    """yaml.safe_load keeps the second of two equal keys: a space file with two `long:` profiles
+    ran the second without a word. Refused, naming the key and where."""
+    with tempfile.TemporaryDirectory() as tmp, _in_dir(tmp):
+        space = Path(tmp) / "space.yaml"
+        space.write_text(text, encoding="utf-8")
+        code, out, err = nas_in_process(["search", "--space", str(space), "--study", "fz", "--dry-run"])
+        check_outcome(Path(tmp), space, [], code, out, err)
+        assert code == 2 and re.search(r": line \d+, column \d+: invalid YAML: key '.+' appears twice (in|at) ", err), err
 
 
 @pytest.mark.parametrize("edit,options", [

@@ -32,6 +32,11 @@ BAD = [
     ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {accuracy: up}", "objectives.accuracy"),
     ("objectives: {accuracy: maximize, latency_ms: minimize}", "objectives: {happiness: maximize}", "objectives.happiness: unknown metric"),
     ("train: {steps: 5,", "train: {stepz: 5,", "train.stepz: unknown setting"),
+    ("trials: 3", "trials: 3\ntrials: 30", "line 6, column 1: invalid YAML: key 'trials' appears twice at the top level (first on line 5)"),
+    ("          hyena: {filter_dim: [8]}", "          hyena: {filter_dim: [8]}\n          softmax: {heads: [4]}",
+     "line 17, column 11: invalid YAML: key 'softmax' appears twice in arch.stages[0].mixer.choices (first on line 15)"),
+    ("latency: {", "ladder: [{rung: predict, max: {latency_ms: -1}}]\nlatency: {",
+     "ladder[0].max.latency_ms: -1.0 is not allowed (a latency in ms > 0"),
 ]
 
 

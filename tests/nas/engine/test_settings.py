@@ -125,7 +125,7 @@ SETTINGS = [  # (text in TINY_SPACE, replacement, what the one line says)
     ("repeats: 3", "repeats: 3, threads: 0", "latency.threads: 0 is not allowed (an int >= 1)"),
     ("max_seconds: 0.2", "max_seconds: .nan", "latency.max_seconds: nan is not allowed (a number > 0)"),
     ("repeats: 3", "repeats: 3, device: tpu", "latency.device: 'tpu' is not allowed (cpu, cuda or cuda:<index>)"),
-    ("trials: 3", "trials: 0", "trials: 0 is not allowed (an int >= 1)"),
+    ("trials: 3", "trials: 0", "trials: 0 is not allowed (an int in [1, 1000000000])"),
     ("name: e2e", "name: [a]", "name: ['a'] is not allowed (a non-empty string)"),
     ("seq_len: 16", "seq_len: 16.0", "task.params.seq_len: 16.0 is not allowed (an int)"),
     ("objectives: {accuracy: maximize, latency_ms: minimize}",
@@ -181,7 +181,9 @@ def test_unreadable_space_file_is_one_line(tmp_path, monkeypatch, capsys, kind, 
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["search", "--trials", "0"], "'--trials': 0 is not allowed (an int >= 1)"),
+    (["search", "--trials", "0"], "'--trials': 0 is not allowed (an int in [1, 1000000000])"),
+    # not blamed on --seed: the bound leaves every seed up to 2**32 - 1 - 10**9 valid
+    (["search", "--trials", "1000000000000"], "'--trials': 1000000000000 is not allowed (an int in [1, 1000000000])"),
     (["search", "--workers", "0"], "'--workers': 0 is not allowed (an int >= 1)"),
     (["search", "--timeout", "0"], "'--timeout': 0.0 is not allowed (a number > 0)"),
     (["search", "--timeout", "nan"], "'--timeout': nan is not allowed"),

@@ -3,9 +3,12 @@ outputs; the refusals (no such trial, another architecture's folder, another tas
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +170,84 @@ def test_a_finished_run_is_not_trained_again(study_dir, reference):
     r = invoke(*_train_args(ref_dir), cwd=study_dir, check=True)
     assert "already holds this finished run" in r.stderr
     assert _snapshot(ref_dir) == before
+
+
+# ------------------------------------------------------------------------------ careless input
+def test_an_out_folder_that_cannot_be_made_is_one_line(study_dir, tmp_path):
+    """--out under a file, or in a folder this user cannot write: refused before anything is
+    trained or written (the run used to end in a traceback from mkdir)."""
+    (tmp_path / "a-file").write_text("x")
+    r = invoke(*_train_args(tmp_path / "a-file" / "run"), cwd=study_dir)
+    assert_one_line_error(r, f"--out {tmp_path / 'a-file' / 'run'}: {tmp_path / 'a-file'} is a file, not a folder")
+    if os.geteuid() != 0:  # root writes anywhere: the permission case is checked below without chmod
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        r = invoke(*_train_args(locked / "run"), cwd=study_dir)
+        assert_one_line_error(r, f"the folder {locked} is not writable")
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["a-file"], ["a-file", "locked"])
+
+
+def test_a_read_only_out_folder_is_found_before_training(study_dir, tmp_path, monkeypatch):
+    """As root (CI) a mode bit does not stop a write: the check asks os.access, as the kernel
+    would answer another user; here it answers no for the folder the run would be made in."""
+    import nas.models.training as training
+
+    real = os.access
+
+    def access(path, mode, **kw):  # os.access, but tmp_path cannot be written
+        return False if Path(path) == tmp_path and mode & os.W_OK else real(path, mode, **kw)
+
+    monkeypatch.setattr(training.os, "access", access)
+    for out in (tmp_path / "new" / "run", tmp_path):  # made inside tmp_path, or tmp_path itself (empty)
+        r = invoke(*_train_args(out), cwd=study_dir)
+        assert_one_line_error(r, f"--out {out}: the folder {tmp_path} is not writable (permission denied)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tampered(reference, tmp_path, name, edit):
+    ref_dir, _ = reference
+    folder = tmp_path / "m"
+    shutil.copytree(ref_dir, folder)
+    path = folder / name
+    if name.endswith(".json"):
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    else:
+        path.write_bytes(edit(path.read_bytes()))
+    return folder
+
+
+@pytest.mark.parametrize("name,edit,fragment", [
+    ("arch.json", lambda d: d["stages"][0].update(dim=-1), "arch.json: stages[0].dim: -1 must be an integer >= 1"),
+    ("arch.json", lambda d: d.pop("stem"), "arch.json: not an ArchSpec dict: 'stem'"),
+    ("arch.json", lambda d: d["stages"][0]["blocks"][0]["mixer"]["params"].update(heads=3),
+     "arch.json: stages[0].blocks[0].mixer.heads: 3 does not divide dim"),
+    ("arch.json", lambda d: d["stages"][0].update(dim=d["stages"][0]["dim"] * 2),
+     "model.safetensors: the weights do not fit the model its arch.json describes (size mismatch for"),
+    ("train.json", lambda d: d["io"].update(kind="pixels"), "train.json: io: not a task I/O (TaskIO.kind 'pixels'"),
+    ("train.json", lambda d: d["io"].update(vocab_size=-5), "cannot build the model of arch.json and train.json"),
+    ("model.safetensors", lambda b: b[:100], "model.safetensors: cannot be read as safetensors weights"),
+    ("model.safetensors", lambda b: b[:-10], "the file is damaged or truncated"),
+], ids=["dim", "no-stem", "heads", "wider", "io-kind", "io-vocab", "cut-header", "cut-tail"])
+def test_load_model_of_a_tampered_folder_is_one_line(reference, tmp_path, name, edit, fragment):
+    folder = _tampered(reference, tmp_path, name, edit)
+    with pytest.raises(nas.UserError) as e:
+        nas.load_model(folder)
+    assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
+    r = invoke("export-model", folder, "--out", tmp_path / "m.pt", cwd=tmp_path)  # the CLI says the same
+    assert_one_line_error(r, fragment)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('{"stages": ', "arch.json: cannot be read as JSON"),
+    ('{"stem": {}, "stem": {}}', "arch.json: cannot be read as JSON (key 'stem' appears twice"),
+], ids=["cut", "key-twice"])
+def test_load_model_of_an_arch_json_that_is_not_json_is_one_line(reference, tmp_path, text, fragment):
+    folder = _tampered(reference, tmp_path, "arch.json", lambda d: None)
+    (folder / "arch.json").write_text(text)
+    with pytest.raises(nas.UserError, match=re.escape(fragment)):
+        nas.load_model(folder)
 
 
 def test_trials_from_front_trains_each_member(study_dir):
