@@ -75,7 +75,8 @@ def confirmed_mask(df: pd.DataFrame) -> np.ndarray:
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), np.nan)
-    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+    # a copy: pandas may hand out a read-only view (copy-on-write), and callers fill gaps in place
+    return np.array(pd.to_numeric(df[col], errors="coerce"), dtype=float)
 
 
 def _complete(df: pd.DataFrame) -> np.ndarray:

@@ -127,6 +127,19 @@ def test_old_studies_without_uncertainty_columns():
     assert p_front(old).equals(p_front(old.assign(latency_ci=[[0.7, 1.3], [1.4, 2.6], [1.05, 1.95], [1.75, 3.25]])))
 
 
+def test_a_mix_of_stored_ends_and_old_intervals_is_read_from_float_columns():
+    """Interval ends stored for some trials (NaN for older ones, which carry the relative latency_ci): the
+    float columns load_trials makes can reach us as read-only arrays, and the gaps are filled from
+    latency_ci without writing into them (a search's end, `nas resume`, failed on it)."""
+    df = trials(accuracy=[0.8, 0.9, 0.7, 0.85], latency_ms=[1.0, 2.0, 1.5, 2.5]).assign(
+        latency_ci=[0.3, 0.3, 0.3, 0.3], latency_ci_low=[0.9, np.nan, 1.4, np.nan],
+        latency_ci_high=[1.1, np.nan, 1.6, np.nan])  # pandas >= 3: copy-on-write, read-only views
+    lo, hi = intervals(df, ["latency_ms"])["latency_ms"]
+    p = p_front(df)
+    assert lo.tolist() == pytest.approx([0.9, 1.4, 1.4, 1.75]) and hi.tolist() == pytest.approx([1.1, 2.6, 1.6, 3.25])
+    assert df["latency_ci_low"].isna().sum() == 2 and len(p) == 4  # the frame itself is unchanged
+
+
 def test_unresolved_with_lists_the_trials_that_could_dominate_a_member():
     df = trials(accuracy=[0.80, 0.81, 0.60, 0.79], accuracy_std=[0.02] * 4, accuracy_n=[4] * 4,
                 latency_ms=[1.0, 1.02, 0.5, 2.0], latency_ci_low=[0.9, 0.92, 0.49, 1.9],
