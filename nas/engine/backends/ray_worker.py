@@ -68,6 +68,8 @@ def evaluate_trial(cfg: dict) -> None:
     except TrialFailure as e:
         result.update(step=reporter.reached, error=str(e))
     except (Exception, SystemExit) as e:  # building, training or timing crashed, or user code called sys.exit:
+        if reporter.stopped_by_tune:  # Ray Tune stops a trial (ASHA) by sys.exit inside tune.report: let it
+            raise
         result.update(step=reporter.reached, error=trial_failure_reason(e))  # a trial state, not a worker crash
     finally:
         node["lock_wait_s"] = round(lock.waited_s, 4)
@@ -108,6 +110,7 @@ class _Reporter:
         self.every, self.steps, self.lock = max(1, int(cfg["report_every"])), steps, lock
         self.window: list[float] = []
         self.reached = 0  # steps done
+        self.stopped_by_tune = False  # Ray Tune ended the trial (its scheduler stopped it): not user code
 
     def on_step(self, step: int, loss: float) -> None:
         from ray import tune
@@ -115,7 +118,11 @@ class _Reporter:
         self.reached = step + 1
         self.window.append(loss)
         if (step + 1) % self.every == 0 and step + 1 < self.steps:
-            tune.report({"step": step + 1, "loss": sum(self.window) / len(self.window), "final": False})
+            try:
+                tune.report({"step": step + 1, "loss": sum(self.window) / len(self.window), "final": False})
+            except SystemExit:  # how Ray Tune stops a function trainable it pruned
+                self.stopped_by_tune = True
+                raise
             self.window.clear()
         self.lock.yield_shared()  # a latency measurement waiting elsewhere goes first
 

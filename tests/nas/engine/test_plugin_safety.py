@@ -243,6 +243,35 @@ def test_sys_exit_inside_a_ray_workers_trial_is_the_trials_error(tmp_path, monke
     assert json.loads(reports[-1]["worker"])["host"] == socket.gethostname()
 
 
+def test_ray_tunes_own_stop_is_not_a_trial_error(tmp_path, monkeypatch):
+    """Ray Tune stops a trial its scheduler pruned (ASHA) by sys.exit(0) inside tune.report: that
+    SystemExit is Ray's, not user code's, and must leave the worker's trial as Ray expects (catching it
+    as the trial's error left the driver waiting for a result forever)."""
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    from nas.engine.backends import ray_worker
+    from search_spaces import ArchSpec
+
+    space = tmp_path / _space(tmp_path)
+    reports = []
+
+    def report(result):
+        reports.append(result)
+        if not result["final"]:
+            raise SystemExit(0)  # what ray.train's session does once the scheduler set the stop event
+
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: (_ for _ in ()).throw(RuntimeError("not in Ray")))
+    arch = ArchSpec.from_dict({"stem": {"type": "embed"}, "causal": True, "stages": [
+        {"dim": 16, "blocks": [{"mixer": {"type": "softmax", "params": {"heads": 2}}, "ffn": {"type": "mlp", "ratio": 2}}]}]})
+    with pytest.raises(SystemExit):
+        ray_worker.evaluate_trial({"space": str(space), "space_yaml": space.read_text(), "seed": 0, "threads": 1,
+                                   "report_every": 1, "lock_mode": "none", "latency_tables": None, "plugins": [],
+                                   "arch": arch.to_json()})
+    assert [r["final"] for r in reports] == [False]  # stopped at its first report, no error reported after it
+
+
 # ------------------------------------------------------------------------------ at exit
 # a finalizer that sends SIGINT to its own process while the interpreter shuts down (as a Ctrl-C or
 # a `kill -INT` can land during torch's library finalizers), after `nas --version` has finished
