@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Optional, Sequence, Union
@@ -25,6 +26,7 @@ from nas.store.trial_attrs import (
     retries_of,
     wall_seconds,
 )
+from nas.store.trial_rows import results_trials
 
 __all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
            "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
@@ -117,6 +119,13 @@ def front_size(study: optuna.Study) -> int:
 
 def flatten_arch(arch_json: str) -> dict:
     """Flattened, human-readable columns of an arch: depth, widths, per-layer mixers and params."""
+    return dict(_flat_arch(arch_json))
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_arch(arch_json: str) -> dict:
+    """:func:`flatten_arch`, once per architecture text (a study's repeats and twins share it; the
+    caller copies the result)."""
     from search_spaces import ArchSpec, get_mixer_info, list_mixers
 
     d = json.loads(arch_json)
@@ -130,6 +139,7 @@ def flatten_arch(arch_json: str) -> dict:
         "arch.depth": arch.depth,
         "arch.width": max(s.dim for s in arch.stages),
     }
+    mixers = set(list_mixers())
     for si, stage in enumerate(arch.stages):
         row[f"arch.s{si}.dim"] = stage.dim
         row[f"arch.s{si}.depth"] = len(stage.blocks)
@@ -137,7 +147,7 @@ def flatten_arch(arch_json: str) -> dict:
         for bi, block in enumerate(stage.blocks):
             p = f"arch.s{si}.b{bi}"
             row[f"{p}.mixer"] = block.mixer.type
-            known = block.mixer.type in list_mixers()
+            known = block.mixer.type in mixers
             params = {**(get_mixer_info(block.mixer.type).defaults() if known else {}), **block.mixer.params}
             for k, v in params.items():
                 row[f"{p}.{k}"] = v
@@ -145,7 +155,7 @@ def flatten_arch(arch_json: str) -> dict:
             row[f"{p}.ffn_ratio"] = block.ffn.ratio
     row["arch.mixers"] = "+".join(sorted(set(arch.mixer_types())))
     # a study may hold mixers this installation no longer registers: no family for those
-    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= set(list_mixers()) else None
+    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= mixers else None
     return row
 
 
@@ -199,7 +209,7 @@ def trials_frame(st: optuna.Study) -> pd.DataFrame:
     from nas.store.study import CONFIG_ATTR, count_finished
 
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
-    trials = st.get_trials(deepcopy=False)
+    trials = results_trials(st)  # five queries, not Optuna's per-trial ORM read (nas/store/trial_rows.py)
     retries = retries_of(trials)  # once: each row and the budget count read it
     rows = [_trial_row(t, metric_names, retries) for t in trials]
     constraints = list(dict.fromkeys(k for t in trials for k in t.constraints))
