@@ -26,7 +26,7 @@ from nas.store.trial_attrs import (
     retries_of,
     wall_seconds,
 )
-from nas.store.trial_rows import results_trials
+from nas.store.trial_rows import feasible_values, results_trials
 
 __all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "flatten_arch", "feasible_complete",
            "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
@@ -110,10 +110,10 @@ def front_size(study: optuna.Study) -> int:
     """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
     COMPLETE trials that satisfy every constraint, as :func:`pareto_front` of :func:`load_trials`
     counts them, read straight from the study (the progress lines, `nas studies`)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    if not trials:
+    rows = feasible_values(study)  # values only, read by two queries (nas/store/trial_rows.py)
+    if not rows:
         return 0
-    values = np.array([t.values for t in trials], dtype=float)
+    values = np.array(rows, dtype=float)
     return int(pareto_mask(values, [d.name.lower() for d in study.directions]).sum())
 
 

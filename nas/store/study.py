@@ -269,7 +269,9 @@ def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):
 def budget_count(study: optuna.Study) -> int:
     """Finished trials that count toward `--trials`: COMPLETE, PRUNED and FAIL, except trials that
     were interrupted (Ctrl-C, SIGTERM) or went stale and were queued again (their retry counts instead)."""
-    return count_finished(study.get_trials(deepcopy=False))
+    from nas.store.trial_rows import finished_count
+
+    return finished_count(study)  # counted in the database (the same count as count_finished of every trial)
 
 
 def count_finished(trials, retries: Optional[Retries] = None) -> int:

@@ -21,8 +21,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.store.optuna_access import storage_of, study_id_of
+from nas.store.trial_attrs import FAILED_TRIAL_KEY, INTERRUPTED_KEY, RETRY_HISTORY_KEY, RETRY_OF_KEY, retries_of
 
-__all__ = ["results_trials"]
+__all__ = ["feasible_values", "finished_count", "results_trials", "trials_with_attr"]
 
 # Optuna's schema: the tables and columns read here (checked against Optuna's own reading by
 # tests/nas/store/test_trial_rows.py)
@@ -81,3 +82,70 @@ def _frozen(row, values, steps, user, system) -> FrozenTrial:
                        user_attrs={key: json.loads(text) for key, text in user},
                        system_attrs={key: json.loads(text) for key, text in system},
                        intermediate_values={step: _value(v, kind) for step, v, kind in steps}, trial_id=trial_id)
+
+
+def finished_count(study: optuna.Study) -> int:
+    """:func:`nas.store.study.count_finished` of ``study`` without reading every trial: COMPLETE and
+    PRUNED trials counted by the database, and only the FAIL trials and those with retry bookkeeping
+    read (with just those attributes), so a trial's start costs the same in a study of 100 trials
+    and one of 10,000."""
+    from nas.store.study import count_finished  # which imports this module
+
+    backend = getattr(storage_of(study), "_backend", storage_of(study))
+    if not isinstance(backend, RDBStorage):
+        return count_finished(study.get_trials(deepcopy=False))
+    study_id = study_id_of(study)
+    mine = sa.select(_TRIALS.c.trial_id).where(_TRIALS.c.study_id == study_id).scalar_subquery()
+    user = sa.select(_USER.c.trial_id).where(_USER.c.key.in_([RETRY_OF_KEY, INTERRUPTED_KEY]), _USER.c.trial_id.in_(mine))
+    system = sa.select(_SYSTEM.c.trial_id).where(_SYSTEM.c.key.in_([FAILED_TRIAL_KEY, RETRY_HISTORY_KEY]),
+                                                 _SYSTEM.c.trial_id.in_(mine))
+    fail = sa.literal_column("'FAIL'")  # untyped: PostgreSQL's state is an enum (see nas/store/heartbeats.py)
+    done = sa.literal_column("'COMPLETE'"), sa.literal_column("'PRUNED'")
+    with backend.engine.connect() as conn:
+        counted = conn.execute(sa.select(sa.func.count()).select_from(_TRIALS)
+                               .where(_TRIALS.c.study_id == study_id, _TRIALS.c.state.in_(done))).scalar()
+        rows = conn.execute(sa.select(_TRIALS.c.trial_id, _TRIALS.c.number, _TRIALS.c.state, _TRIALS.c.datetime_start,
+                                      _TRIALS.c.datetime_complete)
+                            .where(_TRIALS.c.study_id == study_id,
+                                   sa.or_(_TRIALS.c.state == fail, _TRIALS.c.trial_id.in_(user),
+                                          _TRIALS.c.trial_id.in_(system)))).all()
+        ids = [row[0] for row in rows]
+        attrs = [_by_trial(conn, sa.select(*table.c).where(table.c.trial_id.in_(ids), table.c.key.in_(keys)))
+                 for table, keys in ((_USER, [RETRY_OF_KEY, INTERRUPTED_KEY]),
+                                     (_SYSTEM, [FAILED_TRIAL_KEY, RETRY_HISTORY_KEY]))] if ids else [{}, {}]
+    few = [_frozen(row, [], [], attrs[0].get(row[0], []), attrs[1].get(row[0], [])) for row in rows]
+    return counted + count_finished([t for t in few if t.state == TrialState.FAIL], retries_of(few))
+
+
+def trials_with_attr(study: optuna.Study, key: str, value) -> list[FrozenTrial]:
+    """The trials of ``study`` whose user attribute ``key`` is ``value``, in number order: found by
+    the database (one query), then each read whole (the duplicate-architecture lookup of each trial,
+    :meth:`nas.engine.objective.Objective.twin`, without reading the study)."""
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, RDBStorage):
+        return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(key) == value]
+    query = (sa.select(_TRIALS.c.trial_id).select_from(_TRIALS.join(_USER, _TRIALS.c.trial_id == _USER.c.trial_id))
+             .where(_TRIALS.c.study_id == study_id_of(study), _USER.c.key == key,
+                    _USER.c.value_json == json.dumps(value)).order_by(_TRIALS.c.number))
+    with backend.engine.connect() as conn:
+        ids = conn.execute(query).scalars().all()
+    return [storage.get_trial(trial_id) for trial_id in ids]
+
+
+def feasible_values(study: optuna.Study) -> list[list[float]]:
+    """The objective values of the COMPLETE trials of ``study`` that satisfy every constraint
+    (Optuna's rule: each constraint value <= 0), read in two queries (the front size on each
+    progress line, :func:`nas.results.trials.front_size`)."""
+    backend = getattr(storage_of(study), "_backend", storage_of(study))
+    if not isinstance(backend, RDBStorage):
+        return [t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if all(v <= 0 for v in t.constraints.values())]
+    done = sa.select(_TRIALS.c.trial_id).where(_TRIALS.c.study_id == study_id_of(study),
+                                               _TRIALS.c.state == sa.literal_column("'COMPLETE'")).scalar_subquery()
+    with backend.engine.connect() as conn:
+        values = _by_trial(conn, sa.select(_VALUES.c.trial_id, _VALUES.c.objective, _VALUES.c.value, _VALUES.c.value_type)
+                           .where(_VALUES.c.trial_id.in_(done)))
+        system = _by_trial(conn, sa.select(*_SYSTEM.c).where(_SYSTEM.c.trial_id.in_(done), _SYSTEM.c.key == "constraints"))
+    infeasible = {i for i, rows in system.items() if any(v > 0 for v in json.loads(rows[0][1]))}
+    return [[_value(v, kind) for _, v, kind in sorted(rows)] for i, rows in values.items() if i not in infeasible]
