@@ -20,8 +20,6 @@ writes them with the raw timings to ``benchmarks/engine-scale/``.
 
 from __future__ import annotations
 
-import _repo_path  # noqa: F401  (the repository first on sys.path)
-
 import argparse
 import json
 import os
@@ -32,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _repo_path  # noqa: F401  (repository root first on sys.path)
 
 HERE = Path(__file__).resolve().parent
 SPACE = HERE / "null.yaml"
@@ -53,8 +53,9 @@ def grow(db: Path, n: int) -> None:
     """Copy the study's trials in ``db`` (one study, trial ids 1..k) until it holds ``n``."""
     import sqlalchemy as sa
 
-    eng = sa.create_engine(f"sqlite:///{db}")
-    with eng.begin() as c:
+    from nas.store.optuna_access import engine
+
+    with engine(open_study(db)).begin() as c:
         count, lo, hi = c.execute(sa.text("select count(*), min(trial_id), max(trial_id) from trials")).one()
         assert lo == 1 and hi == count, "one study with contiguous trial ids"
         while count < n:
@@ -66,14 +67,19 @@ def grow(db: Path, n: int) -> None:
                 c.execute(sa.text(f"insert into {table} (trial_id, {cols}) select trial_id + {count}, {cols} "
                                   f"from {table} where trial_id <= {add}"))
             count += add
-    eng.dispose()
+
+
+def open_study(db: Path):
+    """The study ``s`` in ``db``, opened through the one door to storage."""
+    from nas.store.storage import find_study, open_storage
+
+    url = f"sqlite:///{db}"
+    return find_study(open_storage(url, create=False), "s", url)
 
 
 def trial_span(db: Path, first: int) -> float:
     """Seconds from the start of trial ``first`` to the end of the last trial (the trials run)."""
-    import optuna
-
-    st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    st = open_study(db)
     run = [t for t in st.get_trials(deepcopy=False) if t.number >= first and t.datetime_complete]
     return (max(t.datetime_complete for t in run) - min(t.datetime_start for t in run)).total_seconds()
 
@@ -93,7 +99,8 @@ def bare_optuna(db: Path, extra: int) -> float:
     parameters suggested as a search suggests them: the same distributions as the stored trials)."""
     import optuna
 
-    st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}", sampler=optuna.samplers.RandomSampler(seed=1))
+    st = open_study(db)
+    st.sampler = optuna.samplers.RandomSampler(seed=1)
     dists = st.trials[0].distributions
     t0 = time.perf_counter()
     for _ in range(extra):

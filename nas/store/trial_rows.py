@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from typing import Optional
 
 import optuna
 import sqlalchemy as sa
@@ -21,9 +22,16 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.store.optuna_access import storage_of, study_id_of
-from nas.store.trial_attrs import FAILED_TRIAL_KEY, INTERRUPTED_KEY, RETRY_HISTORY_KEY, RETRY_OF_KEY, retries_of
+from nas.store.trial_attrs import (
+    FAILED_TRIAL_KEY,
+    INTERRUPTED_KEY,
+    RETRY_HISTORY_KEY,
+    RETRY_OF_KEY,
+    Retries,
+    retries_of,
+)
 
-__all__ = ["feasible_values", "finished_count", "results_trials", "trials_with_attr"]
+__all__ = ["count_finished", "feasible_values", "finished_count", "results_trials", "trials_with_attr"]
 
 # Optuna's schema: the tables and columns read here (checked against Optuna's own reading by
 # tests/nas/store/test_trial_rows.py)
@@ -84,12 +92,24 @@ def _frozen(row, values, steps, user, system) -> FrozenTrial:
                        intermediate_values={step: _value(v, kind) for step, v, kind in steps}, trial_id=trial_id)
 
 
+def count_finished(trials, retries: Optional[Retries] = None) -> int:
+    """:func:`budget_count` of a list of trials already read (and their :func:`~nas.store.trial_attrs.retries_of`,
+    when the caller has it)."""
+    retried = (retries or retries_of(trials)).retried
+    n = 0
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get(INTERRUPTED_KEY):
+            n += 1
+    return n
+
+
 def finished_count(study: optuna.Study) -> int:
     """:func:`nas.store.study.count_finished` of ``study`` without reading every trial: COMPLETE and
     PRUNED trials counted by the database, and only the FAIL trials and those with retry bookkeeping
     read (with just those attributes), so a trial's start costs the same in a study of 100 trials
     and one of 10,000."""
-    from nas.store.study import count_finished  # which imports this module
 
     backend = getattr(storage_of(study), "_backend", storage_of(study))
     if not isinstance(backend, RDBStorage):
