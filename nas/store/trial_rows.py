@@ -75,6 +75,10 @@ def _by_trial(conn, query) -> defaultdict:
     return out
 
 
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _value(value, kind) -> float:
     """A stored value as Optuna reads it back (infinities and NaN are stored as a type, not a value)."""
     kind = getattr(kind, "name", kind)
@@ -166,6 +170,10 @@ def feasible_values(study: optuna.Study) -> list[list[float]]:
     with backend.engine.connect() as conn:
         values = _by_trial(conn, sa.select(_VALUES.c.trial_id, _VALUES.c.objective, _VALUES.c.value, _VALUES.c.value_type)
                            .where(_VALUES.c.trial_id.in_(done)))
-        system = _by_trial(conn, sa.select(*_SYSTEM.c).where(_SYSTEM.c.trial_id.in_(done), _SYSTEM.c.key == "constraints"))
-    infeasible = {i for i, rows in system.items() if any(v > 0 for v in json.loads(rows[0][1]))}
+        # Optuna keeps a constraint as key "constraints:<name>" (and in older studies, all of them
+        # as one list under "constraints")
+        system = _by_trial(conn, sa.select(*_SYSTEM.c).where(_SYSTEM.c.trial_id.in_(done), sa.or_(
+            _SYSTEM.c.key == "constraints", _SYSTEM.c.key.like("constraints:%"))))
+    infeasible = {i for i, rows in system.items()
+                  if any(v > 0 for _, text in rows for v in _as_list(json.loads(text)))}
     return [[_value(v, kind) for _, v, kind in sorted(rows)] for i, rows in values.items() if i not in infeasible]
