@@ -108,6 +108,8 @@ def evaluate(arch: ArchSpec, settings: EvalSettings, *, on_step=None, latency_lo
     first run's partial training, ``on_step`` sees the first run only, and costs are measured once."""
     t0 = time.perf_counter()
     task = make_task(settings.task, settings.task_params, seed=settings.seed)
+    if task.score_arch is not None:  # scored from the spec alone: no model (benchmarks/null_task.py)
+        return {**task.score_arch(arch), "eval_seconds": time.perf_counter() - t0}
     try:
         metrics = _measure(arch, task, settings, Ladder(settings.ladder, ladder_history), on_step=on_step,
                            latency_lock=latency_lock, measure_profile=measure_profile, predictor=predictor)

@@ -61,6 +61,12 @@ class Task:
             self._data = self._generate()
         return self._data[name]
 
+    # A task that scores an architecture from its spec alone sets this to a method
+    # ``score_arch(arch) -> {metric: value}``: :func:`evaluators.evaluation.evaluate` then builds,
+    # trains and times nothing (the null evaluation the engine's benchmarks run on,
+    # benchmarks/null_task.py).
+    score_arch = None
+
     def scores(self, accuracy: float, loss: float) -> dict:
         """The metrics in ``reports``, from the accuracy and the mean cross-entropy (nats per
         target) over an evaluated split."""

@@ -36,9 +36,9 @@ from nas.engine import interrupts
 from nas.engine.config import SearchConfig
 from nas.store.heartbeats import heartbeat_ages
 from nas.store.optuna_access import engine, fresh_trial, storage_of, study_id_of, trial_id_of
-from nas.store.study import count_finished
 from nas.store.study_lock import study_lock
 from nas.store.trial_attrs import ARCH_ID_KEY, ERROR_KEY, INTERRUPTED_KEY, RETRY_OF_KEY, WORKER_DIED_KEY, retries_of
+from nas.store.trial_rows import finished_count
 
 __all__ = ["DIED", "Slot", "abandon", "ask_within_budget", "fail_dead_trials", "lost_summary", "lost_trials",
            "report_running", "requeue_interrupted"]
@@ -66,12 +66,10 @@ def ask_within_budget(study: optuna.Study, config: SearchConfig, log=print) -> S
     slot = Slot(None, 0)
     try:
         with interrupts.deferred(), study_lock(engine(study), study.study_name):
-            trials = study.get_trials(deepcopy=False)
-            slot.finished = count_finished(trials)
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            if running:
-                slot.running = {n: age for n, age in heartbeat_ages(study).items()}
-            if slot.finished + len(running) < config.trials:
+            # counted in the database, not by reading every trial: flat in the study's size
+            slot.finished = finished_count(study)
+            slot.running = heartbeat_ages(study)  # every RUNNING trial, by number
+            if slot.finished + len(slot.running) < config.trials:
                 with warnings.catch_warnings():  # heartbeats are ours (nas.store.heartbeats), not Study.optimize's
                     warnings.simplefilter("ignore", UserWarning)
                     slot.trial = study.ask()

@@ -39,6 +39,7 @@ from nas.store.trial_attrs import (
     metrics_of,
     stale_outcome,
 )
+from nas.store.trial_rows import trials_with_attr
 from search_spaces.failures import trial_failure_reason
 
 __all__ = ["Objective", "TrialError"]
@@ -69,8 +70,8 @@ class Objective:
         """The finished trial (other than ``number``) of architecture ``arch_id`` whose outcome a
         repeat reuses: a COMPLETE one with metrics, or one that failed for the architecture's own
         reason (not a stop signal, not a dead worker); None if there is none."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if t.number == number or t.user_attrs.get(ARCH_ID_KEY) != arch_id:
+        for t in trials_with_attr(study, ARCH_ID_KEY, arch_id):  # found by the database, not by reading the study
+            if t.number == number or t.state not in (TrialState.COMPLETE, TrialState.FAIL):
                 continue
             if t.state == TrialState.COMPLETE and METRICS_KEY in t.user_attrs:
                 return t

@@ -4,6 +4,7 @@ rule and which rows count: :mod:`nas.results.dominance`; what is known of the fr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Optional, Sequence, Union
@@ -32,6 +33,7 @@ from nas.store.trial_attrs import (
     wall_seconds,
 )
 from nas.store.confirmations import confirmed_metrics
+from nas.store.trial_rows import feasible_values, results_trials
 
 __all__ = ["load_trials", "trials_frame", "pareto_front", "pareto_mask", "as_minimized", "confirmed_columns",
            "flatten_arch", "feasible_complete", "excluded_counts", "front_size", "CONSTRAINT_PREFIX", "FEASIBLE"]
@@ -69,15 +71,19 @@ def pareto_front(df: pd.DataFrame, objectives: Optional[dict] = None, *, floors:
 def front_size(study: optuna.Study) -> int:
     """How many trials of ``study`` (an Optuna study) are on its Pareto front: the non-dominated
     COMPLETE trials that satisfy every constraint and beat every floor, as :func:`pareto_front` of
-    :func:`load_trials` counts them, read straight from the study (the progress lines, `nas studies`)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+    :func:`load_trials` counts them, read straight from the study (the progress lines, `nas studies`):
+    their values only, in two queries (nas/store/trial_rows.py), unless the study has floors, which
+    need each trial's metrics."""
     floors = _study_floors(study)
     if floors:
         names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-        trials = [t for t in trials if _beats(t, names, floors)]
-    if not trials:
+        trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+        rows = [t.values for t in trials if _beats(t, names, floors)]
+    else:
+        rows = feasible_values(study)
+    if not rows:
         return 0
-    values = np.array([t.values for t in trials], dtype=float)
+    values = np.array(rows, dtype=float)
     return int(pareto_mask(values, [d.name.lower() for d in study.directions]).sum())
 
 
@@ -97,6 +103,13 @@ def _beats(t, names: list, floors: dict) -> bool:
 
 def flatten_arch(arch_json: str) -> dict:
     """Flattened, human-readable columns of an arch: depth, widths, per-layer mixers and params."""
+    return dict(_flat_arch(arch_json))
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_arch(arch_json: str) -> dict:
+    """:func:`flatten_arch`, once per architecture text (a study's repeats and twins share it; the
+    caller copies the result)."""
     from search_spaces import ArchSpec, get_mixer_info, list_mixers
 
     d = json.loads(arch_json)
@@ -110,6 +123,7 @@ def flatten_arch(arch_json: str) -> dict:
         "arch.depth": arch.depth,
         "arch.width": max(s.dim for s in arch.stages),
     }
+    mixers = set(list_mixers())
     for si, stage in enumerate(arch.stages):
         row[f"arch.s{si}.dim"] = stage.dim
         row[f"arch.s{si}.depth"] = len(stage.blocks)
@@ -117,7 +131,7 @@ def flatten_arch(arch_json: str) -> dict:
         for bi, block in enumerate(stage.blocks):
             p = f"arch.s{si}.b{bi}"
             row[f"{p}.mixer"] = block.mixer.type
-            known = block.mixer.type in list_mixers()
+            known = block.mixer.type in mixers
             params = {**(get_mixer_info(block.mixer.type).defaults() if known else {}), **block.mixer.params}
             for k, v in params.items():
                 row[f"{p}.{k}"] = v
@@ -125,7 +139,7 @@ def flatten_arch(arch_json: str) -> dict:
             row[f"{p}.ffn_ratio"] = block.ffn.ratio
     row["arch.mixers"] = "+".join(sorted(set(arch.mixer_types())))
     # a study may hold mixers this installation no longer registers: no family for those
-    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= set(list_mixers()) else None
+    row["arch.family"] = arch.dominant_family() if set(arch.mixer_types()) <= mixers else None
     return row
 
 
@@ -182,7 +196,7 @@ def trials_frame(st: optuna.Study) -> pd.DataFrame:
     from nas.store.study import CONFIG_ATTR, count_finished
 
     metric_names = st.metric_names or [f"value{i}" for i in range(len(st.directions))]
-    trials = st.get_trials(deepcopy=False)
+    trials = results_trials(st)  # five queries, not Optuna's per-trial ORM read (nas/store/trial_rows.py)
     retries = retries_of(trials)  # once: each row and the budget count read it
     confirmed = confirmed_metrics(st.user_attrs)
     rows = [_trial_row(t, metric_names, retries, confirmed.get(t.number)) for t in trials]

@@ -13,7 +13,6 @@ from typing import Optional
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
 
 from nas.engine import interrupts
 from nas.engine.config import SAMPLERS, SearchConfig
@@ -29,7 +28,8 @@ from nas.store.storage import (
     use_heartbeat,
 )
 from nas.store.study_lock import study_lock
-from nas.store.trial_attrs import CONFIG_ATTR, ENV_ATTR, INTERRUPTED_KEY, Retries, retries_of
+from nas.store.trial_attrs import CONFIG_ATTR, ENV_ATTR
+from nas.store.trial_rows import count_finished, finished_count  # count_finished: re-exported here
 
 __all__ = [
     "CONFIG_ATTR",
@@ -274,17 +274,4 @@ def _check_same_space(study, stored: SearchConfig, requested: SearchConfig):
 def budget_count(study: optuna.Study) -> int:
     """Finished trials that count toward `--trials`: COMPLETE, PRUNED and FAIL, except trials that
     were interrupted (Ctrl-C, SIGTERM) or went stale and were queued again (their retry counts instead)."""
-    return count_finished(study.get_trials(deepcopy=False))
-
-
-def count_finished(trials, retries: Optional[Retries] = None) -> int:
-    """:func:`budget_count` of a list of trials already read (and their :func:`~nas.store.trial_attrs.retries_of`,
-    when the caller has it)."""
-    retried = (retries or retries_of(trials)).retried
-    n = 0
-    for t in trials:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get(INTERRUPTED_KEY):
-            n += 1
-    return n
+    return finished_count(study)  # counted in the database (the same count as count_finished of every trial)
