@@ -81,21 +81,23 @@ def ask_within_budget(study: optuna.Study, config: SearchConfig, log=print) -> S
     return slot
 
 
-def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> None:
+def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print, *, say_lost: bool = True) -> bool:
     """Fail the RUNNING trials whose heartbeat is older than the grace period (their process died;
-    the retry callback queues each again once) and say what became of each. A trial that never beat
-    (its process died between starting it and its first heartbeat) gets a heartbeat now, so it
-    ages out like the others."""
+    the retry callback queues each again once), say what became of each and, unless ``say_lost`` is
+    False (the caller says it), how many trials the study has lost to a dead process so far: a run
+    that finds a dead trial only after it started says so too. A trial that never beat (its process
+    died between starting it and its first heartbeat) gets a heartbeat now, so it ages out like the
+    others. Returns whether it failed any."""
     ages = heartbeat_ages(study)
     if not ages:
-        return
+        return False
     storage = storage_of(study)
     for number, age in ages.items():
         if age is None:
             storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number))
     stale = [n for n, age in ages.items() if age is not None and age > config.grace_period]
     if not stale:
-        return
+        return False
     reason = DIED.format(grace=config.grace_period)
     _mark(study, stale, {ERROR_KEY: reason, WORKER_DIED_KEY: True})  # before failing: a finished trial is read-only
     optuna.storages.fail_stale_trials(study)
@@ -114,6 +116,10 @@ def fail_dead_trials(study: optuna.Study, config: SearchConfig, log=print) -> No
             log(f"{name}: {dead}; queued again as #{retried_as[n]}")
         else:
             log(f"{name}: {dead}; not queued again (already retried {config.max_retry} time(s))")
+    lost = lost_summary(study.get_trials(deepcopy=False), config.max_retry) if say_lost else None
+    if lost:
+        log(lost)
+    return True
 
 
 def _mark(study: optuna.Study, numbers: list, attrs: dict) -> None:
@@ -151,7 +157,7 @@ def report_running(study: optuna.Study, config: SearchConfig, log=print) -> None
     """At the start of a run: fail the trials dead runs left RUNNING, say which RUNNING trials
     belong to a live run (heartbeat fresh) and are left to it, and how many trials the study lost
     to a dead process."""
-    fail_dead_trials(study, config, log)
+    fail_dead_trials(study, config, log, say_lost=False)
     live = heartbeat_ages(study)
     if live:
         beats = ", ".join(f"#{n} ({'no heartbeat yet' if a is None else f'heartbeat {a:.0f}s ago'})"

@@ -17,7 +17,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of 
 SPACE = Path(__file__).resolve().parents[3] / "benchmarks" / "null.yaml"
 
 
-def test_the_null_evaluation_is_deterministic_and_builds_nothing():
+@pytest.fixture
+def forgets_its_plugin():
+    """The null task's plugin, loaded in this process by the space, is forgotten afterwards (its module and
+    its registry entries), as a fresh process would not have it: later tests count plugin modules."""
+    import sys
+
+    from kernels.registry import snapshot
+
+    before, modules = snapshot(), set(sys.modules)
+    yield
+    for m in set(sys.modules) - modules:
+        if m.startswith("mixer_nas_plugin_"):
+            del sys.modules[m]
+    before.restore()
+
+
+def test_the_null_evaluation_is_deterministic_and_builds_nothing(forgets_its_plugin):
     import evaluators
     import search_spaces
     from evaluators.evaluation import EvalSettings, evaluate
