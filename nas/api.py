@@ -349,7 +349,6 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
     from nas.engine.backends import get_backend
     from nas.engine.logs import quiet_interrupt_fallout
     from nas.results.trials import trials_frame
-    from nas.store.problems import storage_problem
     from nas.store.study import budget_count
 
     try:
@@ -370,10 +369,7 @@ def _run(study, config: SearchConfig, created: bool, progress: Optional[Progress
         raise SearchStopped.after(e, study=config.study, storage=config.storage, finished=budget_count(study),
                                   budget=config.trials) from None
     except Exception as e:
-        problem = storage_problem(e, config.storage)
-        if problem is None:
-            raise
-        raise UserError(problem) from None
+        raise _database_error(e, config.storage) from None
     df.attrs["storage"] = config.storage
     if budget_count(study) >= config.trials and config.checked_space().confirm.auto:
         log.info(f"study {config.study}: confirming the front (the space's confirm: auto)")
@@ -389,19 +385,26 @@ def _confirm(study, config: SearchConfig, options: dict, progress: Optional[Prog
     from dataclasses import asdict
 
     from nas.engine.confirm import ConfirmStopped, confirm_study
-    from nas.results.trials import load_trials
-    from nas.store.problems import storage_problem
+    from nas.results.trials import trials_frame
 
     try:
         report = confirm_study(study, config, progress=progress or _log_progress, log=log.info, **options)
-        df = load_trials(config.storage, config.study)
+        df = trials_frame(study)  # through the storage already open
     except ConfirmStopped as e:
         raise SearchStopped(e.signum, str(e)) from None
     except Exception as e:
-        problem = storage_problem(e, config.storage)
-        if problem is None:
-            raise
-        raise UserError(problem) from None
+        raise _database_error(e, config.storage) from None
     df.attrs["storage"] = config.storage
     df.attrs["confirmation"] = {**asdict(report), "line": report.line()}
     return df
+
+
+def _database_error(e: Exception, url: str) -> UserError:
+    """The one-line UserError for a database problem ``e`` at ``url`` (damaged, locked, read-only,
+    gone); any other exception is raised again as it is."""
+    from nas.store.problems import storage_problem
+
+    problem = storage_problem(e, url)
+    if problem is None:
+        raise e
+    return UserError(problem)
