@@ -32,11 +32,11 @@ WORK = r"""
 import sys, time, torch, optuna
 torch.set_num_threads(int(sys.argv[1]))
 import search_spaces
-from nas.engine.config import load_space_checked
-from evaluators.evaluation import EvalSettings, evaluate
+from nas.engine.config import load_checked
+from evaluators.evaluation import evaluate
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-space = load_space_checked(sys.argv[2])
-settings = EvalSettings.from_space(space)
+checked = load_checked(sys.argv[2])  # read once: the space and its settings
+space, settings = checked.space, checked.settings
 study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
 archs = [search_spaces.sample(space, study.ask()) for _ in range(int(sys.argv[3]))]
 evaluate(archs[0], settings)  # first-call costs (lazy init, allocator) outside the timing

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import sys
 
-import _repo_path  # noqa: F401  (repository root first; benchmarks/kernels.py off the path)
+import _repo_path  # noqa: F401  (repository root first; benchmarks/kernel_speed.py off the path)
 
 CASES = [  # mixer, profile seq_len, scale.dim, batch, mode
     ("softmax", 8192, 4, 1, "inference"),

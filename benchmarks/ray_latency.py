@@ -96,8 +96,7 @@ def main():
 
     import yaml
 
-    from evaluators.evaluation import EvalSettings
-    from nas.engine.config import load_space_checked
+    from nas.engine.config import load_checked
     from search_spaces.space import resolve_space
 
     text = resolve_space(args.space).read_text()
@@ -105,8 +104,8 @@ def main():
         raw = yaml.safe_load(text)
         raw.setdefault("train", {})["steps"] = args.steps
         text = yaml.safe_dump(raw)
-    space = load_space_checked(args.space, text=text)
-    settings = EvalSettings.from_space(space)
+    checked = load_checked(args.space, text=text)  # read once: the space and its settings
+    space, settings = checked.space, checked.settings
     archs = sample_archs(space, args.archs)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load: {_load()}")
     print(f"{len(archs)} architectures of {args.space!r}; latency settings {settings.latency}")
